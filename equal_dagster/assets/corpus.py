@@ -1,0 +1,73 @@
+"""Asset ``corpus``: one crawl's files in, its documents and quarantine rows out (EQUAL's input corpus)."""
+
+import dagster as dg
+
+from equal_dagster.core.corpus import IngestReport, ingest_crawl
+from equal_dagster.assets.metadata import markdown_table
+from equal_dagster.partitions import crawls_partitions
+from equal_dagster.resources.crawls import CrawlFolder
+from equal_dagster.resources.store import StoreResource
+
+def _log_progress(context: dg.AssetExecutionContext):
+    def log(report: IngestReport, done: int, total: int) -> None:
+        share = f"{100 * done / total:.0f}%" if total else "-"
+        context.log.info(
+            f"{report.rows_read:,} rows read ({done / 1e6:.1f} / {total / 1e6:.1f} MB, {share}), "
+            f"{report.documents_kept:,} documents kept, {report.rows_per_second:,.0f} rows/s"
+        )
+
+    return log
+
+def _reason_table(report: IngestReport) -> str:
+    return markdown_table(["reason", "rows"], [("duplicate", report.duplicates), *sorted(report.quarantined.items())])
+
+@dg.asset(
+    partitions_def=crawls_partitions,
+    group_name="ingest",
+    kinds={"duckdb", "polars"},
+    pool="duckdb",
+    description=(
+        "Documents of one crawl: text normalized, exact duplicates kept once, and every row that cannot "
+        "become a document in `quarantine` with its reason. Re-materializing replaces the crawl's rows."
+    ),
+)
+def corpus(context: dg.AssetExecutionContext, store: StoreResource, crawl_folder: CrawlFolder) -> dg.MaterializeResult:
+    crawl_id = context.partition_key
+    crawl_path = crawl_folder.crawl_path(crawl_id)
+    context.log.info(f"ingesting crawl {crawl_id} from {crawl_path}")
+    with store.open_store() as db:
+        report = ingest_crawl(
+            db, crawl_id, crawl_path, crawl_folder.root(), crawl_folder.crawl_format(), progress=_log_progress(context)
+        )
+        preview = db.sample_documents(crawl_id, 5)
+        columns = db.column_types("documents")
+
+    quarantined = sum(report.quarantined.values())
+    context.log.info(
+        f"crawl {crawl_id}: {report.rows_read:,} rows read, {report.documents_kept:,} kept, "
+        f"{report.duplicates:,} duplicates, {quarantined:,} quarantined {dict(report.quarantined)}, "
+        f"{report.blank_lines:,} blank lines, {report.skipped_files} marker files skipped, "
+        f"{report.rows_per_second:,.0f} rows/s"
+    )
+    preview_md = markdown_table(
+        ["doc_id", "url", "chars", "text"],
+        [(row["doc_id"], row["url"] or "", row["n_chars"], row["text"][:160]) for row in preview.iter_rows(named=True)],
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": report.documents_kept,
+            "dagster/column_schema": dg.TableSchema(
+                columns=[dg.TableColumn(name, sql_type) for name, sql_type in columns.items()]
+            ),
+            "rows_read": report.rows_read,
+            "documents_kept": report.documents_kept,
+            "duplicates": report.duplicates,
+            "quarantined": quarantined,
+            "quarantined_by_reason": dg.MetadataValue.md(_reason_table(report)),
+            "blank_lines": report.blank_lines,
+            "files": report.files,
+            "marker_files_skipped": report.skipped_files,
+            "rows_per_second": round(report.rows_per_second, 1),
+            "preview": dg.MetadataValue.md(preview_md),
+        }
+    )

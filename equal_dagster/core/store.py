@@ -1,0 +1,399 @@
+"""The DuckDB store: the one module that owns the schema and every SQL statement.
+
+Rules this module keeps (DESIGN.md, "The store"):
+
+* The schema is created or migrated when a store is opened read-write; a ``schema_version`` table records
+  which migrations ran. A read-only open refuses a store that is missing or older than this code.
+* A partition (one crawl, one round) is written by :meth:`Store.replace_partition`: its old rows are deleted
+  and the new ones inserted in one transaction. An exception anywhere inside leaves the old rows untouched.
+* Every value reaches DuckDB as a bound parameter or as a registered Arrow table; table and column names come
+  only from :data:`TABLES`, never from data.
+* Tables cross into the rest of the code as polars DataFrames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+SCHEMA_VERSION = 1
+
+# Table name -> (column name -> DuckDB type), in column order; and the primary key.
+TABLES: dict[str, dict[str, str]] = {
+    "documents": {
+        "doc_id": "VARCHAR NOT NULL",
+        "crawl_id": "VARCHAR NOT NULL",
+        "source_file": "VARCHAR NOT NULL",
+        "line_no": "BIGINT NOT NULL",
+        "url": "VARCHAR",
+        "text": "VARCHAR NOT NULL",
+        "n_chars": "INTEGER NOT NULL",
+        "content_hash": "VARCHAR NOT NULL",
+        "ingested_at": "TIMESTAMP NOT NULL",
+    },
+    "quarantine": {
+        "crawl_id": "VARCHAR NOT NULL",
+        "source_file": "VARCHAR NOT NULL",
+        "line_no": "BIGINT NOT NULL",
+        "reason": "VARCHAR NOT NULL",
+        "detail": "VARCHAR",
+        "raw_excerpt": "VARCHAR",
+        "quarantined_at": "TIMESTAMP NOT NULL",
+    },
+    "embeddings": {
+        "doc_id": "VARCHAR NOT NULL",
+        "embedder_id": "VARCHAR NOT NULL",
+        "crawl_id": "VARCHAR NOT NULL",
+        "vector": "FLOAT[] NOT NULL",
+        "embedded_at": "TIMESTAMP NOT NULL",
+    },
+    "clusters": {
+        "doc_id": "VARCHAR NOT NULL",
+        "clustering_id": "VARCHAR NOT NULL",
+        "cluster_id": "INTEGER NOT NULL",
+        "probability": "DOUBLE",
+        "joined_as_noise": "BOOLEAN NOT NULL DEFAULT FALSE",
+        "assigned_at": "TIMESTAMP NOT NULL",
+    },
+    "rounds": {
+        "round_id": "VARCHAR NOT NULL",
+        "round_no": "INTEGER NOT NULL",
+        "policy": "VARCHAR NOT NULL",
+        "seed": "BIGINT",
+        "docs_spent": "BIGINT NOT NULL DEFAULT 0",
+        "tokens_spent": "BIGINT NOT NULL DEFAULT 0",
+        "arms": "JSON",
+        "rewards": "JSON",
+        "timings": "JSON",
+        "dagster_run_id": "VARCHAR",
+        "finished_at": "TIMESTAMP NOT NULL",
+    },
+    "extractions": {
+        "doc_id": "VARCHAR NOT NULL",
+        "round_id": "VARCHAR NOT NULL",
+        "backend": "VARCHAR NOT NULL",
+        "model": "VARCHAR",
+        "prompt_version": "VARCHAR",
+        "cache_key": "VARCHAR",
+        "tokens_in": "BIGINT",
+        "tokens_out": "BIGINT",
+        "latency_s": "DOUBLE",
+        "status": "VARCHAR NOT NULL",
+        "error": "VARCHAR",
+        "dagster_run_id": "VARCHAR",
+        "extracted_at": "TIMESTAMP NOT NULL",
+    },
+    "qa_pairs": {
+        "qa_id": "VARCHAR NOT NULL",
+        "doc_id": "VARCHAR NOT NULL",
+        "round_id": "VARCHAR NOT NULL",
+        "question": "VARCHAR NOT NULL",
+        "answer": "VARCHAR NOT NULL",
+        "extractor": "VARCHAR NOT NULL",
+        "quality": "JSON",
+        "quality_score": "DOUBLE",
+        "kept": "BOOLEAN",
+        "drop_reason": "VARCHAR",
+        "dagster_run_id": "VARCHAR",
+        "created_at": "TIMESTAMP NOT NULL",
+    },
+    "llm_cache": {
+        "cache_key": "VARCHAR NOT NULL",
+        "backend": "VARCHAR NOT NULL",
+        "model": "VARCHAR",
+        "response": "VARCHAR NOT NULL",
+        "tokens_in": "BIGINT",
+        "tokens_out": "BIGINT",
+        "created_at": "TIMESTAMP NOT NULL",
+    },
+    "models": {
+        "model_id": "VARCHAR NOT NULL",
+        "base_model": "VARCHAR NOT NULL",
+        "dataset_hash": "VARCHAR",
+        "training_config": "JSON",
+        "path": "VARCHAR NOT NULL",
+        "train_loss": "DOUBLE",
+        "created_at": "TIMESTAMP NOT NULL",
+    },
+    "eval_scores": {
+        "model_id": "VARCHAR NOT NULL",
+        "task": "VARCHAR NOT NULL",
+        "metric": "VARCHAR NOT NULL",
+        "value": "DOUBLE",
+        "stderr": "DOUBLE",
+        "n": "BIGINT",
+        "evaluated_at": "TIMESTAMP NOT NULL",
+    },
+}
+
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
+    "documents": ("doc_id",),
+    "quarantine": ("crawl_id", "source_file", "line_no"),
+    "embeddings": ("doc_id", "embedder_id"),
+    "clusters": ("doc_id", "clustering_id"),
+    "rounds": ("round_id",),
+    "extractions": ("doc_id", "round_id"),
+    "qa_pairs": ("qa_id",),
+    "llm_cache": ("cache_key",),
+    "models": ("model_id",),
+    "eval_scores": ("model_id", "task", "metric"),
+}
+
+
+def _create_table_sql(table: str) -> str:
+    columns = ",\n  ".join(f"{name} {sql_type}" for name, sql_type in TABLES[table].items())
+    key = ", ".join(PRIMARY_KEYS[table])
+    return f"CREATE TABLE IF NOT EXISTS {table} (\n  {columns},\n  PRIMARY KEY ({key})\n)"
+
+
+# Version -> statements that bring a store from the version before to this one. Append; never edit.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [_create_table_sql(table) for table in TABLES]
+    + [
+        "CREATE INDEX IF NOT EXISTS documents_crawl ON documents (crawl_id)",
+        "CREATE INDEX IF NOT EXISTS quarantine_crawl ON quarantine (crawl_id)",
+    ],
+}
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be used as asked: missing, too old, too new, or a write to a read-only one."""
+
+
+@dataclass(frozen=True)
+class CrawlCounts:
+    crawl_id: str
+    documents: int
+    quarantined: dict[str, int]
+
+
+class PartitionWriter:
+    """Inserts rows into the tables of one partition while :meth:`Store.replace_partition` holds it open."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, column: str, value: str, tables: Sequence[str]):
+        self._conn = conn
+        self._column = column
+        self._value = value
+        self._tables = tuple(tables)
+        self.rows_inserted: dict[str, int] = dict.fromkeys(self._tables, 0)
+
+    def insert(self, table: str, rows: pl.DataFrame) -> None:
+        if table not in self._tables:
+            raise StoreError(f"table {table!r} is not part of this partition write ({', '.join(self._tables)})")
+        if rows.height == 0:
+            return
+        _check_columns(table, rows.columns)
+        wrong = rows.filter(pl.col(self._column) != self._value).height if self._column in rows.columns else 0
+        if self._column not in rows.columns or wrong:
+            raise StoreError(
+                f"rows for {table} must all have {self._column} = {self._value!r} "
+                f"({'column missing' if self._column not in rows.columns else f'{wrong} rows differ'})"
+            )
+        _insert_frame(self._conn, table, rows)
+        self.rows_inserted[table] += rows.height
+
+    def existing_documents(self, content_hashes: list[str], doc_ids: list[str]) -> pl.DataFrame:
+        """Documents already stored (other crawls, or earlier batches of this write) with one of these
+        content hashes or ids: columns doc_id, crawl_id, content_hash."""
+        return _existing_documents(self._conn, content_hashes, doc_ids)
+
+
+def _check_columns(table: str, columns: Sequence[str]) -> None:
+    if table not in TABLES:
+        raise StoreError(f"unknown table {table!r}")
+    unknown = [c for c in columns if c not in TABLES[table]]
+    if unknown:
+        raise StoreError(f"table {table} has no column(s) {', '.join(unknown)}")
+
+
+_batch_names = (f"__equal_batch_{i}" for i in itertools.count())
+
+
+def _insert_frame(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
+    name = next(_batch_names)
+    columns = ", ".join(rows.columns)
+    conn.register(name, rows.to_arrow())
+    try:
+        conn.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {name}")
+    finally:
+        conn.unregister(name)
+
+
+def _existing_documents(
+    conn: duckdb.DuckDBPyConnection, content_hashes: list[str], doc_ids: list[str]
+) -> pl.DataFrame:
+    return conn.execute(
+        "SELECT doc_id, crawl_id, content_hash FROM documents "
+        "WHERE content_hash IN (SELECT unnest(?::VARCHAR[])) OR doc_id IN (SELECT unnest(?::VARCHAR[]))",
+        [content_hashes, doc_ids],
+    ).pl()
+
+
+class Store:
+    """One DuckDB file holding every table of DESIGN.md.
+
+    Open it with :meth:`Store.open` (a path) or wrap a connection someone else opened (the Dagster resource
+    does) with ``Store(conn)``; a read-write store migrates the schema on open.
+    """
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, *, read_only: bool = False, path: str | Path = ""):
+        self.conn = conn
+        self.read_only = read_only
+        self.path = str(path)
+        if read_only:
+            self._check_version()
+        else:
+            self._migrate()
+
+    # -- opening ---------------------------------------------------------------------------------------
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, path: str | Path, *, read_only: bool = False) -> Iterator[Store]:
+        path = Path(path)
+        if read_only and not path.exists():
+            raise StoreError(f"no store at {path}: materialize the corpus first (or check EQUAL_HOME)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = duckdb.connect(str(path), read_only=read_only)
+        try:
+            yield cls(conn, read_only=read_only, path=path)
+        finally:
+            conn.close()
+
+    def _migrate(self) -> None:
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
+        )
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path or '(connection)'} has schema version {current}, newer than this code "
+                f"({SCHEMA_VERSION}): upgrade equal-dagster"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                for statement in MIGRATIONS[version]:
+                    self.conn.execute(statement)
+                self.conn.execute("INSERT INTO schema_version VALUES (?, now())", [version])
+
+    def _check_version(self) -> None:
+        found = self.conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+        ).fetchone()[0]
+        current = self.schema_version() if found else 0
+        if current != SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path or '(connection)'} has schema version {current}, this code needs "
+                f"{SCHEMA_VERSION}: open it read-write once to migrate"
+            )
+
+    def schema_version(self) -> int:
+        return self.conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+
+    # -- writing ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._check_writable()
+        self.conn.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def replace_partition(self, column: str, value: str, tables: Sequence[str]) -> Iterator[PartitionWriter]:
+        """Delete the rows of ``tables`` whose ``column`` equals ``value`` and insert new ones, in one
+        transaction. Yields a :class:`PartitionWriter`; if the body raises, nothing changes."""
+        for table in tables:
+            _check_columns(table, [column])
+        with self.transaction():
+            for table in tables:
+                self.conn.execute(f"DELETE FROM {table} WHERE {column} = ?", [value])
+            yield PartitionWriter(self.conn, column, value, tables)
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"store {self.path or '(connection)'} is open read-only")
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def table_row_counts(self) -> dict[str, int]:
+        return {table: self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in TABLES}
+
+    def documents(self, crawl_id: str | None = None) -> pl.DataFrame:
+        """Documents of one crawl (or all), in source order."""
+        return self.conn.execute(
+            "SELECT * FROM documents WHERE ? IS NULL OR crawl_id = ? ORDER BY crawl_id, source_file, line_no",
+            [crawl_id, crawl_id],
+        ).pl()
+
+    def quarantine(self, crawl_id: str | None = None) -> pl.DataFrame:
+        return self.conn.execute(
+            "SELECT * FROM quarantine WHERE ? IS NULL OR crawl_id = ? ORDER BY crawl_id, source_file, line_no",
+            [crawl_id, crawl_id],
+        ).pl()
+
+    def existing_documents(self, content_hashes: list[str], doc_ids: list[str]) -> pl.DataFrame:
+        return _existing_documents(self.conn, content_hashes, doc_ids)
+
+    def crawl_counts(self) -> list[CrawlCounts]:
+        """Per crawl: documents kept and quarantined rows by reason (duplicates included as a reason)."""
+        docs = dict(self.conn.execute("SELECT crawl_id, count(*) FROM documents GROUP BY crawl_id").fetchall())
+        quarantined: dict[str, dict[str, int]] = {}
+        for crawl_id, reason, n in self.conn.execute(
+            "SELECT crawl_id, reason, count(*) FROM quarantine GROUP BY crawl_id, reason ORDER BY crawl_id, reason"
+        ).fetchall():
+            quarantined.setdefault(crawl_id, {})[reason] = n
+        crawl_ids = sorted(set(docs) | set(quarantined))
+        return [CrawlCounts(c, docs.get(c, 0), quarantined.get(c, {})) for c in crawl_ids]
+
+    def column_types(self, table: str) -> dict[str, str]:
+        """The column names and DuckDB types of a table as the store has it."""
+        _check_columns(table, [])
+        rows = self.conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+            "ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+        return dict(rows)
+
+    def sample_documents(self, crawl_id: str, n: int) -> pl.DataFrame:
+        return self.conn.execute(
+            "SELECT doc_id, url, n_chars, text FROM documents WHERE crawl_id = ? "
+            "ORDER BY source_file, line_no LIMIT ?",
+            [crawl_id, n],
+        ).pl()
+
+
+def table_frame(table: str, columns: dict[str, list[Any]]) -> pl.DataFrame:
+    """A DataFrame of ``table``'s columns (those given, in the table's order), typed as the store has them."""
+    _check_columns(table, list(columns))
+    ordered = [c for c in TABLES[table] if c in columns]
+    return pl.DataFrame({c: columns[c] for c in ordered}, schema={c: _POLARS_TYPES[table][c] for c in ordered})
+
+
+def _polars_type(sql_type: str) -> Any:
+    base = sql_type.split()[0]
+    return {
+        "VARCHAR": pl.String,
+        "JSON": pl.String,
+        "BIGINT": pl.Int64,
+        "INTEGER": pl.Int32,
+        "DOUBLE": pl.Float64,
+        "BOOLEAN": pl.Boolean,
+        "TIMESTAMP": pl.Datetime("us"),
+        "FLOAT[]": pl.List(pl.Float32),
+    }[base]
+
+
+_POLARS_TYPES: dict[str, dict[str, Any]] = {
+    table: {column: _polars_type(sql_type) for column, sql_type in columns.items()}
+    for table, columns in TABLES.items()
+}
