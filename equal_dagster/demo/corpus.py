@@ -1,0 +1,228 @@
+"""The embedded demo's data: a seeded web corpus written as two crawls, and a math reference set.
+
+Same seed, same bytes: every choice comes from one ``random.Random(seed)``, JSON is written with sorted keys,
+gzip without a timestamp. Every generated row records its kind under ``meta.kind``, a field the pipeline
+never reads, so that benchmarks can score what a selection policy picked. Relevant to the demo goal (grade
+school math) are the ``math_problem`` documents (and near-duplicates of them).
+
+Kinds: math_problem, math_explainer, code_qa, howto, faq, encyclopedia, news, shop, boilerplate, forum,
+non_english, near_duplicate, recrawl (an exact copy of an earlier page, found again in the second crawl),
+plus broken rows of several sorts that the corpus asset must quarantine.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from equal_dagster.demo import text_kinds as kinds
+from equal_dagster.demo.math_problems import math_problem
+
+RELEVANT_KINDS = frozenset({"math_problem"})
+
+# kind -> (weight in the corpus, writer)
+WRITERS: dict[str, tuple[float, Callable[[random.Random], str]]] = {
+    "math_problem": (12, kinds.math_worked_problems),
+    "math_explainer": (3, kinds.math_explainer),
+    "code_qa": (10, kinds.code_qa_thread),
+    "howto": (10, kinds.howto_list),
+    "faq": (8, kinds.faq_page),
+    "encyclopedia": (12, kinds.encyclopedia_article),
+    "news": (12, kinds.news_article),
+    "shop": (10, kinds.shop_page),
+    "boilerplate": (6, kinds.boilerplate_page),
+    "forum": (10, kinds.forum_chatter),
+}
+NON_ENGLISH_WEIGHT = 4
+NEAR_DUPLICATE_SHARE = 0.05
+RECRAWL_SHARE = 0.015
+BROKEN_SHARE = 0.008
+
+CRAWL_NAMES = ("crawl-2026-10", "crawl-2026-11")
+
+
+@dataclass
+class DemoCorpus:
+    """Rows of each crawl (dicts, or raw bytes for broken lines) and what was generated."""
+
+    crawls: dict[str, list[dict | bytes]] = field(default_factory=dict)
+    kinds: Counter = field(default_factory=Counter)
+    math_questions: set[str] = field(default_factory=set)
+
+
+def _slug(text: str) -> str:
+    words = "".join(c if c.isalnum() else " " for c in text.split("\n", 1)[0].lower()).split()
+    return "-".join(words[:6]) or "page"
+
+
+def _broken_rows(rng: random.Random, prefix: str, used_ids: list[str]) -> list[bytes]:
+    n = rng.randint(0, 10**6)
+    return [
+        b'{"id": "%s-trunc-%d", "text": "This line was cut off in the middle of' % (prefix.encode(), n),
+        b'["a", "json", "list", "not", "an", "object"]',
+        b'"just a string on its own line"',
+        json.dumps({"id": f"{prefix}-nobody-{n}", "body": "The text is under the wrong field.", "meta": {"kind": "broken"}}).encode(),
+        json.dumps({"id": f"{prefix}-empty-{n}", "text": "  \n\t  ", "meta": {"kind": "broken"}}).encode(),
+        b'{"id": "%s-latin1-%d", "text": "Caf\xe9 cr\xe8me, written in Latin-1 bytes", "meta": {"kind": "broken"}}' % (prefix.encode(), n),
+        json.dumps({"id": f"{prefix}-number-{n}", "text": 12345, "meta": {"kind": "broken"}}).encode(),
+        json.dumps({"id": rng.choice(used_ids), "text": f"A different page that reuses an existing id (version {n}).",
+                    "meta": {"kind": "broken"}}).encode(),
+    ]
+
+
+def generate_demo_corpus(seed: int = 0, n_documents: int = 6000) -> DemoCorpus:
+    """About ``n_documents`` rows in two crawls (55% / 45%), broken rows included."""
+    rng = random.Random(seed)
+    corpus = DemoCorpus()
+    names = list(WRITERS) + ["non_english"]
+    weights = [w for w, _ in WRITERS.values()] + [NON_ENGLISH_WEIGHT]
+    first_crawl_size = int(n_documents * 0.55)
+    earlier: list[dict] = []
+    for crawl_index, crawl in enumerate(CRAWL_NAMES):
+        size = first_crawl_size if crawl_index == 0 else n_documents - first_crawl_size
+        prefix = f"c{crawl_index + 1}"
+        rows: list[dict | bytes] = []
+        for i in range(size):
+            doc_id = f"{prefix}-{i:06d}"
+            roll = rng.random()
+            if earlier and crawl_index == 1 and roll < RECRAWL_SHARE:
+                source = rng.choice(earlier)
+                row = {"id": doc_id, "text": source["text"],
+                       "meta": {"kind": "recrawl", "source_kind": source["meta"]["kind"], "copy_of": source["id"]}}
+                if "url" in source:
+                    row["url"] = source["url"]
+            elif earlier and roll < RECRAWL_SHARE + NEAR_DUPLICATE_SHARE:
+                source = rng.choice(earlier)
+                row = {"id": doc_id, "url": f"https://mirror{rng.randint(1, 9)}.example/{_slug(source['text'])}",
+                       "text": kinds.near_duplicate(rng, source["text"]),
+                       "meta": {"kind": "near_duplicate", "source_kind": source["meta"]["kind"], "copy_of": source["id"]}}
+            else:
+                kind = rng.choices(names, weights)[0]
+                meta: dict = {"kind": kind}
+                if kind == "non_english":
+                    meta["lang"], text = kinds.non_english_page(rng)
+                else:
+                    text = WRITERS[kind][1](rng)
+                row = {"id": doc_id, "url": f"https://{kinds.pick(rng, kinds.SITES)}/{_slug(text)}-{i}",
+                       "text": text, "meta": meta}
+            if "url" in row and rng.random() < 0.15:
+                del row["url"]  # many crawls lack a URL for some rows
+            rows.append(row)
+            earlier.append(row)
+            corpus.kinds[row["meta"]["kind"]] += 1
+        ids = [r["id"] for r in rows if isinstance(r, dict)]
+        for j in range(max(8, round(size * BROKEN_SHARE))):
+            rows.insert(rng.randrange(len(rows) + 1), _broken_rows(rng, prefix, ids)[j % 8])
+            corpus.kinds["broken"] += 1
+        corpus.crawls[crawl] = rows
+    for rows in corpus.crawls.values():
+        for row in rows:
+            if isinstance(row, dict) and row["meta"]["kind"] == "math_problem":
+                corpus.math_questions.update(_questions_in(row["text"]))
+    return corpus
+
+
+def _questions_in(text: str) -> set[str]:
+    """The problem statements inside a math page (the sentence block after a problem marker)."""
+    found = set()
+    for line in text.split("\n"):
+        for marker in ("Problem: ", "Q: "):
+            if line.startswith(marker):
+                found.add(line[len(marker):])
+        if line.startswith(("Problem ", "Example ")) and ". " in line:
+            found.add(line.split(". ", 1)[1])
+    return found
+
+
+def _jsonl_bytes(rows: list[dict | bytes]) -> bytes:
+    out = io.BytesIO()
+    for row in rows:
+        out.write(row if isinstance(row, bytes) else json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
+        out.write(b"\n")
+    return out.getvalue()
+
+
+def _write_gzip(path: Path, data: bytes) -> None:
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
+        f.write(data)
+
+
+def _write_parquet(path: Path, rows: list[dict]) -> None:
+    table = pa.Table.from_pylist([{"id": r["id"], "url": r.get("url"), "text": r["text"],
+                                   "meta": json.dumps(r["meta"], sort_keys=True)} for r in rows])
+    pq.write_table(table, path, compression="zstd")
+
+
+def write_demo_crawls(crawl_dir: Path, seed: int = 0, n_documents: int = 6000) -> DemoCorpus:
+    """Write the two demo crawls under ``crawl_dir``: the first as plain and gzipped JSONL, the second as
+    Parquet (clean rows) and JSONL (the rest, broken rows included)."""
+    corpus = generate_demo_corpus(seed, n_documents)
+    first, second = (corpus.crawls[name] for name in CRAWL_NAMES)
+    one, two = Path(crawl_dir) / CRAWL_NAMES[0], Path(crawl_dir) / CRAWL_NAMES[1]
+    one.mkdir(parents=True, exist_ok=True)
+    two.mkdir(parents=True, exist_ok=True)
+    half = len(first) // 2
+    (one / "part-00000.jsonl").write_bytes(_jsonl_bytes(first[:half]))
+    _write_gzip(one / "part-00001.jsonl.gz", _jsonl_bytes(first[half:]))
+    clean = [r for r in second[: len(second) // 2] if isinstance(r, dict)]
+    rest = [r for r in second[: len(second) // 2] if isinstance(r, bytes)] + second[len(second) // 2:]
+    _write_parquet(two / "part-00000.parquet", clean)
+    (two / "part-00001.jsonl").write_bytes(_jsonl_bytes(rest))
+    return corpus
+
+
+def generate_reference_set(seed: int = 0, n: int = 120, exclude: set[str] = frozenset()) -> list[dict]:
+    """``n`` math word problems with worked answers, none of whose questions is in ``exclude``."""
+    rng = random.Random(f"reference-{seed}")
+    seen: set[str] = set(exclude)
+    rows = []
+    while len(rows) < n:
+        problem = math_problem(rng)
+        if problem.question in seen:
+            continue
+        seen.add(problem.question)
+        rows.append({"id": f"ref-{len(rows):04d}", "question": problem.question,
+                     "answer": " ".join(problem.steps) + f" The answer is {problem.answer}.",
+                     "final_answer": problem.answer, "template": problem.template})
+    return rows
+
+
+def write_reference_set(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_jsonl_bytes(rows))
+
+
+def write_demo_data(crawl_dir: Path, reference_path: Path, seed: int = 0, n_documents: int = 6000) -> DemoCorpus:
+    """The demo crawls and the reference set (disjoint from every math question in the crawls)."""
+    corpus = write_demo_crawls(crawl_dir, seed, n_documents)
+    write_reference_set(reference_path, generate_reference_set(seed, exclude=corpus.math_questions))
+    return corpus
+
+
+def kinds_by_doc_id(crawl_dir: Path) -> dict[str, str]:
+    """The generator's ``meta.kind`` of every generated row, read back from the crawl files (benchmarks
+    use it to score selection; the pipeline never does)."""
+    found: dict[str, str] = {}
+    for path in sorted(Path(crawl_dir).rglob("*")):
+        if path.name.endswith(".parquet"):
+            for row in pq.read_table(path, columns=["id", "meta"]).to_pylist():
+                found[row["id"]] = json.loads(row["meta"])["kind"]
+        elif path.name.endswith((".jsonl", ".jsonl.gz")):
+            opener = gzip.open if path.name.endswith(".gz") else open
+            with opener(path, "rb") as f:
+                for line in f:
+                    try:
+                        row = json.loads(line)
+                        found[str(row["id"])] = row["meta"]["kind"]
+                    except (ValueError, KeyError, TypeError):
+                        continue
+    return found

@@ -1,0 +1,54 @@
+"""`equal demo`: write the demo data into EQUAL_HOME and materialize the pipeline through Dagster's API on
+the home's persistent instance, so that the runs show up afterwards in `make ui`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from equal_dagster.assets.metadata import markdown_table
+from equal_dagster.core.settings import EqualPaths
+from equal_dagster.definitions import build_definitions
+from equal_dagster.demo.corpus import CRAWL_NAMES, write_demo_data
+from equal_dagster.instance import persistent_instance
+from equal_dagster.partitions import crawls_partitions
+
+
+@dataclass
+class CrawlSummary:
+    crawl_id: str
+    rows_read: int
+    documents_kept: int
+    duplicates: int
+    quarantined: int
+    run_id: str
+
+
+def run_demo(paths: EqualPaths, *, seed: int = 0, n_documents: int = 6000, say: Callable[[str], None] = print) -> list[CrawlSummary]:
+    say(f"EQUAL_HOME: {paths.home}")
+    reference = paths.reference_dir / "math_reference.jsonl"
+    generated = write_demo_data(paths.crawl_dir, reference, seed=seed, n_documents=n_documents)
+    say(f"wrote {sum(generated.kinds.values()):,} demo rows of {len(generated.kinds)} kinds as {len(CRAWL_NAMES)} "
+        f"crawls in {paths.crawl_dir}, and the reference set {reference}")
+
+    instance = persistent_instance(paths)
+    defs = build_definitions(paths)
+    known = set(instance.get_dynamic_partitions(crawls_partitions.name))
+    instance.add_dynamic_partitions(crawls_partitions.name, [c for c in CRAWL_NAMES if c not in known])
+    ingest = defs.resolve_job_def("ingest_crawl")
+    summaries = []
+    for crawl in CRAWL_NAMES:
+        say(f"materializing corpus[{crawl}] ...")
+        result = ingest.execute_in_process(partition_key=crawl, instance=instance)
+        metadata = {k: v.value for k, v in result.asset_materializations_for_node("corpus")[0].metadata.items()}
+        summaries.append(CrawlSummary(crawl, metadata["rows_read"], metadata["documents_kept"],
+                                      metadata["duplicates"], metadata["quarantined"], result.run_id))
+    say("")
+    say(markdown_table(
+        ["crawl", "rows read", "documents", "duplicates", "quarantined", "Dagster run"],
+        [(s.crawl_id, s.rows_read, s.documents_kept, s.duplicates, s.quarantined, s.run_id[:8]) for s in summaries],
+    ))
+    say("")
+    say(f"store: {paths.store}")
+    say("see the runs, assets and their metadata: make ui  (then open http://127.0.0.1:3000)")
+    return summaries

@@ -1,0 +1,49 @@
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import yaml
+from packaging.version import Version
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_definitions_load_from_the_workspace_target():
+    target = yaml.safe_load((ROOT / "workspace.yaml").read_text())["load_from"][0]["python_module"]
+    defs = getattr(importlib.import_module(target["module_name"]), target["attribute"])
+    assert isinstance(defs, dg.Definitions)
+    graph = defs.resolve_asset_graph()
+    corpus = graph.get(dg.AssetKey("corpus"))
+    assert corpus.group_name == "ingest"
+    assert defs.resolve_assets_def("corpus").node_def.pool == "duckdb"
+    assert {"duckdb", "polars"} <= set(corpus.kinds)
+    assert "quarantine" in corpus.description
+    assert defs.resolve_job_def("ingest_crawl") is not None
+    assert defs.resolve_sensor_def("new_crawl_sensor") is not None
+
+
+def test_dagster_definitions_validate_passes(tmp_path):
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, env={"PATH": "/usr/bin:/bin", "EQUAL_HOME": str(tmp_path),
+                                                                  "DAGSTER_HOME": str(tmp_path), "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All code locations passed validation" in result.stdout + result.stderr
+
+
+def test_instance_settings_put_duckdb_writers_in_one_pool():
+    settings = yaml.safe_load((ROOT / "equal_dagster" / "dagster.yaml").read_text())
+    assert settings["concurrency"]["pools"]["default_limit"] == 1
+    assert (ROOT / "dagster.yaml").read_text() == (ROOT / "equal_dagster" / "dagster.yaml").read_text()
+
+
+def test_duckdb_stays_below_2():
+    """duckdb 2.0.0 broke dagster-duckdb's polars path here (DuckDBPyConnection has no `arrow`); pyproject pins
+    duckdb<2 and this test fails if that pin is lost."""
+    assert Version(duckdb.__version__) < Version("2"), duckdb.__version__
+    conn = duckdb.connect()
+    assert conn.execute("SELECT 42 AS x").pl()["x"].to_list() == [42]

@@ -1,0 +1,104 @@
+import duckdb
+import polars as pl
+import pytest
+
+from equal_dagster.core.store import SCHEMA_VERSION, TABLES, Store, StoreError, table_frame
+from datetime import datetime
+
+
+def doc_rows(crawl: str, ids: list[str], text: str = "t") -> pl.DataFrame:
+    n = len(ids)
+    return table_frame("documents", {
+        "doc_id": ids, "crawl_id": [crawl] * n, "source_file": ["f.jsonl"] * n, "line_no": list(range(1, n + 1)),
+        "url": [None] * n, "text": [f"{text} {i}" for i in ids], "n_chars": [3] * n, "content_hash": ids,
+        "ingested_at": [datetime(2026, 1, 1)] * n,
+    })
+
+
+def test_open_creates_every_table_and_records_the_version(tmp_path):
+    with Store.open(tmp_path / "s.duckdb") as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert set(store.table_row_counts()) == set(TABLES)
+        assert list(store.column_types("documents")) == list(TABLES["documents"])
+
+
+def test_reopening_does_not_migrate_again(tmp_path):
+    for _ in range(2):
+        with Store.open(tmp_path / "s.duckdb") as store:
+            assert store.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_read_only_open_refuses_missing_or_old_store_and_writes(tmp_path):
+    with pytest.raises(StoreError, match="no store at"):
+        with Store.open(tmp_path / "missing.duckdb", read_only=True):
+            pass
+    conn = duckdb.connect(str(tmp_path / "old.duckdb"))
+    conn.execute("CREATE TABLE unrelated (x INT)")
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 0"):
+        with Store.open(tmp_path / "old.duckdb", read_only=True):
+            pass
+    with Store.open(tmp_path / "s.duckdb"):
+        pass
+    with Store.open(tmp_path / "s.duckdb", read_only=True) as store:
+        with pytest.raises(StoreError, match="read-only"):
+            with store.replace_partition("crawl_id", "c1", ["documents"]):
+                pass
+
+
+def test_newer_store_is_refused(tmp_path):
+    with Store.open(tmp_path / "s.duckdb") as store:
+        store.conn.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION + 1])
+    with pytest.raises(StoreError, match="newer than this code"):
+        with Store.open(tmp_path / "s.duckdb"):
+            pass
+
+
+def test_replace_partition_replaces_only_its_partition(tmp_path):
+    with Store.open(tmp_path / "s.duckdb") as store:
+        for crawl, ids in [("c1", ["a", "b"]), ("c2", ["c"])]:
+            with store.replace_partition("crawl_id", crawl, ["documents"]) as writer:
+                writer.insert("documents", doc_rows(crawl, ids))
+        with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+            writer.insert("documents", doc_rows("c1", ["a", "d"], text="new"))
+        docs = store.documents()
+        assert docs["doc_id"].to_list() == ["a", "d", "c"]
+        assert docs.filter(pl.col("doc_id") == "a")["text"].item() == "new a"
+
+
+def test_exception_in_the_middle_of_a_write_leaves_previous_rows(tmp_path):
+    with Store.open(tmp_path / "s.duckdb") as store:
+        with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+            writer.insert("documents", doc_rows("c1", ["a", "b"]))
+        before = store.documents()
+        with pytest.raises(RuntimeError, match="crash"):
+            with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+                writer.insert("documents", doc_rows("c1", ["x"], text="half"))
+                raise RuntimeError("crash halfway")
+        assert store.documents().equals(before)
+    # and a reopened store sees the same
+    with Store.open(tmp_path / "s.duckdb", read_only=True) as store:
+        assert store.documents()["doc_id"].to_list() == ["a", "b"]
+
+
+def test_writer_refuses_rows_of_another_partition_or_unknown_columns(tmp_path):
+    with Store.open(tmp_path / "s.duckdb") as store:
+        with pytest.raises(StoreError, match="must all have crawl_id = 'c1'"):
+            with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+                writer.insert("documents", doc_rows("c2", ["a"]))
+        with pytest.raises(StoreError, match="no column"):
+            with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+                writer.insert("documents", doc_rows("c1", ["a"]).with_columns(pl.lit(1).alias("evil; DROP TABLE x")))
+        with pytest.raises(StoreError, match="unknown table"):
+            with store.replace_partition("crawl_id", "c1", ["nope"]):
+                pass
+        assert store.documents().height == 0
+
+
+def test_values_are_bound_not_spliced(tmp_path):
+    hostile = "c1'; DROP TABLE documents; --"
+    with Store.open(tmp_path / "s.duckdb") as store:
+        with store.replace_partition("crawl_id", hostile, ["documents"]) as writer:
+            writer.insert("documents", doc_rows(hostile, ["a"]))
+        assert store.documents(hostile).height == 1
+        assert store.existing_documents(["a"], ["zz' OR 1=1 --"])["doc_id"].to_list() == ["a"]
