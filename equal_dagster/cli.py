@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+from pathlib import Path
 
 from equal_dagster.core.settings import EqualPaths
 
@@ -30,7 +32,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     paths = _paths(args)
     prepare_dagster_home(paths)
-    command = ["dagster", "dev", "-h", "127.0.0.1", "-p", str(args.port), "-m", "equal_dagster.definitions"]
+    # the dagster beside this interpreter: the venv need not be activated
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
+    command = [dagster, "dev", "-h", "127.0.0.1", "-p", str(args.port), "-m", "equal_dagster.definitions"]
     print(f"DAGSTER_HOME={paths.dagster_home}; serving http://127.0.0.1:{args.port}", flush=True)
     os.execvp(command[0], command)
     return 0  # not reached

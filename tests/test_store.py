@@ -89,7 +89,7 @@ def test_writer_refuses_rows_of_another_partition_or_unknown_columns(tmp_path):
         with pytest.raises(StoreError, match="no column"):
             with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
                 writer.insert("documents", doc_rows("c1", ["a"]).with_columns(pl.lit(1).alias("evil; DROP TABLE x")))
-        with pytest.raises(StoreError, match="unknown table"):
+        with pytest.raises(StoreError, match="not partitioned"):
             with store.replace_partition("crawl_id", "c1", ["nope"]):
                 pass
         assert store.documents().height == 0
@@ -102,3 +102,47 @@ def test_values_are_bound_not_spliced(tmp_path):
             writer.insert("documents", doc_rows(hostile, ["a"]))
         assert store.documents(hostile).height == 1
         assert store.existing_documents(["a"], ["zz' OR 1=1 --"])["doc_id"].to_list() == ["a"]
+
+
+def rows_stored(store, table="documents") -> int:
+    return store.conn.execute(f"SELECT count(*) FROM {table}_rows").fetchone()[0]
+
+
+def test_new_rows_are_invisible_until_the_swap_and_old_ones_are_deleted(tmp_path):
+    with Store.open(tmp_path / "s.duckdb") as store:
+        with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+            writer.insert("documents", doc_rows("c1", ["a"]))
+            assert store.documents().height == 0  # written, not yet visible
+            assert writer.existing_documents(["a"], [])["doc_id"].to_list() == ["a"]  # but seen by this write
+        assert store.documents()["doc_id"].to_list() == ["a"]
+        with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+            writer.insert("documents", doc_rows("c1", ["a", "b"], text="v2"))
+            assert store.documents()["text"].to_list() == ["t a"]
+        assert store.documents()["text"].to_list() == ["v2 a", "v2 b"]
+        assert rows_stored(store) == 2  # the replaced write's rows are gone
+        with pytest.raises(RuntimeError):
+            with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+                writer.insert("documents", doc_rows("c1", ["z"]))
+                raise RuntimeError("boom")
+        assert rows_stored(store) == 2
+
+
+def test_rows_of_a_write_cut_off_by_a_crash_are_deleted_on_the_next_open(tmp_path):
+    with Store.open(tmp_path / "s.duckdb") as store:
+        with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+            writer.insert("documents", doc_rows("c1", ["a"]))
+        # what a process killed mid-write leaves: rows under a write id that never became current
+        orphan = doc_rows("c1", ["x", "y"]).with_columns(pl.lit("dead-write").alias("write_id"))
+        store.conn.register("orphan", orphan.to_arrow())
+        store.conn.execute("INSERT INTO documents_rows SELECT * FROM orphan")
+        assert store.documents()["doc_id"].to_list() == ["a"]
+    with Store.open(tmp_path / "s.duckdb") as store:
+        assert store.documents()["doc_id"].to_list() == ["a"]
+        assert rows_stored(store) == 1
+
+
+def test_only_partitioned_tables_by_their_column(tmp_path):
+    with Store.open(tmp_path / "s.duckdb") as store:
+        with pytest.raises(StoreError, match="not partitioned by 'round_id'"):
+            with store.replace_partition("round_id", "r1", ["documents"]):
+                pass

@@ -4,8 +4,14 @@ Rules this module keeps (DESIGN.md, "The store"):
 
 * The schema is created or migrated when a store is opened read-write; a ``schema_version`` table records
   which migrations ran. A read-only open refuses a store that is missing or older than this code.
-* A partition (one crawl, one round) is written by :meth:`Store.replace_partition`: its old rows are deleted
-  and the new ones inserted in one transaction. An exception anywhere inside leaves the old rows untouched.
+* A partitioned table (documents, quarantine, embeddings, clusters, rounds, extractions, qa_pairs) keeps
+  its rows in ``<table>_rows``, each row tagged with the ``write_id`` of the write that made it; the table
+  itself is a view of the rows of each partition's current write (``partition_writes``). A partition (one
+  crawl, one round) is written by :meth:`Store.replace_partition`: new rows are appended batch by batch
+  under a new write id, committed as they go and invisible (so memory stays bounded however large the
+  partition); then one tiny transaction makes the new write current, and the old write's rows are deleted.
+  An exception anywhere, or a crash, leaves the old rows the visible ones; rows of a write that never
+  became current are deleted the next time the store is opened read-write.
 * Every value reaches DuckDB as a bound parameter or as a registered Arrow table; table and column names come
   only from :data:`TABLES`, never from data.
 * Tables cross into the rest of the code as polars DataFrames.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,19 +155,43 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _create_table_sql(table: str) -> str:
+# Tables written a partition at a time, and their partition column.
+PARTITIONED: dict[str, str] = {
+    "documents": "crawl_id",
+    "quarantine": "crawl_id",
+    "embeddings": "crawl_id",
+    "clusters": "clustering_id",
+    "rounds": "round_id",
+    "extractions": "round_id",
+    "qa_pairs": "round_id",
+}
+
+
+def _rows_table(table: str) -> str:
+    return f"{table}_rows" if table in PARTITIONED else table
+
+
+def _create_table_sql(table: str) -> list[str]:
     columns = ",\n  ".join(f"{name} {sql_type}" for name, sql_type in TABLES[table].items())
-    key = ", ".join(PRIMARY_KEYS[table])
-    return f"CREATE TABLE IF NOT EXISTS {table} (\n  {columns},\n  PRIMARY KEY ({key})\n)"
+    if table not in PARTITIONED:
+        key = ", ".join(PRIMARY_KEYS[table])
+        return [f"CREATE TABLE IF NOT EXISTS {table} (\n  {columns},\n  PRIMARY KEY ({key})\n)"]
+    # Old and new writes of a partition coexist until the swap: uniqueness of the key holds in the view,
+    # kept by the writers (ingestion refuses duplicate ids), not by a constraint on the rows table.
+    return [
+        f"CREATE TABLE IF NOT EXISTS {table}_rows (\n  {columns},\n  write_id VARCHAR NOT NULL\n)",
+        f"CREATE VIEW IF NOT EXISTS {table} AS SELECT {', '.join(TABLES[table])} FROM {table}_rows "
+        f"WHERE write_id IN (SELECT write_id FROM partition_writes WHERE table_name = '{table}')",
+    ]
 
 
 # Version -> statements that bring a store from the version before to this one. Append; never edit.
 MIGRATIONS: dict[int, list[str]] = {
-    1: [_create_table_sql(table) for table in TABLES]
-    + [
-        "CREATE INDEX IF NOT EXISTS documents_crawl ON documents (crawl_id)",
-        "CREATE INDEX IF NOT EXISTS quarantine_crawl ON quarantine (crawl_id)",
-    ],
+    1: [
+        "CREATE TABLE IF NOT EXISTS partition_writes (table_name VARCHAR NOT NULL, partition_value VARCHAR NOT NULL, "
+        "write_id VARCHAR NOT NULL, written_at TIMESTAMP NOT NULL, PRIMARY KEY (table_name, partition_value))",
+    ]
+    + [statement for table in TABLES for statement in _create_table_sql(table)],
 }
 
 
@@ -176,18 +207,19 @@ class CrawlCounts:
 
 
 class PartitionWriter:
-    """Inserts rows into the tables of one partition while :meth:`Store.replace_partition` holds it open."""
+    """Appends rows for the tables of one partition, under one write id, while :meth:`Store.replace_partition`
+    holds it open. The rows stay invisible until the write becomes current."""
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection, column: str, value: str, tables: Sequence[str]):
+    def __init__(self, conn: duckdb.DuckDBPyConnection, column: str, value: str, tables: Sequence[str], write_id: str):
         self._conn = conn
         self._column = column
         self._value = value
-        self._tables = tuple(tables)
-        self.rows_inserted: dict[str, int] = dict.fromkeys(self._tables, 0)
+        self.write_id = write_id
+        self.rows_inserted: dict[str, int] = dict.fromkeys(tables, 0)
 
     def insert(self, table: str, rows: pl.DataFrame) -> None:
-        if table not in self._tables:
-            raise StoreError(f"table {table!r} is not part of this partition write ({', '.join(self._tables)})")
+        if table not in self.rows_inserted:
+            raise StoreError(f"table {table!r} is not part of this partition write ({', '.join(self.rows_inserted)})")
         if rows.height == 0:
             return
         _check_columns(table, rows.columns)
@@ -197,13 +229,16 @@ class PartitionWriter:
                 f"rows for {table} must all have {self._column} = {self._value!r} "
                 f"({'column missing' if self._column not in rows.columns else f'{wrong} rows differ'})"
             )
-        _insert_frame(self._conn, table, rows)
+        _insert_frame(self._conn, _rows_table(table), rows.with_columns(pl.lit(self.write_id).alias("write_id")))
         self.rows_inserted[table] += rows.height
 
     def existing_documents(self, content_hashes: list[str], doc_ids: list[str]) -> pl.DataFrame:
-        """Documents already stored (other crawls, or earlier batches of this write) with one of these
-        content hashes or ids: columns doc_id, crawl_id, content_hash."""
-        return _existing_documents(self._conn, content_hashes, doc_ids)
+        """Documents with one of these content hashes or ids, as the store will hold them once this write
+        lands: those of other crawls, and those written earlier by this write. Columns doc_id, crawl_id,
+        content_hash."""
+        if "documents" not in self.rows_inserted or self._column != "crawl_id":
+            raise StoreError("existing_documents needs a write of a documents partition")
+        return _existing_documents(self._conn, content_hashes, doc_ids, self._value, self.write_id)
 
 
 def _check_columns(table: str, columns: Sequence[str]) -> None:
@@ -228,16 +263,22 @@ def _insert_frame(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFram
 
 
 def _existing_documents(
-    conn: duckdb.DuckDBPyConnection, content_hashes: list[str], doc_ids: list[str]
+    conn: duckdb.DuckDBPyConnection,
+    content_hashes: list[str],
+    doc_ids: list[str],
+    replacing_crawl: str | None = None,
+    write_id: str | None = None,
 ) -> pl.DataFrame:
     # The keys travel as Arrow tables: a Python list parameter is converted value by value, far slower.
     hashes, ids = next(_batch_names), next(_batch_names)
     conn.register(hashes, pa.table({"key": pa.array(content_hashes, pa.string())}))
     conn.register(ids, pa.table({"key": pa.array(doc_ids, pa.string())}))
+    match = f"(content_hash IN (SELECT key FROM {hashes}) OR doc_id IN (SELECT key FROM {ids}))"
     try:
         return conn.execute(
-            f"SELECT doc_id, crawl_id, content_hash FROM documents "
-            f"WHERE content_hash IN (SELECT key FROM {hashes}) OR doc_id IN (SELECT key FROM {ids})"
+            f"SELECT doc_id, crawl_id, content_hash FROM documents WHERE crawl_id IS DISTINCT FROM ? AND {match} "
+            f"UNION ALL SELECT doc_id, crawl_id, content_hash FROM documents_rows WHERE write_id = ? AND {match}",
+            [replacing_crawl, write_id],
         ).pl()
     finally:
         conn.unregister(hashes)
@@ -255,6 +296,7 @@ class Store:
         self.conn = conn
         self.read_only = read_only
         self.path = str(path)
+        self.conn.execute("SET enable_progress_bar = false")
         if read_only:
             self._check_version()
         else:
@@ -289,6 +331,7 @@ class Store:
                 for statement in MIGRATIONS[version]:
                     self.conn.execute(statement)
                 self.conn.execute("INSERT INTO schema_version VALUES (?, now())", [version])
+        self._delete_unfinished_writes()
 
     def _check_version(self) -> None:
         found = self.conn.execute(
@@ -318,14 +361,40 @@ class Store:
 
     @contextlib.contextmanager
     def replace_partition(self, column: str, value: str, tables: Sequence[str]) -> Iterator[PartitionWriter]:
-        """Delete the rows of ``tables`` whose ``column`` equals ``value`` and insert new ones, in one
-        transaction. Yields a :class:`PartitionWriter`; if the body raises, nothing changes."""
+        """Replace the rows of ``tables`` whose ``column`` equals ``value`` with the rows the body inserts
+        through the yielded :class:`PartitionWriter`. Rows are appended as they come (bounded memory) and
+        become visible together, in one transaction, when the body ends; if the body raises, nothing changes."""
         for table in tables:
-            _check_columns(table, [column])
-        with self.transaction():
+            if PARTITIONED.get(table) != column:
+                raise StoreError(f"{table!r} is not partitioned by {column!r}")
+        self._check_writable()
+        write_id = uuid.uuid4().hex
+        try:
+            yield PartitionWriter(self.conn, column, value, tables, write_id)
+        except BaseException:
             for table in tables:
-                self.conn.execute(f"DELETE FROM {table} WHERE {column} = ?", [value])
-            yield PartitionWriter(self.conn, column, value, tables)
+                self.conn.execute(f"DELETE FROM {table}_rows WHERE write_id = ?", [write_id])
+            raise
+        with self.transaction():
+            replaced = []
+            for table in tables:
+                old = self.conn.execute(
+                    "DELETE FROM partition_writes WHERE table_name = ? AND partition_value = ? RETURNING write_id",
+                    [table, value],
+                ).fetchall()
+                replaced += [(table, old_id) for (old_id,) in old]
+                self.conn.execute("INSERT INTO partition_writes VALUES (?, ?, ?, now())", [table, value, write_id])
+        for table, old_id in replaced:
+            self.conn.execute(f"DELETE FROM {table}_rows WHERE write_id = ?", [old_id])
+
+    def _delete_unfinished_writes(self) -> None:
+        """Rows of writes that never became current (a crash before the swap) or were replaced (a crash
+        after it): invisible either way."""
+        for table in PARTITIONED:
+            self.conn.execute(
+                f"DELETE FROM {table}_rows WHERE write_id NOT IN "
+                f"(SELECT write_id FROM partition_writes WHERE table_name = '{table}')"
+            )
 
     def _check_writable(self) -> None:
         if self.read_only:
