@@ -242,6 +242,14 @@ def _parse_json_line(source_file: str, line_no: int, line: bytes) -> RawRow:
     return RawRow(source_file, line_no, record, excerpt=_excerpt(decoded), n_bytes=len(line))
 
 
+def _byte_size(value: Any) -> int:
+    if isinstance(value, bytes):
+        return len(value)
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    return 0
+
+
 def read_parquet(path: Path, source_file: str, fmt: CrawlFormat, progress: Callable[[int], None]) -> Iterator[RawRow]:
     """Rows of a Parquet file, streamed by record batch; ``line_no`` is the 1-based row number."""
     line_no = 0
@@ -258,7 +266,7 @@ def read_parquet(path: Path, source_file: str, fmt: CrawlFormat, progress: Calla
             for record in batch.to_pylist():
                 line_no += 1
                 text = record.get(fmt.text_field)
-                n_bytes = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass")) if isinstance(text, str) else 0
+                n_bytes = _byte_size(text)
                 if n_bytes > fmt.max_doc_bytes:
                     yield RawRow(source_file, line_no, None, TOO_LARGE,
                                  f"text is {n_bytes} bytes, over the limit of {fmt.max_doc_bytes} (max_doc_bytes)",

@@ -269,16 +269,23 @@ def _existing_documents(
     replacing_crawl: str | None = None,
     write_id: str | None = None,
 ) -> pl.DataFrame:
-    # The keys travel as Arrow tables: a Python list parameter is converted value by value, far slower.
+    # The keys travel as Arrow tables (a Python list parameter is converted value by value, far slower) and
+    # are joined, not tested with IN: the join builds its hash table on the batch's few keys and streams the
+    # stored documents past it, so memory does not grow with the store.
     hashes, ids = next(_batch_names), next(_batch_names)
     conn.register(hashes, pa.table({"key": pa.array(content_hashes, pa.string())}))
     conn.register(ids, pa.table({"key": pa.array(doc_ids, pa.string())}))
-    match = f"(content_hash IN (SELECT key FROM {hashes}) OR doc_id IN (SELECT key FROM {ids}))"
+    visible = (
+        "(d.write_id = ? OR (d.crawl_id IS DISTINCT FROM ? AND d.write_id IN "
+        "(SELECT write_id FROM partition_writes WHERE table_name = 'documents')))"
+    )
     try:
         return conn.execute(
-            f"SELECT doc_id, crawl_id, content_hash FROM documents WHERE crawl_id IS DISTINCT FROM ? AND {match} "
-            f"UNION ALL SELECT doc_id, crawl_id, content_hash FROM documents_rows WHERE write_id = ? AND {match}",
-            [replacing_crawl, write_id],
+            f"SELECT d.doc_id, d.crawl_id, d.content_hash FROM documents_rows d JOIN {hashes} k "
+            f"ON d.content_hash = k.key WHERE {visible} "
+            f"UNION ALL SELECT d.doc_id, d.crawl_id, d.content_hash FROM documents_rows d JOIN {ids} k "
+            f"ON d.doc_id = k.key WHERE {visible}",
+            [write_id, replacing_crawl, write_id, replacing_crawl],
         ).pl()
     finally:
         conn.unregister(hashes)
