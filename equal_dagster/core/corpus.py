@@ -417,7 +417,8 @@ def ingest_crawl(
     progress: ProgressFn | None = None,
     progress_every_s: float = 5.0,
 ) -> IngestReport:
-    """Read one crawl and replace its partition of ``documents`` and ``quarantine`` in one transaction."""
+    """Read one crawl and replace its partition of ``documents`` and ``quarantine``: the new rows are written
+    batch by batch and become visible together when the whole crawl has been read (Store.replace_partition)."""
     crawl_path, crawl_root = Path(crawl_path), Path(crawl_root)
     report = IngestReport(crawl_id)
     started = time.monotonic()
