@@ -192,3 +192,21 @@ def test_reading_streams_memory_does_not_grow_with_the_crawl(paths):
             tracemalloc.stop()
         assert report.documents_kept == n
     assert peaks[20_000] < 2 * peaks[2_000], peaks
+
+
+def test_batches_also_end_by_bytes_so_huge_documents_do_not_pile_up(paths, monkeypatch):
+    from equal_dagster.core import store as store_module
+
+    write_jsonl(paths.crawl_dir / "big.jsonl", [{"text": f"{i} " + "x" * 20_000} for i in range(30)])
+    batches = []
+    original = store_module.PartitionWriter.insert
+
+    def counting_insert(self, table, rows):
+        if table == "documents":
+            batches.append(rows.height)
+        return original(self, table, rows)
+
+    monkeypatch.setattr(store_module.PartitionWriter, "insert", counting_insert)
+    report, docs, _ = ingest(paths, "big.jsonl", batch_size=5000, batch_bytes=100_000)
+    assert docs.height == 30 and sum(batches) == 30
+    assert max(batches) <= 5  # 5 documents of 20 kB reach 100 kB

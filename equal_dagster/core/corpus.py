@@ -401,6 +401,7 @@ class _Batch:
     def __init__(self) -> None:
         self.candidates: list[CandidateDocument] = []
         self.rejections: list[Rejection] = []
+        self.text_bytes = 0  # characters of the candidates' texts, a cheap stand-in for their size
 
     def __len__(self) -> int:
         return len(self.candidates) + len(self.rejections)
@@ -414,11 +415,14 @@ def ingest_crawl(
     fmt: CrawlFormat = CrawlFormat(),
     *,
     batch_size: int = 5000,
+    batch_bytes: int = 32 << 20,
     progress: ProgressFn | None = None,
     progress_every_s: float = 5.0,
 ) -> IngestReport:
     """Read one crawl and replace its partition of ``documents`` and ``quarantine``: the new rows are written
-    batch by batch and become visible together when the whole crawl has been read (Store.replace_partition)."""
+    batch by batch and become visible together when the whole crawl has been read (Store.replace_partition).
+    A batch ends at ``batch_size`` rows or ``batch_bytes`` of text, whichever comes first, so that memory
+    stays bounded for crawls of very large documents too."""
     crawl_path, crawl_root = Path(crawl_path), Path(crawl_root)
     report = IngestReport(crawl_id)
     started = time.monotonic()
@@ -447,8 +451,12 @@ def ingest_crawl(
                     batch.rejections.append(Rejection(row.source_file, row.line_no, row.reason, row.detail or "", row.excerpt))
                 else:
                     outcome = to_candidate(row, fmt)
-                    (batch.candidates if isinstance(outcome, CandidateDocument) else batch.rejections).append(outcome)
-                if len(batch) >= batch_size:
+                    if isinstance(outcome, CandidateDocument):
+                        batch.candidates.append(outcome)
+                        batch.text_bytes += len(outcome.text)
+                    else:
+                        batch.rejections.append(outcome)
+                if len(batch) >= batch_size or batch.text_bytes >= batch_bytes:
                     _flush(writer, batch, crawl_id, now, report)
                     batch = _Batch()
                 if progress and time.monotonic() - last_progress >= progress_every_s:
