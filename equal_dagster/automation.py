@@ -15,6 +15,12 @@ ingest_crawl_job = dg.define_asset_job(
     description="Ingest one crawl (a `crawls` partition).",
 )
 
+warmup_job = dg.define_asset_job(
+    "warmup",
+    selection=dg.AssetSelection.assets("warmup_extractions"),
+    description="EQUAL's warm-up: extract a seeded random sample of the corpus as round 0.",
+)
+
 @dg.sensor(
     job=ingest_crawl_job,
     minimum_interval_seconds=30,

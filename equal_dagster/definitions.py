@@ -7,14 +7,47 @@ import os
 import dagster as dg
 
 from equal_dagster.assets.corpus import corpus
-from equal_dagster.automation import ingest_crawl_job, new_crawl_sensor
+from equal_dagster.assets.extraction import warmup_extractions
+from equal_dagster.automation import ingest_crawl_job, new_crawl_sensor, warmup_job
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.resources.crawls import CrawlFolder
+from equal_dagster.resources.llm import ExtractionResource
 from equal_dagster.resources.store import StoreResource
 
 
-def build_definitions(paths: EqualPaths | None = None) -> dg.Definitions:
-    """Definitions for one EQUAL home (default: from $EQUAL_HOME and $EQUAL_CRAWL_DIR)."""
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name, "")
+    return value if value.strip() else default
+
+
+def extraction_resource_from_env() -> ExtractionResource:
+    """The llm resource from EQUAL_LLM_* variables (docs/configuration.md); the API key stays an EnvVar."""
+    max_model_len = _env("EQUAL_LLM_MAX_MODEL_LEN")
+    return ExtractionResource(
+        backend=_env("EQUAL_LLM_BACKEND", "rules"),
+        model=_env("EQUAL_LLM_MODEL"),
+        strategy=_env("EQUAL_LLM_STRATEGY", "equal"),
+        refine=_env("EQUAL_LLM_REFINE", "0").lower() in ("1", "true", "yes"),
+        prompt_dir=_env("EQUAL_PROMPT_DIR"),
+        temperature=float(_env("EQUAL_LLM_TEMPERATURE", "0")),
+        max_tokens=int(_env("EQUAL_LLM_MAX_TOKENS", "1024")),
+        base_url=_env("EQUAL_LLM_BASE_URL"),
+        api_key=dg.EnvVar("EQUAL_LLM_API_KEY") if _env("EQUAL_LLM_API_KEY") else None,
+        max_in_flight=int(_env("EQUAL_LLM_MAX_IN_FLIGHT", "8")),
+        timeout_s=float(_env("EQUAL_LLM_TIMEOUT_S", "120")),
+        max_retries=int(_env("EQUAL_LLM_MAX_RETRIES", "4")),
+        response_format=_env("EQUAL_LLM_RESPONSE_FORMAT", "json_schema"),
+        tokenizer=_env("EQUAL_LLM_TOKENIZER"),
+        device=_env("EQUAL_LLM_DEVICE", "auto"),
+        tensor_parallel_size=int(_env("EQUAL_VLLM_TENSOR_PARALLEL_SIZE", "1")),
+        max_model_len=int(max_model_len) if max_model_len else None,
+        gpu_memory_utilization=float(_env("EQUAL_VLLM_GPU_MEMORY_UTILIZATION", "0.9")),
+    )
+
+
+def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource | None = None) -> dg.Definitions:
+    """Definitions for one EQUAL home (default: from $EQUAL_HOME and $EQUAL_CRAWL_DIR); the llm resource from
+    EQUAL_LLM_* unless given."""
     paths = paths or EqualPaths.from_env()
     crawl_folder = CrawlFolder(
         path=str(paths.crawl_dir),
@@ -25,12 +58,13 @@ def build_definitions(paths: EqualPaths | None = None) -> dg.Definitions:
         settle_seconds=float(os.environ.get("EQUAL_CRAWL_SETTLE_SECONDS", "10")),
     )
     return dg.Definitions(
-        assets=[corpus],
-        jobs=[ingest_crawl_job],
+        assets=[corpus, warmup_extractions],
+        jobs=[ingest_crawl_job, warmup_job],
         sensors=[new_crawl_sensor],
         resources={
             "store": StoreResource(database=str(paths.store)),
             "crawl_folder": crawl_folder,
+            "llm": llm or extraction_resource_from_env(),
         },
     )
 

@@ -31,7 +31,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Table name -> (column name -> DuckDB type), in column order; and the primary key.
 TABLES: dict[str, dict[str, str]] = {
@@ -97,6 +97,13 @@ TABLES: dict[str, dict[str, str]] = {
         "error": "VARCHAR",
         "dagster_run_id": "VARCHAR",
         "extracted_at": "TIMESTAMP NOT NULL",
+        # schema version 2: the ledger
+        "strategy": "VARCHAR",
+        "n_qa": "INTEGER",
+        "retries": "INTEGER",
+        "cache_hit": "BOOLEAN",
+        "tokens_counted_by": "VARCHAR",
+        "calls": "JSON",
     },
     "qa_pairs": {
         "qa_id": "VARCHAR NOT NULL",
@@ -120,6 +127,9 @@ TABLES: dict[str, dict[str, str]] = {
         "tokens_in": "BIGINT",
         "tokens_out": "BIGINT",
         "created_at": "TIMESTAMP NOT NULL",
+        # schema version 2
+        "prompt_version": "VARCHAR",
+        "latency_s": "DOUBLE",
     },
     "models": {
         "model_id": "VARCHAR NOT NULL",
@@ -171,6 +181,22 @@ def _rows_table(table: str) -> str:
     return f"{table}_rows" if table in PARTITIONED else table
 
 
+def _view_sql(table: str) -> str:
+    return (
+        f"CREATE OR REPLACE VIEW {table} AS SELECT {', '.join(TABLES[table])} FROM {table}_rows "
+        f"WHERE write_id IN (SELECT write_id FROM partition_writes WHERE table_name = '{table}')"
+    )
+
+
+def _add_columns_sql(table: str, columns: Sequence[str]) -> list[str]:
+    """Columns added to a table after version 1 (IF NOT EXISTS: a store created at a later version has them)."""
+    statements = [
+        f"ALTER TABLE {_rows_table(table)} ADD COLUMN IF NOT EXISTS {c} {TABLES[table][c].replace(' NOT NULL', '')}"
+        for c in columns
+    ]
+    return statements + ([_view_sql(table)] if table in PARTITIONED else [])
+
+
 def _create_table_sql(table: str) -> list[str]:
     columns = ",\n  ".join(f"{name} {sql_type}" for name, sql_type in TABLES[table].items())
     if table not in PARTITIONED:
@@ -180,8 +206,7 @@ def _create_table_sql(table: str) -> list[str]:
     # kept by the writers (ingestion refuses duplicate ids), not by a constraint on the rows table.
     return [
         f"CREATE TABLE IF NOT EXISTS {table}_rows (\n  {columns},\n  write_id VARCHAR NOT NULL\n)",
-        f"CREATE VIEW IF NOT EXISTS {table} AS SELECT {', '.join(TABLES[table])} FROM {table}_rows "
-        f"WHERE write_id IN (SELECT write_id FROM partition_writes WHERE table_name = '{table}')",
+        _view_sql(table),
     ]
 
 
@@ -192,6 +217,9 @@ MIGRATIONS: dict[int, list[str]] = {
         "write_id VARCHAR NOT NULL, written_at TIMESTAMP NOT NULL, PRIMARY KEY (table_name, partition_value))",
     ]
     + [statement for table in TABLES for statement in _create_table_sql(table)],
+    # The extraction ledger (issue 3): how each extraction was made, and what each cached response cost.
+    2: _add_columns_sql("extractions", ["strategy", "n_qa", "retries", "cache_hit", "tokens_counted_by", "calls"])
+    + _add_columns_sql("llm_cache", ["prompt_version", "latency_s"]),
 }
 
 
@@ -454,6 +482,86 @@ class Store:
             "ORDER BY source_file, line_no LIMIT ?",
             [crawl_id, n],
         ).pl()
+
+
+    # -- extraction ------------------------------------------------------------------------------------
+    def document_count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM documents").fetchone()[0]
+
+    def random_documents(self, n: int, seed: int) -> pl.DataFrame:
+        """A seeded random sample of ``n`` documents (doc_id, crawl_id, text): the documents whose
+        md5(seed, doc_id) sorts first. The same seed and store give the same sample; a new crawl adds documents
+        to the candidates without reshuffling the others' order."""
+        return self.conn.execute(
+            "SELECT doc_id, crawl_id, text FROM documents ORDER BY md5(CAST(? AS VARCHAR) || ':' || doc_id), doc_id LIMIT ?",
+            [seed, n],
+        ).pl()
+
+    def cached_responses(self, keys: Sequence[str]) -> dict[str, Any]:
+        """The llm_cache rows for these keys, as :class:`~equal_dagster.core.extraction.cache.CachedResponse`."""
+        from equal_dagster.core.extraction.cache import CachedResponse
+
+        if not keys:
+            return {}
+        name = next(_batch_names)
+        self.conn.register(name, pa.table({"key": pa.array(list(keys), pa.string())}))
+        try:
+            rows = self.conn.execute(
+                f"SELECT c.cache_key, c.backend, c.model, c.prompt_version, c.response, c.tokens_in, c.tokens_out, "
+                f"c.latency_s FROM llm_cache c JOIN {name} k ON c.cache_key = k.key"
+            ).fetchall()
+        finally:
+            self.conn.unregister(name)
+        return {row[0]: CachedResponse(*row) for row in rows}
+
+    def save_responses(self, responses: Sequence[Any]) -> int:
+        """Add responses to llm_cache (a key already there keeps its first response). Committed at once: a call
+        paid for stays paid for, whatever happens to the run that made it."""
+        self._check_writable()
+        if not responses:
+            return 0
+        frame = pl.DataFrame(
+            {
+                "cache_key": [r.cache_key for r in responses],
+                "backend": [r.backend for r in responses],
+                "model": [r.model for r in responses],
+                "prompt_version": [r.prompt_version for r in responses],
+                "response": [r.response for r in responses],
+                "tokens_in": [r.tokens_in for r in responses],
+                "tokens_out": [r.tokens_out for r in responses],
+                "latency_s": [r.latency_s for r in responses],
+            },
+            schema={"cache_key": pl.String, "backend": pl.String, "model": pl.String, "prompt_version": pl.String,
+                    "response": pl.String, "tokens_in": pl.Int64, "tokens_out": pl.Int64, "latency_s": pl.Float64},
+        ).unique("cache_key", keep="first", maintain_order=True)
+        name = next(_batch_names)
+        columns = ", ".join(frame.columns)
+        self.conn.register(name, frame.to_arrow())
+        try:
+            self.conn.execute(
+                f"INSERT INTO llm_cache ({columns}, created_at) SELECT {columns}, now() FROM {name} ON CONFLICT DO NOTHING"
+            )
+        finally:
+            self.conn.unregister(name)
+        return frame.height
+
+    def llm_cache_size(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM llm_cache").fetchone()[0]
+
+    def extractions(self, round_id: str | None = None) -> pl.DataFrame:
+        return self.conn.execute(
+            "SELECT * FROM extractions WHERE ? IS NULL OR round_id = ? ORDER BY round_id, doc_id",
+            [round_id, round_id],
+        ).pl()
+
+    def qa_pairs(self, round_id: str | None = None) -> pl.DataFrame:
+        return self.conn.execute(
+            "SELECT * FROM qa_pairs WHERE ? IS NULL OR round_id = ? ORDER BY round_id, doc_id, qa_id",
+            [round_id, round_id],
+        ).pl()
+
+    def rounds(self) -> pl.DataFrame:
+        return self.conn.execute("SELECT * FROM rounds ORDER BY round_no").pl()
 
 
 def table_frame(table: str, columns: dict[str, list[Any]]) -> pl.DataFrame:

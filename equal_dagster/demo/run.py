@@ -12,6 +12,7 @@ from equal_dagster.definitions import build_definitions
 from equal_dagster.demo.corpus import CRAWL_NAMES, write_demo_data
 from equal_dagster.instance import persistent_instance
 from equal_dagster.partitions import crawls_partitions
+from equal_dagster.resources.llm import ExtractionResource
 
 
 @dataclass
@@ -24,7 +25,17 @@ class CrawlSummary:
     run_id: str
 
 
-def run_demo(paths: EqualPaths, *, seed: int = 0, n_documents: int = 6000, say: Callable[[str], None] = print) -> list[CrawlSummary]:
+@dataclass
+class WarmupSummary:
+    documents_sampled: int
+    qa_pairs: int
+    status_table: str
+    run_id: str
+
+
+def run_demo(
+    paths: EqualPaths, *, seed: int = 0, n_documents: int = 6000, say: Callable[[str], None] = print
+) -> tuple[list[CrawlSummary], WarmupSummary]:
     say(f"EQUAL_HOME: {paths.home}")
     reference = paths.reference_dir / "math_reference.jsonl"
     generated = write_demo_data(paths.crawl_dir, reference, seed=seed, n_documents=n_documents)
@@ -32,7 +43,7 @@ def run_demo(paths: EqualPaths, *, seed: int = 0, n_documents: int = 6000, say: 
         f"crawls in {paths.crawl_dir}, and the reference set {reference}")
 
     instance = persistent_instance(paths)
-    defs = build_definitions(paths)
+    defs = build_definitions(paths, llm=ExtractionResource(backend="rules"))  # no model needed
     known = set(instance.get_dynamic_partitions(crawls_partitions.name))
     instance.add_dynamic_partitions(crawls_partitions.name, [c for c in CRAWL_NAMES if c not in known])
     ingest = defs.resolve_job_def("ingest_crawl")
@@ -49,6 +60,14 @@ def run_demo(paths: EqualPaths, *, seed: int = 0, n_documents: int = 6000, say: 
         [(s.crawl_id, s.rows_read, s.documents_kept, s.duplicates, s.quarantined, s.run_id[:8]) for s in summaries],
     ))
     say("")
+    say("materializing warmup_extractions (5% of the corpus, rules backend) ...")
+    result = defs.resolve_job_def("warmup").execute_in_process(instance=instance)
+    metadata = {k: v.value for k, v in result.asset_materializations_for_node("warmup_extractions")[0].metadata.items()}
+    warmup = WarmupSummary(metadata["documents_sampled"], metadata["qa_pairs"], metadata["documents_by_status"], result.run_id)
+    say(f"warm-up (round 0): {warmup.documents_sampled:,} of {metadata['corpus_documents']:,} documents sampled, "
+        f"{warmup.qa_pairs:,} QA pairs extracted")
+    say(warmup.status_table)
+    say("")
     say(f"store: {paths.store}")
     say("see the runs, assets and their metadata: make ui  (then open http://127.0.0.1:3000)")
-    return summaries
+    return summaries, warmup

@@ -1,0 +1,178 @@
+"""The ``openai`` backend: any server that speaks OpenAI's chat-completions API (``vllm serve``, llama.cpp's
+server, Ollama, TGI, the OpenAI API itself).
+
+Rules it keeps:
+
+* At most ``max_in_flight`` requests are open at once (an asyncio semaphore over one httpx connection pool).
+* Each request has a timeout; a timeout, a connection error, HTTP 429 and HTTP 5xx are retried up to
+  ``max_retries`` times with exponential backoff and jitter, honouring a ``Retry-After`` header. Other HTTP errors
+  (400, 401, 404, ...) are not retried. What is left failing after the retries becomes a ``timeout`` or
+  ``backend_error`` generation; nothing raises out of :meth:`generate` for one request.
+* The JSON schema of the expected answer goes in ``response_format`` (``json_schema``), or ``json_object``, or
+  nothing, as configured. A server that rejects the field with HTTP 400 gets the request again without it, and
+  the backend stops sending it for the rest of the run (parsing copes with free text).
+* Tokens come from the response's ``usage``; when a server leaves it out they are counted with the configured
+  tokenizer, else estimated (the ledger records which).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from equal_dagster.core.extraction.backends.base import (
+    Generation,
+    GenerationRequest,
+    SamplingSettings,
+    TokenCounter,
+)
+
+RESPONSE_FORMATS = ("json_schema", "json_object", "none")
+
+
+@dataclass
+class OpenAICompatibleBackend:
+    base_url: str
+    model: str
+    api_key: str | None = None
+    max_in_flight: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    backoff_s: float = 1.0
+    backoff_max_s: float = 30.0
+    response_format: str = "json_schema"
+    tokenizer_path: str | None = None
+    batch_size: int | None = 512
+    name: str = "openai"
+    requests_sent: int = field(default=0, init=False)
+    _counter: TokenCounter = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.base_url:
+            raise ValueError("the openai backend needs a base URL (EQUAL_LLM_BASE_URL), e.g. http://127.0.0.1:8000/v1")
+        if not self.model:
+            raise ValueError("the openai backend needs a model name (EQUAL_LLM_MODEL)")
+        if self.response_format not in RESPONSE_FORMATS:
+            raise ValueError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not {self.response_format!r}")
+        if self.max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.base_url = self.base_url.rstrip("/")
+        self._counter = TokenCounter(self.tokenizer_path)
+
+    # -- public ----------------------------------------------------------------------------------------
+    def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings) -> list[Generation]:
+        if not requests:
+            return []
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self._generate_all(requests, sampling))
+        # Called from inside an event loop (a notebook): run ours on a thread of its own.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, self._generate_all(requests, sampling)).result()
+
+    def close(self) -> None:
+        return None
+
+    # -- internals -------------------------------------------------------------------------------------
+    async def _generate_all(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings) -> list[Generation]:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight)
+        semaphore = asyncio.Semaphore(self.max_in_flight)
+        async with httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(self.timeout_s), limits=limits
+        ) as client:
+
+            async def bounded(request: GenerationRequest) -> Generation:
+                async with semaphore:
+                    return await self._one(client, request, sampling)
+
+            return list(await asyncio.gather(*(bounded(r) for r in requests)))
+
+    def _body(self, request: GenerationRequest, sampling: SamplingSettings) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": request.messages,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+        }
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if request.json_schema is not None and self.response_format == "json_schema":
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": request.schema_name, "schema": request.json_schema, "strict": True},
+            }
+        elif request.json_schema is not None and self.response_format == "json_object":
+            body["response_format"] = {"type": "json_object"}
+        return body
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), self.backoff_max_s)
+            except ValueError:
+                pass
+        base = min(self.backoff_s * 2 ** (attempt - 1), self.backoff_max_s)
+        return base * (0.5 + random.random() / 2)
+
+    async def _one(self, client: httpx.AsyncClient, request: GenerationRequest, sampling: SamplingSettings) -> Generation:
+        start = time.perf_counter()
+        retries = 0
+        while True:
+            body = self._body(request, sampling)
+            retry_after = None
+            try:
+                self.requests_sent += 1
+                response = await client.post("/chat/completions", json=body)
+            except httpx.TimeoutException as exc:
+                status, error = "timeout", f"no response within {self.timeout_s:g} s ({type(exc).__name__})"
+            except httpx.HTTPError as exc:
+                status, error = "backend_error", f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code == 200:
+                    return self._success(response, request, start, retries)
+                detail = response.text[:300]
+                if response.status_code == 400 and "response_format" in body and _mentions_format(detail):
+                    self.response_format = "none"  # this server does not take it; parsing copes with free text
+                    continue
+                status, error = "backend_error", f"HTTP {response.status_code}: {detail}"
+                if response.status_code != 429 and response.status_code < 500:
+                    return Generation(status, error=error, latency_s=time.perf_counter() - start, retries=retries)
+                retry_after = response.headers.get("retry-after")
+            if retries >= self.max_retries:
+                return Generation(status, error=error, latency_s=time.perf_counter() - start, retries=retries)
+            retries += 1
+            await asyncio.sleep(self._delay(retries, retry_after))
+
+    def _success(self, response: httpx.Response, request: GenerationRequest, start: float, retries: int) -> Generation:
+        latency = time.perf_counter() - start
+        try:
+            payload = response.json()
+            text = payload["choices"][0]["message"].get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            return Generation(
+                "backend_error", error=f"malformed completion ({type(exc).__name__}): {response.text[:200]}",
+                latency_s=latency, retries=retries,
+            )
+        usage = payload.get("usage") or {}
+        tokens_in, tokens_out = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(tokens_in, int) and isinstance(tokens_out, int):
+            return Generation("ok", text=text, tokens_in=tokens_in, tokens_out=tokens_out, latency_s=latency, retries=retries)
+        return Generation(
+            "ok", text=text, tokens_in=self._counter.count_messages(request.messages), tokens_out=self._counter.count(text),
+            latency_s=latency, retries=retries, tokens_counted_by=self._counter.method,
+        )
+
+
+def _mentions_format(detail: str) -> bool:
+    detail = detail.lower()
+    return "response_format" in detail or "json_schema" in detail

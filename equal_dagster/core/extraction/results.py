@@ -1,0 +1,97 @@
+"""What an extraction produces: one :class:`ExtractionResult` per document, holding its QA pairs and the ledger
+entry that says how they were made (backend, model, prompt version, tokens, latency, cache, retries)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Status = Literal["ok", "no_qa", "parse_error", "backend_error", "timeout"]
+STATUSES: tuple[str, ...] = ("ok", "no_qa", "parse_error", "backend_error", "timeout")
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document to extract from: the store's doc_id and its text."""
+
+    doc_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class QAPair:
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One call to a model made for a document (or found in the cache instead)."""
+
+    prompt_version: str
+    cache_key: str
+    cache_hit: bool
+    status: str
+    retries: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_s: float = 0.0
+    error: str | None = None
+    tokens_counted_by: str = "backend"  # backend | tokenizer | estimate | cache (the paid call's figures)
+
+    def as_json(self) -> dict:
+        return {
+            "prompt_version": self.prompt_version,
+            "cache_key": self.cache_key,
+            "cache_hit": self.cache_hit,
+            "status": self.status,
+            "retries": self.retries,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "latency_s": round(self.latency_s, 6),
+            "error": self.error,
+            "tokens_counted_by": self.tokens_counted_by,
+        }
+
+
+@dataclass
+class ExtractionResult:
+    """The outcome for one document. ``status`` is one of :data:`STATUSES`; ``no_qa`` is a valid outcome (the
+    document holds no QA pair, or a selection rule left it out: ``error`` then says which)."""
+
+    doc_id: str
+    status: Status
+    qa_pairs: list[QAPair] = field(default_factory=list)
+    error: str | None = None
+    backend: str = ""
+    model: str | None = None
+    strategy: str = ""
+    prompt_version: str | None = None
+    cache_key: str | None = None
+    calls: list[CallRecord] = field(default_factory=list)
+    tokens_counted_by: str | None = None
+
+    @property
+    def tokens_in(self) -> int:
+        return sum(c.tokens_in for c in self.calls)
+
+    @property
+    def tokens_out(self) -> int:
+        return sum(c.tokens_out for c in self.calls)
+
+    @property
+    def latency_s(self) -> float:
+        return sum(c.latency_s for c in self.calls)
+
+    @property
+    def retries(self) -> int:
+        return sum(c.retries for c in self.calls)
+
+    @property
+    def cache_hit(self) -> bool:
+        """True when every call this document needed was answered from the cache (no backend call made)."""
+        return bool(self.calls) and all(c.cache_hit for c in self.calls)
+
+    @property
+    def backend_calls(self) -> int:
+        return sum(1 for c in self.calls if not c.cache_hit)

@@ -1,0 +1,105 @@
+"""EQUAL's warm-up (arXiv 2505.12250, section 3.1): extract QA pairs from a small random sample of the corpus
+(the paper: 5%) before any bandit round, so that the embedder can be tuned on (document, QA pair) couples.
+
+Rules:
+
+* The sample is ``ceil(fraction * documents)`` documents, capped at ``max_documents``, at least one; it is
+  seeded (:meth:`Store.random_documents`), so the same seed over the same corpus gives the same sample.
+* The sample is extracted with the configured extractor and stored as round 0 (``round-0``): a ``rounds`` row
+  (policy ``warmup``), one ``extractions`` row per sampled document and its ``qa_pairs``, written as one partition
+  (a re-run replaces round 0 whole; a crash leaves the previous round 0).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from equal_dagster.core.extraction import Document, ExtractionRun
+from equal_dagster.core.extraction.ledger import extraction_rows, qa_pair_rows
+from equal_dagster.core.store import Store, table_frame
+
+WARMUP_ROUND_ID = "round-0"
+ROUND_TABLES = ("rounds", "extractions", "qa_pairs")
+
+
+def warmup_sample_size(documents: int, fraction: float, max_documents: int) -> int:
+    if not 0 < fraction <= 1:
+        raise ValueError(f"warm-up fraction must be in (0, 1], got {fraction}")
+    if max_documents < 1:
+        raise ValueError(f"max_documents must be at least 1, got {max_documents}")
+    if documents == 0:
+        return 0
+    return max(1, min(max_documents, math.ceil(fraction * documents)))
+
+
+@dataclass
+class WarmupReport:
+    corpus_documents: int
+    sampled: int
+    run: ExtractionRun
+    qa_pairs_written: int
+
+
+def write_extraction_round(
+    store: Store,
+    round_id: str,
+    round_no: int,
+    policy: str,
+    run: ExtractionRun,
+    *,
+    seed: int | None,
+    dagster_run_id: str | None,
+    arms: object = None,
+    rewards: object = None,
+    timings: dict | None = None,
+) -> int:
+    """Replace round ``round_id`` (its rounds row, extractions and QA pairs) with ``run``. Returns pairs written."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    totals = run.totals()
+    round_row = table_frame("rounds", {
+        "round_id": [round_id], "round_no": [round_no], "policy": [policy], "seed": [seed],
+        "docs_spent": [totals["documents"]], "tokens_spent": [totals["tokens_in"] + totals["tokens_out"]],
+        "arms": [json.dumps(arms) if arms is not None else None],
+        "rewards": [json.dumps(rewards) if rewards is not None else None],
+        "timings": [json.dumps(timings or {"extraction_s": totals["elapsed_s"]})],
+        "dagster_run_id": [dagster_run_id], "finished_at": [now],
+    })
+    pairs = qa_pair_rows(run.results, round_id, dagster_run_id, now)
+    with store.replace_partition("round_id", round_id, ROUND_TABLES) as writer:
+        writer.insert("rounds", round_row)
+        writer.insert("extractions", extraction_rows(run.results, round_id, dagster_run_id, now))
+        writer.insert("qa_pairs", pairs)
+    return pairs.height
+
+
+def run_warmup(
+    store: Store,
+    extractor,
+    *,
+    fraction: float = 0.05,
+    max_documents: int = 2000,
+    seed: int = 0,
+    dagster_run_id: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> WarmupReport:
+    total = store.document_count()
+    if total == 0:
+        raise ValueError("the store holds no documents: materialize the corpus (one crawl at least) first")
+    n = warmup_sample_size(total, fraction, max_documents)
+    began = time.perf_counter()
+    sample = store.random_documents(n, seed)
+    if log:
+        log(f"warm-up: {sample.height:,} of {total:,} documents sampled (fraction {fraction:g}, cap {max_documents:,}, seed {seed})")
+    documents = [Document(doc_id, text) for doc_id, text in zip(sample["doc_id"], sample["text"])]
+    run = extractor.extract(documents)
+    extraction_s = time.perf_counter() - began
+    written = write_extraction_round(
+        store, WARMUP_ROUND_ID, 0, "warmup", run, seed=seed, dagster_run_id=dagster_run_id,
+        timings={"extraction_s": round(extraction_s, 3), "total_s": round(time.perf_counter() - began, 3)},
+    )
+    return WarmupReport(total, len(documents), run, written)
