@@ -54,6 +54,7 @@ class FakeOpenAIServer:
         self.by_mode: Counter = Counter()
         self.attempts: Counter = Counter()
         self.bodies: list[dict[str, Any]] = []
+        self.authorizations: list[str | None] = []
         self._lock = threading.Lock()
         server = self
 
@@ -66,6 +67,7 @@ class FakeOpenAIServer:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length))
+                server.authorizations.append(self.headers.get("authorization"))
                 status, payload, headers = server.answer(self.path, body)
                 data = json.dumps(payload).encode() if not isinstance(payload, bytes) else payload
                 try:

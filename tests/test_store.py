@@ -146,3 +146,40 @@ def test_only_partitioned_tables_by_their_column(tmp_path):
         with pytest.raises(StoreError, match="not partitioned by 'round_id'"):
             with store.replace_partition("round_id", "r1", ["documents"]):
                 pass
+
+
+def test_a_version_1_store_is_migrated_to_the_ledger_columns(tmp_path):
+    path = tmp_path / "v1.duckdb"
+    with Store.open(path) as store:
+        store.save_responses([])
+    # turn it back into what version 1 created
+    conn = duckdb.connect(str(path))
+    conn.execute("DROP VIEW extractions")
+    for column in ("strategy", "n_qa", "retries", "cache_hit", "tokens_counted_by", "calls"):
+        conn.execute(f"ALTER TABLE extractions_rows DROP COLUMN {column}")
+    for column in ("prompt_version", "latency_s"):
+        conn.execute(f"ALTER TABLE llm_cache DROP COLUMN {column}")
+    v1_columns = [c for c in TABLES["extractions"] if c not in ("strategy", "n_qa", "retries", "cache_hit", "tokens_counted_by", "calls")]
+    conn.execute(f"CREATE VIEW extractions AS SELECT {', '.join(v1_columns)} FROM extractions_rows")
+    conn.execute("DELETE FROM schema_version WHERE version > 1")
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 1"):
+        with Store.open(path, read_only=True):
+            pass
+    with Store.open(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert list(store.column_types("extractions")) == list(TABLES["extractions"])
+        assert list(store.column_types("llm_cache")) == list(TABLES["llm_cache"])
+
+
+def test_llm_cache_keeps_the_first_response_for_a_key(tmp_path):
+    from equal_dagster.core.extraction.cache import CachedResponse
+
+    with Store.open(tmp_path / "s.duckdb") as store:
+        store.save_responses([CachedResponse("k1", "openai", "m", "equal-qa/v1", "first", 10, 5, 0.1)])
+        store.save_responses([CachedResponse("k1", "openai", "m", "equal-qa/v1", "second", 1, 1, 0.1),
+                              CachedResponse("k2", "openai", "m", "equal-qa/v1", "'); DROP TABLE llm_cache; --", None, None, None)])
+        cached = store.cached_responses(["k1", "k2", "k3"])
+        assert cached["k1"].response == "first" and cached["k1"].tokens_in == 10
+        assert cached["k2"].response == "'); DROP TABLE llm_cache; --" and "k3" not in cached
+        assert store.llm_cache_size() == 2
