@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -45,6 +46,10 @@ def good_answer(schema: str, doc: str) -> dict[str, Any]:
     ]}
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # socketserver's default backlog of 5 drops connections at 32 in flight
+
+
 class FakeOpenAIServer:
     def __init__(self, latency_s: float = 0.0, slow_s: float = 2.0, omit_usage: bool = False,
                  reject_response_format: bool = False):
@@ -64,6 +69,11 @@ class FakeOpenAIServer:
             def log_message(self, *args: Any) -> None:  # quiet
                 return None
 
+            def setup(self) -> None:
+                super().setup()
+                # headers and body go out in two writes: without this, Nagle plus delayed ACKs add ~40 ms each
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length))
@@ -81,7 +91,7 @@ class FakeOpenAIServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.httpd.block_on_close = False
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -178,3 +188,17 @@ class InstantBackend:
 
     def close(self) -> None:
         return None
+
+
+if __name__ == "__main__":  # serve in a process of its own (benchmarks): prints the base URL, then serves
+    import argparse
+
+    parser = argparse.ArgumentParser(description="the fake OpenAI-compatible server")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    with FakeOpenAIServer(latency_s=args.latency_ms / 1000) as fake:
+        print(fake.base_url, flush=True)
+        try:
+            fake.thread.join()
+        except KeyboardInterrupt:
+            pass

@@ -65,6 +65,9 @@ _LENIENT = {
     "answer": {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string"}}},
 }
 
+# Built once: jsonschema.validate() checks the schema itself on every call, which cost 2 ms a response.
+_VALIDATORS = {name: jsonschema.Draft202012Validator(schema) for name, schema in _LENIENT.items()}
+
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
 _DECODER = json.JSONDecoder()
 
@@ -112,10 +115,9 @@ def parse_response(raw: str | None, output: str) -> ParsedResponse:
         return ParsedResponse("parse_error", error=f"{exc}: {_excerpt(raw)!r}")
     if output == "qa_pairs" and isinstance(value, list):
         value = {"qa_pairs": value}
-    try:
-        jsonschema.validate(value, _LENIENT[output])
-    except jsonschema.ValidationError as exc:
-        return ParsedResponse("parse_error", error=f"response does not match the {output} schema: {exc.message}")
+    error = jsonschema.exceptions.best_match(_VALIDATORS[output].iter_errors(value))
+    if error is not None:
+        return ParsedResponse("parse_error", error=f"response does not match the {output} schema: {error.message}")
     if output == "qa_pairs":
         return _qa_pairs(value["qa_pairs"])
     text = value[output].strip()

@@ -3,7 +3,7 @@ server, Ollama, TGI, the OpenAI API itself).
 
 Rules it keeps:
 
-* At most ``max_in_flight`` requests are open at once (an asyncio semaphore over one httpx connection pool).
+* At most ``max_in_flight`` requests are open at once (as many worker threads, sharing one httpx connection pool).
 * Each request has a timeout; a timeout, a connection error, HTTP 429 and HTTP 5xx are retried up to
   ``max_retries`` times with exponential backoff and jitter, honouring a ``Retry-After`` header. Other HTTP errors
   (400, 401, 404, ...) are not retried. What is left failing after the retries becomes a ``timeout`` or
@@ -17,9 +17,9 @@ Rules it keeps:
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import random
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,6 +53,7 @@ class OpenAICompatibleBackend:
     name: str = "openai"
     requests_sent: int = field(default=0, init=False)
     _counter: TokenCounter = field(init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.base_url:
@@ -68,34 +69,23 @@ class OpenAICompatibleBackend:
 
     # -- public ----------------------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings) -> list[Generation]:
+        """One generation per request, in order. ``max_in_flight`` worker threads share one httpx connection
+        pool. (httpx's asyncio pool spent most of its time scanning its own queue: 63 requests/s at 32 in flight
+        against a 50 ms server, where threads reach several hundred.)"""
         if not requests:
             return []
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self._generate_all(requests, sampling))
-        # Called from inside an event loop (a notebook): run ours on a thread of its own.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, self._generate_all(requests, sampling)).result()
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight)
+        with httpx.Client(base_url=self.base_url, headers=headers, timeout=httpx.Timeout(self.timeout_s),
+                          limits=limits) as client:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=self.max_in_flight,
+                                                       thread_name_prefix="equal-openai") as pool:
+                return list(pool.map(lambda request: self._one(client, request, sampling), requests))
 
     def close(self) -> None:
         return None
 
     # -- internals -------------------------------------------------------------------------------------
-    async def _generate_all(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings) -> list[Generation]:
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight)
-        semaphore = asyncio.Semaphore(self.max_in_flight)
-        async with httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(self.timeout_s), limits=limits
-        ) as client:
-
-            async def bounded(request: GenerationRequest) -> Generation:
-                async with semaphore:
-                    return await self._one(client, request, sampling)
-
-            return list(await asyncio.gather(*(bounded(r) for r in requests)))
-
     def _body(self, request: GenerationRequest, sampling: SamplingSettings) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
@@ -124,15 +114,16 @@ class OpenAICompatibleBackend:
         base = min(self.backoff_s * 2 ** (attempt - 1), self.backoff_max_s)
         return base * (0.5 + random.random() / 2)
 
-    async def _one(self, client: httpx.AsyncClient, request: GenerationRequest, sampling: SamplingSettings) -> Generation:
+    def _one(self, client: httpx.Client, request: GenerationRequest, sampling: SamplingSettings) -> Generation:
         start = time.perf_counter()
         retries = 0
         while True:
             body = self._body(request, sampling)
             retry_after = None
             try:
-                self.requests_sent += 1
-                response = await client.post("/chat/completions", json=body)
+                with self._lock:
+                    self.requests_sent += 1
+                response = client.post("/chat/completions", json=body)
             except httpx.TimeoutException as exc:
                 status, error = "timeout", f"no response within {self.timeout_s:g} s ({type(exc).__name__})"
             except httpx.HTTPError as exc:
@@ -151,7 +142,7 @@ class OpenAICompatibleBackend:
             if retries >= self.max_retries:
                 return Generation(status, error=error, latency_s=time.perf_counter() - start, retries=retries)
             retries += 1
-            await asyncio.sleep(self._delay(retries, retry_after))
+            time.sleep(self._delay(retries, retry_after))
 
     def _success(self, response: httpx.Response, request: GenerationRequest, start: float, retries: int) -> Generation:
         latency = time.perf_counter() - start
