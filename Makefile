@@ -27,6 +27,7 @@ ui: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/extraction.py
 
 clean:
 	rm -rf .equal .pytest_cache

@@ -1,6 +1,7 @@
 """The LLMExtractor's strategies against the fake server: EQUAL with its refine pass, and REInstruct's
 selection, reverse instruction, rewrite and post-filter."""
 
+import pytest
 from doubles import FakeOpenAIServer, InstantBackend
 
 from equal_dagster.core.extraction import Document, ExtractionConfig, InMemoryResponseCache, LLMExtractor, build_extractor
@@ -84,3 +85,39 @@ def test_reinstruct_post_filter_drops_a_pair_that_points_at_the_text():
                        reinstruct_rules=ReinstructRules(min_chars=500)).extract([doc])
     assert run.results[0].status == "no_qa" and "post-filter: refers_to_text" in run.results[0].error
     assert run.counters["post_filter_dropped_refers_to_text"] == 1
+
+
+def test_a_crash_mid_round_keeps_the_paid_calls_and_no_half_round(tmp_path):
+    """Responses are cached batch by batch: after a crash, the re-run pays only for what was not answered, and
+    the round's partition is either the old one or the new one."""
+    from equal_dagster.core.extraction import StoreResponseCache
+    from equal_dagster.core.store import Store
+    from equal_dagster.core.warmup import run_warmup
+
+    class CrashesOnSecondBatch(InstantBackend):
+        batch_size = 2
+
+        def __init__(self, crash):
+            super().__init__()
+            self.crash, self.batches = crash, 0
+
+        def generate(self, requests, sampling):
+            self.batches += 1
+            if self.crash and self.batches == 2:
+                raise KeyboardInterrupt("the machine went away")
+            return super().generate(requests, sampling)
+
+    from conftest import write_jsonl
+    from equal_dagster.core.corpus import CrawlFormat, ingest_crawl
+
+    crawl = write_jsonl(tmp_path / "crawls" / "c" / "x.jsonl", [{"id": f"d{i}", "text": f"DOC=d{i} text"} for i in range(6)])
+    with Store.open(tmp_path / "s.duckdb") as store:
+        ingest_crawl(store, "c", crawl.parent, tmp_path / "crawls", CrawlFormat())
+        crashing = CrashesOnSecondBatch(crash=True)
+        with pytest.raises(KeyboardInterrupt):
+            run_warmup(store, LLMExtractor(crashing, StoreResponseCache(store)), fraction=1.0)
+        assert store.llm_cache_size() == 2 and store.extractions().height == 0 and store.rounds().height == 0
+        healthy = CrashesOnSecondBatch(crash=False)
+        report = run_warmup(store, LLMExtractor(healthy, StoreResponseCache(store)), fraction=1.0)
+        assert healthy.requests == 4  # the two answered before the crash are not paid again
+        assert report.run.totals()["cache_hits"] == 2 and store.extractions().height == 6
