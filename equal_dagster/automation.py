@@ -15,6 +15,13 @@ ingest_crawl_job = dg.define_asset_job(
     description="Ingest one crawl (a `crawls` partition).",
 )
 
+embed_crawl_job = dg.define_asset_job(
+    "embed_crawl",
+    selection=dg.AssetSelection.assets("embeddings"),
+    partitions_def=crawls_partitions,
+    description="Embed one crawl's documents with the current embedder (a `crawls` partition).",
+)
+
 warmup_job = dg.define_asset_job(
     "warmup",
     selection=dg.AssetSelection.assets("warmup_extractions"),

@@ -167,7 +167,7 @@ def test_a_version_1_store_is_migrated_to_the_ledger_columns(tmp_path):
         with Store.open(path, read_only=True):
             pass
     with Store.open(path) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert store.schema_version() == SCHEMA_VERSION
         assert list(store.column_types("extractions")) == list(TABLES["extractions"])
         assert list(store.column_types("llm_cache")) == list(TABLES["llm_cache"])
 
@@ -183,3 +183,25 @@ def test_llm_cache_keeps_the_first_response_for_a_key(tmp_path):
         assert cached["k1"].response == "first" and cached["k1"].tokens_in == 10
         assert cached["k2"].response == "'); DROP TABLE llm_cache; --" and "k3" not in cached
         assert store.llm_cache_size() == 2
+
+
+def test_a_version_2_store_gets_embeddings_as_a_plain_table(tmp_path):
+    path = tmp_path / "v2.duckdb"
+    with Store.open(path):
+        pass
+    conn = duckdb.connect(str(path))  # back to version 2's layout: a view over embeddings_rows, with one vector
+    conn.execute("DROP TABLE embeddings")
+    conn.execute("CREATE TABLE embeddings_rows (doc_id VARCHAR, embedder_id VARCHAR, crawl_id VARCHAR, vector FLOAT[], "
+                 "embedded_at TIMESTAMP, write_id VARCHAR)")
+    conn.execute("CREATE VIEW embeddings AS SELECT doc_id, embedder_id, crawl_id, vector, embedded_at FROM embeddings_rows "
+                 "WHERE write_id IN (SELECT write_id FROM partition_writes WHERE table_name = 'embeddings')")
+    conn.execute("INSERT INTO embeddings_rows VALUES ('d1', 'e1', 'c', [0.5, 0.5], now(), 'w1'), ('d2', 'e1', 'c', [1.0], now(), 'gone')")
+    conn.execute("INSERT INTO partition_writes VALUES ('embeddings', 'c', 'w1', now())")
+    conn.execute("DELETE FROM schema_version WHERE version > 2")
+    conn.close()
+    with Store.open(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.conn.execute("SELECT doc_id, vector FROM embeddings").fetchall() == [("d1", [0.5, 0.5])]
+        assert store.conn.execute("SELECT count(*) FROM partition_writes WHERE table_name = 'embeddings'").fetchone() == (0,)
+        with pytest.raises(duckdb.ConstraintException):
+            store.conn.execute("INSERT INTO embeddings VALUES ('d1', 'e1', 'c', [0.1], now())")

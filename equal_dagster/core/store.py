@@ -31,7 +31,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Table name -> (column name -> DuckDB type), in column order; and the primary key.
 TABLES: dict[str, dict[str, str]] = {
@@ -166,10 +166,11 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
 
 
 # Tables written a partition at a time, and their partition column.
+# Embeddings are not: vectors are keyed by (doc_id, embedder_id) and appended batch by batch, each batch complete
+# in itself, so an interrupted embedding run resumes where it stopped (schema version 3).
 PARTITIONED: dict[str, str] = {
     "documents": "crawl_id",
     "quarantine": "crawl_id",
-    "embeddings": "crawl_id",
     "clusters": "clustering_id",
     "rounds": "round_id",
     "extractions": "round_id",
@@ -211,7 +212,7 @@ def _create_table_sql(table: str) -> list[str]:
 
 
 # Version -> statements that bring a store from the version before to this one. Append; never edit.
-MIGRATIONS: dict[int, list[str]] = {
+MIGRATIONS: dict[int, list[Any]] = {  # SQL strings, or functions of the connection
     1: [
         "CREATE TABLE IF NOT EXISTS partition_writes (table_name VARCHAR NOT NULL, partition_value VARCHAR NOT NULL, "
         "write_id VARCHAR NOT NULL, written_at TIMESTAMP NOT NULL, PRIMARY KEY (table_name, partition_value))",
@@ -220,7 +221,27 @@ MIGRATIONS: dict[int, list[str]] = {
     # The extraction ledger (issue 3): how each extraction was made, and what each cached response cost.
     2: _add_columns_sql("extractions", ["strategy", "n_qa", "retries", "cache_hit", "tokens_counted_by", "calls"])
     + _add_columns_sql("llm_cache", ["prompt_version", "latency_s"]),
+    3: [lambda conn: _embeddings_as_plain_table(conn)],
 }
+
+
+def _embeddings_as_plain_table(conn: duckdb.DuckDBPyConnection) -> None:
+    """Version 3: embeddings leave the partitioned layout (a view over embeddings_rows) for a plain table keyed by
+    (doc_id, embedder_id). A store created at version 3 or later already has the table."""
+    kind = conn.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_name = 'embeddings'"
+    ).fetchone()
+    if kind and kind[0] == "VIEW":
+        conn.execute("DROP VIEW embeddings")
+        for statement in _create_table_sql("embeddings"):
+            conn.execute(statement)
+        columns = ", ".join(TABLES["embeddings"])
+        conn.execute(
+            f"INSERT INTO embeddings ({columns}) SELECT {columns} FROM embeddings_rows WHERE write_id IN "
+            "(SELECT write_id FROM partition_writes WHERE table_name = 'embeddings') ON CONFLICT DO NOTHING"
+        )
+        conn.execute("DROP TABLE embeddings_rows")
+        conn.execute("DELETE FROM partition_writes WHERE table_name = 'embeddings'")
 
 
 class StoreError(RuntimeError):
@@ -364,7 +385,10 @@ class Store:
         for version in range(current + 1, SCHEMA_VERSION + 1):
             with self.transaction():
                 for statement in MIGRATIONS[version]:
-                    self.conn.execute(statement)
+                    if callable(statement):
+                        statement(self.conn)
+                    else:
+                        self.conn.execute(statement)
                 self.conn.execute("INSERT INTO schema_version VALUES (?, now())", [version])
         self._delete_unfinished_writes()
 
@@ -562,6 +586,81 @@ class Store:
 
     def rounds(self) -> pl.DataFrame:
         return self.conn.execute("SELECT * FROM rounds ORDER BY round_no").pl()
+
+
+    # -- embeddings ------------------------------------------------------------------------------------
+    def documents_without_embedding(self, crawl_id: str, embedder_id: str) -> list[str]:
+        """Ids of the crawl's documents that have no vector from ``embedder_id``, shortest text first (batches
+        of similar lengths pad least)."""
+        rows = self.conn.execute(
+            "SELECT d.doc_id FROM documents d ANTI JOIN (SELECT doc_id FROM embeddings WHERE embedder_id = ?) e "
+            "ON d.doc_id = e.doc_id WHERE d.crawl_id = ? ORDER BY d.n_chars, d.doc_id",
+            [embedder_id, crawl_id],
+        ).fetchall()
+        return [doc_id for (doc_id,) in rows]
+
+    def document_texts(self, doc_ids: Sequence[str]) -> pl.DataFrame:
+        """doc_id and text of these documents, in the order given."""
+        name = next(_batch_names)
+        self.conn.register(name, pa.table({"doc_id": pa.array(list(doc_ids), pa.string()),
+                                           "position": pa.array(range(len(doc_ids)), pa.int64())}))
+        try:
+            return self.conn.execute(
+                f"SELECT d.doc_id, d.text FROM documents d JOIN {name} k ON d.doc_id = k.doc_id ORDER BY k.position"
+            ).pl()
+        finally:
+            self.conn.unregister(name)
+
+    def insert_embeddings(self, rows: pl.DataFrame) -> None:
+        """Append vectors (committed at once; a vector already there for its doc_id and embedder_id is kept)."""
+        self._check_writable()
+        _check_columns("embeddings", rows.columns)
+        name = next(_batch_names)
+        columns = ", ".join(rows.columns)
+        self.conn.register(name, rows.to_arrow())
+        try:
+            self.conn.execute(f"INSERT INTO embeddings ({columns}) SELECT {columns} FROM {name} ON CONFLICT DO NOTHING")
+        finally:
+            self.conn.unregister(name)
+
+    def delete_stale_embeddings(self, crawl_id: str) -> int:
+        """Drop vectors filed under ``crawl_id`` whose document is no longer part of it (a re-ingested crawl)."""
+        self._check_writable()
+        return self.conn.execute(
+            "DELETE FROM embeddings WHERE crawl_id = ? AND doc_id NOT IN "
+            "(SELECT doc_id FROM documents WHERE crawl_id = ?) RETURNING doc_id",
+            [crawl_id, crawl_id],
+        ).fetchall().__len__()
+
+    def drop_embeddings(self, embedder_id: str) -> int:
+        """Delete every vector of one embedder (an embedder no longer used)."""
+        self._check_writable()
+        return len(self.conn.execute("DELETE FROM embeddings WHERE embedder_id = ? RETURNING doc_id", [embedder_id]).fetchall())
+
+    def embedding_counts(self, crawl_id: str | None = None) -> dict[str, int]:
+        """Vectors per embedder (of one crawl, or all)."""
+        return dict(self.conn.execute(
+            "SELECT embedder_id, count(*) FROM embeddings WHERE ? IS NULL OR crawl_id = ? GROUP BY 1 ORDER BY 1",
+            [crawl_id, crawl_id],
+        ).fetchall())
+
+    def embedding_matrix(self, embedder_id: str, crawl_id: str | None = None) -> tuple[list[str], Any]:
+        """(doc_ids, float32 matrix) of one embedder's vectors of current documents, ordered by doc_id."""
+        import numpy as np
+
+        table = self.conn.execute(
+            "SELECT e.doc_id, e.vector FROM embeddings e JOIN documents d ON d.doc_id = e.doc_id "
+            "WHERE e.embedder_id = ? AND (? IS NULL OR d.crawl_id = ?) ORDER BY e.doc_id",
+            [embedder_id, crawl_id, crawl_id],
+        ).arrow()
+        if isinstance(table, pa.RecordBatchReader):
+            table = table.read_all()
+        doc_ids = table.column("doc_id").to_pylist()
+        vectors = table.column("vector").combine_chunks()
+        if len(doc_ids) == 0:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        flat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        return doc_ids, flat.reshape(len(doc_ids), -1)
 
 
 def table_frame(table: str, columns: dict[str, list[Any]]) -> pl.DataFrame:

@@ -1,0 +1,51 @@
+"""Asset ``embeddings``: one crawl's documents embedded with the current embedder (EQUAL's document vectors)."""
+
+import dagster as dg
+
+from equal_dagster.assets.corpus import corpus
+from equal_dagster.core.embedding import describe_embedder, embed_crawl
+from equal_dagster.partitions import crawls_partitions
+from equal_dagster.resources.embedder import EmbedderResource
+from equal_dagster.resources.store import StoreResource
+
+
+@dg.asset(
+    partitions_def=crawls_partitions,
+    deps=[corpus],
+    group_name="embed",
+    kinds={"duckdb", "pytorch"},
+    pool="duckdb",
+    description=(
+        "Normalized sentence-transformers vectors of one crawl's documents, keyed by embedder id. Incremental: "
+        "only documents without a vector from the current embedder are embedded (a re-run embeds nothing; a new "
+        "embedder embeds everything, and the old vectors stay until dropped)."
+    ),
+)
+def embeddings(context: dg.AssetExecutionContext, store: StoreResource, embedder: EmbedderResource) -> dg.MaterializeResult:
+    crawl_id = context.partition_key
+    location, why = embedder.current_location()
+    model = embedder.load_current()
+    context.log.info(f"embedding crawl {crawl_id} with {model.embedder_id} ({why}; {location})")
+
+    def log_progress(done: int, total: int, rate: float) -> None:
+        context.log.info(f"embedded {done:,}/{total:,} documents of {crawl_id} ({rate:,.1f} documents/s)")
+
+    with store.open_store() as db:
+        report = embed_crawl(db, crawl_id, model, progress=log_progress)
+        counts = db.embedding_counts(crawl_id)
+    context.log.info(
+        f"crawl {crawl_id}: {report.embedded:,} embedded, {report.already_embedded:,} already had a vector, "
+        f"{report.stale_deleted:,} stale vectors deleted, {report.documents_per_second:,.1f} documents/s"
+    )
+    info = describe_embedder(model)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": counts.get(model.embedder_id, 0),
+        "embedder_id": model.embedder_id,
+        "embedder_source": info["source"],
+        "dimension": info["dimension"],
+        "embedded": report.embedded,
+        "already_embedded": report.already_embedded,
+        "stale_deleted": report.stale_deleted,
+        "documents_per_second": round(report.documents_per_second, 1),
+        "vectors_by_embedder": dg.MetadataValue.json(counts),
+    })
