@@ -28,6 +28,12 @@ warmup_job = dg.define_asset_job(
     description="EQUAL's warm-up: extract a seeded random sample of the corpus as round 0.",
 )
 
+clusters_job = dg.define_asset_job(
+    "cluster",
+    selection=dg.AssetSelection.assets("clusters"),
+    description="Cluster the embedded documents into bandit arms, or let new documents join the current clusters.",
+)
+
 @dg.sensor(
     job=ingest_crawl_job,
     minimum_interval_seconds=30,

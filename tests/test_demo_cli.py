@@ -14,6 +14,7 @@ def test_equal_demo_materializes_the_demo_crawls(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "| crawl | rows read | documents | duplicates | quarantined |" in out
     assert "warm-up (round 0):" in out and "| ok |" in out
+    assert "| cluster | size | top terms | sample first lines |" in out
     paths = EqualPaths.from_env(tmp_path / "home")
     with Store.open(paths.store, read_only=True) as store:
         counts = {c.crawl_id: c for c in store.crawl_counts()}
@@ -25,8 +26,8 @@ def test_equal_demo_materializes_the_demo_crawls(tmp_path, monkeypatch, capsys):
     # the runs live on the home's persistent instance, where `make ui` finds them
     instance = dg.DagsterInstance.from_config(str(paths.dagster_home))
     runs = instance.get_runs()
-    assert len(runs) == 3 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-    assert sorted(r.job_name for r in runs) == ["ingest_crawl", "ingest_crawl", "warmup"]
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    assert sorted(r.job_name for r in runs) == ["cluster", "embed_crawl", "embed_crawl", "ingest_crawl", "ingest_crawl", "warmup"]
     assert sorted(instance.get_dynamic_partitions("crawls")) == sorted(CRAWL_NAMES)
 
     # the warm-up: 5% of the corpus through the rules backend, stored as round 0
@@ -39,3 +40,8 @@ def test_equal_demo_materializes_the_demo_crawls(tmp_path, monkeypatch, capsys):
     assert set(extractions["backend"]) == {"rules"} and set(extractions["prompt_version"]) == {"rules/v1"}
     assert pairs.height > 50 and set(pairs["doc_id"]) <= set(extractions["doc_id"])
     assert rounds["round_id"].to_list() == ["round-0"] and rounds["policy"].to_list() == ["warmup"]
+    # every document embedded and in exactly one cluster
+    with Store.open(paths.store, read_only=True) as store:
+        clustering = store.current_clustering()
+        assert store.embedding_counts() == {"all-MiniLM-L6-v2": total}
+        assert store.clusters(clustering["clustering_id"])["doc_id"].n_unique() == total

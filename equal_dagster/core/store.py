@@ -69,6 +69,20 @@ TABLES: dict[str, dict[str, str]] = {
         "probability": "DOUBLE",
         "joined_as_noise": "BOOLEAN NOT NULL DEFAULT FALSE",
         "assigned_at": "TIMESTAMP NOT NULL",
+        # schema version 3: clustered | noise_joined | new_document
+        "assignment": "VARCHAR",
+    },
+    "cluster_summaries": {
+        "clustering_id": "VARCHAR NOT NULL",
+        "cluster_id": "INTEGER NOT NULL",
+        "embedder_id": "VARCHAR NOT NULL",
+        "method": "VARCHAR NOT NULL",
+        "size": "BIGINT NOT NULL",
+        "centroid": "FLOAT[] NOT NULL",
+        "top_terms": "JSON",
+        "sample_lines": "JSON",
+        "params": "JSON",
+        "created_at": "TIMESTAMP NOT NULL",
     },
     "rounds": {
         "round_id": "VARCHAR NOT NULL",
@@ -156,6 +170,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "quarantine": ("crawl_id", "source_file", "line_no"),
     "embeddings": ("doc_id", "embedder_id"),
     "clusters": ("doc_id", "clustering_id"),
+    "cluster_summaries": ("clustering_id", "cluster_id"),
     "rounds": ("round_id",),
     "extractions": ("doc_id", "round_id"),
     "qa_pairs": ("qa_id",),
@@ -172,6 +187,7 @@ PARTITIONED: dict[str, str] = {
     "documents": "crawl_id",
     "quarantine": "crawl_id",
     "clusters": "clustering_id",
+    "cluster_summaries": "clustering_id",
     "rounds": "round_id",
     "extractions": "round_id",
     "qa_pairs": "round_id",
@@ -221,7 +237,10 @@ MIGRATIONS: dict[int, list[Any]] = {  # SQL strings, or functions of the connect
     # The extraction ledger (issue 3): how each extraction was made, and what each cached response cost.
     2: _add_columns_sql("extractions", ["strategy", "n_qa", "retries", "cache_hit", "tokens_counted_by", "calls"])
     + _add_columns_sql("llm_cache", ["prompt_version", "latency_s"]),
-    3: [lambda conn: _embeddings_as_plain_table(conn)],
+    # Embeddings as a plain table; clusters say how each document joined; per-cluster summaries with centroids.
+    3: [lambda conn: _embeddings_as_plain_table(conn)]
+    + _add_columns_sql("clusters", ["assignment"])
+    + _create_table_sql("cluster_summaries"),
 }
 
 
@@ -281,6 +300,20 @@ class PartitionWriter:
         _insert_frame(self._conn, _rows_table(table), rows.with_columns(pl.lit(self.write_id).alias("write_id")))
         self.rows_inserted[table] += rows.height
 
+    def carry_over(self, table: str) -> int:
+        """Copy the partition's current rows of ``table`` into this write (to add rows to a partition without
+        changing the ones it has)."""
+        if table not in self.rows_inserted:
+            raise StoreError(f"table {table!r} is not part of this partition write ({', '.join(self.rows_inserted)})")
+        columns = ", ".join(TABLES[table])
+        copied = self._conn.execute(
+            f"INSERT INTO {table}_rows ({columns}, write_id) SELECT {columns}, ? FROM {table} WHERE {self._column} = ? "
+            "RETURNING 1",
+            [self.write_id, self._value],
+        ).fetchall()
+        self.rows_inserted[table] += len(copied)
+        return len(copied)
+
     def existing_documents(self, content_hashes: list[str], doc_ids: list[str]) -> pl.DataFrame:
         """Documents with one of these content hashes or ids, as the store will hold them once this write
         lands: those of other crawls, and those written earlier by this write. Columns doc_id, crawl_id,
@@ -309,6 +342,12 @@ def _insert_frame(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFram
         conn.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {name}")
     finally:
         conn.unregister(name)
+
+
+def _arrow_table(result: duckdb.DuckDBPyConnection) -> pa.Table:
+    """A query's whole result as an Arrow table, read now (``.arrow()`` is a lazy reader in duckdb >= 1.4)."""
+    fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
+    return fetch()
 
 
 def _existing_documents(
@@ -648,19 +687,72 @@ class Store:
         """(doc_ids, float32 matrix) of one embedder's vectors of current documents, ordered by doc_id."""
         import numpy as np
 
-        table = self.conn.execute(
+        table = _arrow_table(self.conn.execute(
             "SELECT e.doc_id, e.vector FROM embeddings e JOIN documents d ON d.doc_id = e.doc_id "
             "WHERE e.embedder_id = ? AND (? IS NULL OR d.crawl_id = ?) ORDER BY e.doc_id",
             [embedder_id, crawl_id, crawl_id],
-        ).arrow()
-        if isinstance(table, pa.RecordBatchReader):
-            table = table.read_all()
+        ))
         doc_ids = table.column("doc_id").to_pylist()
         vectors = table.column("vector").combine_chunks()
         if len(doc_ids) == 0:
             return [], np.zeros((0, 0), dtype=np.float32)
         flat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
         return doc_ids, flat.reshape(len(doc_ids), -1)
+
+
+    # -- clusters --------------------------------------------------------------------------------------
+    def current_clustering(self) -> dict[str, Any] | None:
+        """The clustering written last (clustering_id, embedder_id, method, written_at), or None."""
+        row = self.conn.execute(
+            "SELECT w.partition_value, w.written_at, s.embedder_id, s.method FROM partition_writes w "
+            "JOIN cluster_summaries s ON s.clustering_id = w.partition_value "
+            "WHERE w.table_name = 'cluster_summaries' ORDER BY w.written_at DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        return {"clustering_id": row[0], "written_at": row[1], "embedder_id": row[2], "method": row[3]}
+
+    def clusters(self, clustering_id: str) -> pl.DataFrame:
+        return self.conn.execute(
+            "SELECT * FROM clusters WHERE clustering_id = ? ORDER BY doc_id", [clustering_id]
+        ).pl()
+
+    def cluster_summaries(self, clustering_id: str) -> pl.DataFrame:
+        return self.conn.execute(
+            "SELECT * FROM cluster_summaries WHERE clustering_id = ? ORDER BY cluster_id", [clustering_id]
+        ).pl()
+
+    def embedded_without_cluster(self, clustering_id: str, embedder_id: str) -> list[str]:
+        """Documents with a vector from ``embedder_id`` and no cluster in ``clustering_id``."""
+        rows = self.conn.execute(
+            "SELECT e.doc_id FROM embeddings e JOIN documents d ON d.doc_id = e.doc_id "
+            "ANTI JOIN (SELECT doc_id FROM clusters WHERE clustering_id = ?) c ON c.doc_id = e.doc_id "
+            "WHERE e.embedder_id = ? ORDER BY e.doc_id",
+            [clustering_id, embedder_id],
+        ).fetchall()
+        return [doc_id for (doc_id,) in rows]
+
+    def embedding_vectors(self, doc_ids: Sequence[str], embedder_id: str) -> Any:
+        """The vectors of these documents from ``embedder_id``, in the order given (float32 matrix)."""
+        import numpy as np
+
+        name = next(_batch_names)
+        self.conn.register(name, pa.table({"doc_id": pa.array(list(doc_ids), pa.string()),
+                                           "position": pa.array(range(len(doc_ids)), pa.int64())}))
+        try:
+            table = _arrow_table(self.conn.execute(
+                f"SELECT e.vector FROM embeddings e JOIN {name} k ON e.doc_id = k.doc_id WHERE e.embedder_id = ? "
+                "ORDER BY k.position",
+                [embedder_id],
+            ))
+        finally:
+            self.conn.unregister(name)
+        if table.num_rows != len(doc_ids):
+            raise StoreError(f"{len(doc_ids) - table.num_rows} of the documents have no vector from {embedder_id}")
+        if table.num_rows == 0:
+            return np.zeros((0, 0), dtype=np.float32)
+        flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+        return flat.reshape(table.num_rows, -1)
 
 
 def table_frame(table: str, columns: dict[str, list[Any]]) -> pl.DataFrame:

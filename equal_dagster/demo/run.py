@@ -68,6 +68,17 @@ def run_demo(
         f"{warmup.qa_pairs:,} QA pairs extracted")
     say(warmup.status_table)
     say("")
+    embed = defs.resolve_job_def("embed_crawl")
+    for crawl in CRAWL_NAMES:
+        say(f"materializing embeddings[{crawl}] (all-MiniLM-L6-v2 on CPU: about a minute for the demo) ...")
+        embed.execute_in_process(partition_key=crawl, instance=instance)
+    say("materializing clusters (PCA, then HDBSCAN) ...")
+    result = defs.resolve_job_def("cluster").execute_in_process(instance=instance)
+    clusters = {k: v.value for k, v in result.asset_materializations_for_node("clusters")[0].metadata.items()}
+    say(f"clusters {clusters['clustering_id']}: {clusters['dagster/row_count']:,} documents in {clusters['clusters']} "
+        f"clusters (the bandit's arms), assignments {clusters['assignments']}; the largest:")
+    say("\n".join(clusters["clusters_table"].splitlines()[:12]))
+    say("")
     say(f"store: {paths.store}")
     say("see the runs, assets and their metadata: make ui  (then open http://127.0.0.1:3000)")
     return summaries, warmup

@@ -1,0 +1,91 @@
+"""Asset ``clusters``: documents grouped into bandit arms (EQUAL's clustering step)."""
+
+import json
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from equal_dagster.assets.embeddings import embeddings
+from equal_dagster.assets.metadata import markdown_table
+from equal_dagster.core.clustering import ClusteringParams, ClusteringReport, assign_new_documents, build_clustering
+from equal_dagster.core.embedding import resolve_model
+from equal_dagster.resources.embedder import EmbedderResource
+from equal_dagster.resources.store import StoreResource
+
+
+class ClustersConfig(dg.Config):
+    recluster: bool = Field(False, description="cluster everything again under a new clustering_id (else: new "
+                                                "documents join the current clustering's nearest centroid)")
+    method: str = Field("hdbscan", description="hdbscan | kmeans")
+    dimension: int = Field(5, description="PCA dimension the vectors are reduced to before clustering")
+    min_cluster_size: int = Field(15, description="hdbscan: smallest cluster")
+    min_samples: Optional[int] = Field(None, description="hdbscan: neighbourhood size (default: min_cluster_size)")
+    n_clusters: int = Field(1000, description="kmeans: number of clusters (EQUAL used 1,000)")
+    seed: int = 0
+
+
+def clusters_table(report: ClusteringReport, limit: int = 40) -> str:
+    rows = sorted(report.summaries, key=lambda r: -r["size"])[:limit]
+
+    def listed(value) -> str:
+        items = json.loads(value) if isinstance(value, str) else value
+        return ", ".join(items)
+
+    return markdown_table(
+        ["cluster", "size", "top terms", "sample first lines"],
+        [(r["cluster_id"], r["size"], listed(r["top_terms"]), " / ".join(json.loads(r["sample_lines"])
+          if isinstance(r["sample_lines"], str) else r["sample_lines"])) for r in rows],
+    )
+
+
+@dg.asset(
+    deps=[embeddings],
+    group_name="embed",
+    kinds={"duckdb", "scikitlearn"},
+    pool="duckdb",
+    description=(
+        "Every embedded document in exactly one cluster (a bandit arm): PCA, then HDBSCAN with noise joined to the "
+        "nearest centroid (or MiniBatchKMeans). Documents of new crawls join the nearest existing centroid; "
+        "`recluster: true` starts a new clustering_id."
+    ),
+)
+def clusters(context: dg.AssetExecutionContext, config: ClustersConfig, store: StoreResource,
+             embedder: EmbedderResource) -> dg.MaterializeResult:
+    location, _ = embedder.current_location()
+    embedder_id = resolve_model(location).embedder_id
+    params = ClusteringParams(config.method, config.dimension, config.min_cluster_size, config.min_samples,
+                              config.n_clusters, config.seed)
+    with store.open_store() as db:
+        current = db.current_clustering()
+        try:
+            if config.recluster or current is None:
+                report = build_clustering(db, embedder_id, params, log=context.log.info)
+            elif current["embedder_id"] != embedder_id:
+                raise dg.Failure(description=(
+                    f"the current clustering {current['clustering_id']} was made with embedder {current['embedder_id']}, "
+                    f"the current embedder is {embedder_id}: materialize embeddings, then clusters with recluster: true"
+                ))
+            else:
+                report = assign_new_documents(db, current, log=context.log.info)
+        except ValueError as exc:
+            raise dg.Failure(description=str(exc)) from exc
+    context.log.info(
+        f"clustering {report.clustering_id}: {report.documents:,} documents in {report.n_clusters:,} clusters, "
+        f"{report.new_documents:,} new, assignments {report.by_assignment}, {'; '.join(report.notes) or 'no notes'}, "
+        f"timings {report.seconds}"
+    )
+    sizes = [r["size"] for r in report.summaries]
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": report.documents,
+        "clustering_id": report.clustering_id,
+        "embedder_id": report.embedder_id,
+        "clusters": report.n_clusters,
+        "new_documents": report.new_documents,
+        "assignments": dg.MetadataValue.json(report.by_assignment),
+        "largest_cluster": max(sizes) if sizes else 0,
+        "smallest_cluster": min(sizes) if sizes else 0,
+        "notes": "; ".join(report.notes),
+        "timings": dg.MetadataValue.json(report.seconds),
+        "clusters_table": dg.MetadataValue.md(clusters_table(report)),
+    })
