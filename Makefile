@@ -28,6 +28,8 @@ ui: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/extraction.py
+	$(BIN)/python benchmarks/embed.py
+	$(BIN)/python benchmarks/cluster.py
 
 clean:
 	rm -rf .equal .pytest_cache

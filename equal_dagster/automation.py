@@ -28,6 +28,12 @@ warmup_job = dg.define_asset_job(
     description="EQUAL's warm-up: extract a seeded random sample of the corpus as round 0.",
 )
 
+embedder_job = dg.define_asset_job(
+    "tune_embedder",
+    selection=dg.AssetSelection.assets("embedder"),
+    description="EQUAL's contrastive warm-up of the embedder on the warm-up QA pairs.",
+)
+
 clusters_job = dg.define_asset_job(
     "cluster",
     selection=dg.AssetSelection.assets("clusters"),

@@ -8,9 +8,10 @@ import dagster as dg
 
 from equal_dagster.assets.clusters import clusters
 from equal_dagster.assets.corpus import corpus
+from equal_dagster.assets.embedder import embedder
 from equal_dagster.assets.embeddings import embeddings
 from equal_dagster.assets.extraction import warmup_extractions
-from equal_dagster.automation import clusters_job, embed_crawl_job, ingest_crawl_job, new_crawl_sensor, warmup_job
+from equal_dagster.automation import clusters_job, embed_crawl_job, embedder_job, ingest_crawl_job, new_crawl_sensor, warmup_job
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.resources.crawls import CrawlFolder
 from equal_dagster.resources.embedder import EmbedderResource
@@ -61,14 +62,14 @@ def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource |
         settle_seconds=float(os.environ.get("EQUAL_CRAWL_SETTLE_SECONDS", "10")),
     )
     return dg.Definitions(
-        assets=[corpus, warmup_extractions, embeddings, clusters],
-        jobs=[ingest_crawl_job, embed_crawl_job, warmup_job, clusters_job],
+        assets=[corpus, warmup_extractions, embedder, embeddings, clusters],
+        jobs=[ingest_crawl_job, warmup_job, embedder_job, embed_crawl_job, clusters_job],
         sensors=[new_crawl_sensor],
         resources={
             "store": StoreResource(database=str(paths.store)),
             "crawl_folder": crawl_folder,
             "llm": llm or extraction_resource_from_env(),
-            "embedder": EmbedderResource(
+            "embedding_model": EmbedderResource(
                 model=_env("EQUAL_EMBEDDER_MODEL", "all-MiniLM-L6-v2"),
                 embedders_dir=str(paths.home / "embedders"),
                 device=_env("EQUAL_EMBEDDER_DEVICE", "cpu"),

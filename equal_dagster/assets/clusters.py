@@ -51,8 +51,8 @@ def clusters_table(report: ClusteringReport, limit: int = 40) -> str:
     ),
 )
 def clusters(context: dg.AssetExecutionContext, config: ClustersConfig, store: StoreResource,
-             embedder: EmbedderResource) -> dg.MaterializeResult:
-    location, _ = embedder.current_location()
+             embedding_model: EmbedderResource) -> dg.MaterializeResult:
+    location, _ = embedding_model.current_location()
     embedder_id = resolve_model(location).embedder_id
     params = ClusteringParams(config.method, config.dimension, config.min_cluster_size, config.min_samples,
                               config.n_clusters, config.seed)

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from equal_dagster.assets.corpus import corpus
+from equal_dagster.assets.embedder import embedder as embedder_asset
 from equal_dagster.core.embedding import describe_embedder, embed_crawl
 from equal_dagster.partitions import crawls_partitions
 from equal_dagster.resources.embedder import EmbedderResource
@@ -11,7 +12,7 @@ from equal_dagster.resources.store import StoreResource
 
 @dg.asset(
     partitions_def=crawls_partitions,
-    deps=[corpus],
+    deps=[corpus, embedder_asset],
     group_name="embed",
     kinds={"duckdb", "pytorch"},
     pool="duckdb",
@@ -21,10 +22,10 @@ from equal_dagster.resources.store import StoreResource
         "embedder embeds everything, and the old vectors stay until dropped)."
     ),
 )
-def embeddings(context: dg.AssetExecutionContext, store: StoreResource, embedder: EmbedderResource) -> dg.MaterializeResult:
+def embeddings(context: dg.AssetExecutionContext, store: StoreResource, embedding_model: EmbedderResource) -> dg.MaterializeResult:
     crawl_id = context.partition_key
-    location, why = embedder.current_location()
-    model = embedder.load_current()
+    location, why = embedding_model.current_location()
+    model = embedding_model.load_current()
     context.log.info(f"embedding crawl {crawl_id} with {model.embedder_id} ({why}; {location})")
 
     def log_progress(done: int, total: int, rate: float) -> None:

@@ -627,6 +627,18 @@ class Store:
         return self.conn.execute("SELECT * FROM rounds ORDER BY round_no").pl()
 
 
+    def qa_pairs_with_documents(self, round_ids: Sequence[str]) -> pl.DataFrame:
+        """QA pairs of these rounds with their document's text: doc_id, text, question, answer."""
+        name = next(_batch_names)
+        self.conn.register(name, pa.table({"round_id": pa.array(list(round_ids), pa.string())}))
+        try:
+            return self.conn.execute(
+                f"SELECT q.doc_id, d.text, q.question, q.answer FROM qa_pairs q JOIN {name} r ON q.round_id = r.round_id "
+                "JOIN documents d ON d.doc_id = q.doc_id ORDER BY q.doc_id, q.qa_id"
+            ).pl()
+        finally:
+            self.conn.unregister(name)
+
     # -- embeddings ------------------------------------------------------------------------------------
     def documents_without_embedding(self, crawl_id: str, embedder_id: str) -> list[str]:
         """Ids of the crawl's documents that have no vector from ``embedder_id``, shortest text first (batches

@@ -1,0 +1,183 @@
+"""EQUAL's contrastive warm-up of the document embedder (arXiv 2505.12250, section 3.2): tune the embedder so that
+a document lands near the QA pairs it yields, before clustering.
+
+Rules:
+
+* Training data: the warm-up's (document, QA pair) couples; a QA pair is rendered "Q: ...\\nA: ...".
+* Held-out: a seeded share of the *documents* (default 20%) with all their pairs, never trained on.
+* Positives: a document and one of its QA pairs. Negatives: every other pair in the batch (in-batch, with no
+  document twice in a batch), plus one hard negative per couple: a QA pair of the nearest other document under
+  the base embedder.
+* Loss: sentence-transformers' MultipleNegativesRankingLoss (InfoNCE) with scale = 1 / temperature (paper: 0.02),
+  trained with SentenceTransformerTrainer for ``epochs`` (paper: 2).
+* Check: recall@1 and recall@10 from each held-out document to its own QA pairs, among all held-out pairs, for
+  the base and the tuned embedder.
+* Fewer couples than ``min_pairs``: no training; the base embedder is used and the reason reported. A tuned
+  embedder whose held-out recall@10 is below the base's is not adopted either (``keep_base_if_worse``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from equal_dagster.core.embedding import EMBEDDER_INFO, Embedder
+
+
+@dataclass(frozen=True)
+class TrainingPair:
+    doc_id: str
+    document: str
+    qa_text: str
+
+
+def render_qa(question: str, answer: str) -> str:
+    return f"Q: {question}\nA: {answer}"
+
+
+@dataclass
+class ContrastiveParams:
+    temperature: float = 0.02
+    epochs: int = 2
+    learning_rate: float = 2e-5
+    batch_size: int = 32
+    held_out_fraction: float = 0.2
+    min_pairs: int = 50
+    hard_negatives: bool = True
+    keep_base_if_worse: bool = True
+    seed: int = 0
+
+
+@dataclass
+class ContrastiveReport:
+    embedder_id: str  # the one to use from now on
+    location: str
+    trained: bool
+    reason: str
+    pairs: int
+    train_pairs: int = 0
+    held_out_pairs: int = 0
+    held_out_documents: int = 0
+    loss_per_epoch: list[float] = field(default_factory=list)
+    recall: dict[str, dict[str, float]] = field(default_factory=dict)  # base / tuned -> {"@1": .., "@10": ..}
+    seconds: float = 0.0
+
+
+def split_by_document(pairs: Sequence[TrainingPair], fraction: float, seed: int) -> tuple[list[TrainingPair], list[TrainingPair]]:
+    documents = sorted({p.doc_id for p in pairs})
+    random.Random(seed).shuffle(documents)
+    n_held = min(max(1, math.ceil(fraction * len(documents))), len(documents) - 1) if len(documents) > 1 else 0
+    held = set(documents[:n_held])
+    return [p for p in pairs if p.doc_id not in held], [p for p in pairs if p.doc_id in held]
+
+
+def recall_at_k(embedder: Embedder, pairs: Sequence[TrainingPair], ks: Sequence[int] = (1, 10)) -> dict[str, float]:
+    """From each document to its own QA pairs, among all the QA pairs given: the share of documents with one of
+    theirs in the top k."""
+    documents = sorted({p.doc_id for p in pairs})
+    text_of = {p.doc_id: p.document for p in pairs}
+    doc_vectors = embedder.encode([text_of[d] for d in documents])
+    qa_vectors = embedder.encode([p.qa_text for p in pairs])
+    owners = np.array([documents.index(p.doc_id) for p in pairs])
+    order = np.argsort(-(doc_vectors @ qa_vectors.T), axis=1)
+    out = {}
+    for k in ks:
+        top = owners[order[:, :k]]
+        out[f"@{k}"] = round(float(np.mean([(top[i] == i).any() for i in range(len(documents))])), 4)
+    return out
+
+
+def hard_negative_texts(embedder: Embedder, pairs: Sequence[TrainingPair]) -> list[str]:
+    """For each couple: a QA pair of the document nearest to its document (another document)."""
+    documents = sorted({p.doc_id for p in pairs})
+    text_of = {p.doc_id: p.document for p in pairs}
+    first_qa = {}
+    for p in pairs:
+        first_qa.setdefault(p.doc_id, p.qa_text)
+    vectors = embedder.encode([text_of[d] for d in documents])
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -np.inf)
+    nearest = {documents[i]: documents[int(np.argmax(similarity[i]))] for i in range(len(documents))}
+    return [first_qa[nearest[p.doc_id]] for p in pairs]
+
+
+def embedder_id_for(base_id: str, pairs: Sequence[TrainingPair], params: ContrastiveParams) -> str:
+    digest = hashlib.sha256()
+    digest.update(base_id.encode())
+    digest.update(json.dumps(asdict(params), sort_keys=True).encode())
+    for p in pairs:
+        digest.update(f"{p.doc_id}\x1f{p.qa_text}\x1e".encode())
+    return f"equal-{base_id}-{digest.hexdigest()[:12]}"
+
+
+def tune_embedder(
+    base: Embedder,
+    pairs: Sequence[TrainingPair],
+    params: ContrastiveParams,
+    embedders_dir: str | Path,
+    log: Callable[[str], None] | None = None,
+) -> ContrastiveReport:
+    """Fine-tune ``base`` on the couples (see the module's rules) and save it under ``embedders_dir/<id>``."""
+    began = time.perf_counter()
+    say = log or (lambda message: None)
+    if len(pairs) < params.min_pairs:
+        return ContrastiveReport(base.embedder_id, base.resolved.location, False,
+                                 f"{len(pairs)} warm-up QA pairs, fewer than min_pairs = {params.min_pairs}: the base "
+                                 "embedder is used", len(pairs), seconds=time.perf_counter() - began)
+    train, held_out = split_by_document(pairs, params.held_out_fraction, params.seed)
+    embedder_id = embedder_id_for(base.embedder_id, pairs, params)
+    out_dir = Path(embedders_dir) / embedder_id
+    say(f"contrastive warm-up: {len(train):,} couples to train on, {len(held_out):,} held out "
+        f"({len({p.doc_id for p in held_out})} documents); temperature {params.temperature}, {params.epochs} epochs")
+    base_recall = recall_at_k(base, held_out) if held_out else {}
+
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.training_args import BatchSamplers
+
+    columns = {"anchor": [p.document for p in train], "positive": [p.qa_text for p in train]}
+    if params.hard_negatives and len({p.doc_id for p in train}) > 1:
+        columns["negative"] = hard_negative_texts(base, train)
+    model = SentenceTransformer(base.resolved.location, device=str(base.model.device))
+    model.max_seq_length = base.model.max_seq_length
+    with tempfile.TemporaryDirectory(prefix="equal-embedder-") as scratch:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=scratch, num_train_epochs=params.epochs, per_device_train_batch_size=params.batch_size,
+            learning_rate=params.learning_rate, warmup_ratio=0.1, seed=params.seed, data_seed=params.seed,
+            batch_sampler=BatchSamplers.NO_DUPLICATES, logging_strategy="epoch", save_strategy="no",
+            report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+            use_cpu=str(base.model.device) == "cpu",
+        )
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=Dataset.from_dict(columns),
+            loss=MultipleNegativesRankingLoss(model, scale=1.0 / params.temperature),
+        )
+        trainer.train()
+        losses = [round(float(entry["loss"]), 4) for entry in trainer.state.log_history if "loss" in entry]
+    say(f"contrastive warm-up: loss per epoch {losses}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(str(out_dir))
+    tuned = Embedder(str(out_dir), device=str(base.model.device), batch_size=base.batch_size)
+    tuned_recall = recall_at_k(tuned, held_out) if held_out else {}
+    recall = {"base": base_recall, "tuned": tuned_recall}
+    info = {"embedder_id": embedder_id, "base": base.embedder_id, "params": asdict(params), "pairs": len(pairs),
+            "loss_per_epoch": losses, "recall": recall}
+    (out_dir / EMBEDDER_INFO).write_text(json.dumps(info, indent=1))
+    report = ContrastiveReport(embedder_id, str(out_dir), True, "tuned on the warm-up pairs", len(pairs), len(train),
+                               len(held_out), len({p.doc_id for p in held_out}), losses, recall)
+    if params.keep_base_if_worse and held_out and tuned_recall["@10"] < base_recall["@10"]:
+        report.embedder_id, report.location = base.embedder_id, base.resolved.location
+        report.reason = (f"the tuned embedder ({embedder_id}) found fewer held-out QA pairs in its top 10 "
+                         f"({tuned_recall['@10']}) than the base ({base_recall['@10']}): the base embedder is kept")
+    report.seconds = time.perf_counter() - began
+    return report
