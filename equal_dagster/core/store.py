@@ -334,14 +334,31 @@ def _check_columns(table: str, columns: Sequence[str]) -> None:
 _batch_names = (f"__equal_batch_{i}" for i in itertools.count())
 
 
-def _insert_frame(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
+@contextlib.contextmanager
+def _registered(conn: duckdb.DuckDBPyConnection, table: pa.Table) -> Iterator[str]:
+    """``table`` visible to SQL under a fresh name for the duration of the block (values travel as Arrow, never as
+    SQL text, and a Python list parameter would be converted value by value, far slower)."""
     name = next(_batch_names)
-    columns = ", ".join(rows.columns)
-    conn.register(name, rows.to_arrow())
+    conn.register(name, table)
     try:
-        conn.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {name}")
+        yield name
     finally:
         conn.unregister(name)
+
+
+def _keys_in_order(keys: Sequence[str], column: str = "key") -> pa.Table:
+    return pa.table({column: pa.array(list(keys), pa.string()), "position": pa.array(range(len(keys)), pa.int64())})
+
+
+def _insert_frame(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame, *, keep_existing: bool = False,
+                  stamp: str | None = None) -> None:
+    """INSERT the frame's columns into ``table``; ``stamp``: a timestamp column set to now(); ``keep_existing``: a
+    row whose key is already there is skipped."""
+    columns = ", ".join(rows.columns)
+    stamp_column, stamp_value = (f", {stamp}", ", now()") if stamp else ("", "")
+    conflict = " ON CONFLICT DO NOTHING" if keep_existing else ""
+    with _registered(conn, rows.to_arrow()) as name:
+        conn.execute(f"INSERT INTO {table} ({columns}{stamp_column}) SELECT {columns}{stamp_value} FROM {name}{conflict}")
 
 
 def _arrow_table(result: duckdb.DuckDBPyConnection) -> pa.Table:
@@ -360,14 +377,11 @@ def _existing_documents(
     # The keys travel as Arrow tables (a Python list parameter is converted value by value, far slower) and
     # are joined, not tested with IN: the join builds its hash table on the batch's few keys and streams the
     # stored documents past it, so memory does not grow with the store.
-    hashes, ids = next(_batch_names), next(_batch_names)
-    conn.register(hashes, pa.table({"key": pa.array(content_hashes, pa.string())}))
-    conn.register(ids, pa.table({"key": pa.array(doc_ids, pa.string())}))
     visible = (
         "(d.write_id = ? OR (d.crawl_id IS DISTINCT FROM ? AND d.write_id IN "
         "(SELECT write_id FROM partition_writes WHERE table_name = 'documents')))"
     )
-    try:
+    with _registered(conn, _keys_in_order(content_hashes)) as hashes, _registered(conn, _keys_in_order(doc_ids)) as ids:
         return conn.execute(
             f"SELECT d.doc_id, d.crawl_id, d.content_hash FROM documents_rows d JOIN {hashes} k "
             f"ON d.content_hash = k.key WHERE {visible} "
@@ -375,10 +389,6 @@ def _existing_documents(
             f"ON d.doc_id = k.key WHERE {visible}",
             [write_id, replacing_crawl, write_id, replacing_crawl],
         ).pl()
-    finally:
-        conn.unregister(hashes)
-        conn.unregister(ids)
-
 
 class Store:
     """One DuckDB file holding every table of DESIGN.md.
@@ -566,15 +576,11 @@ class Store:
 
         if not keys:
             return {}
-        name = next(_batch_names)
-        self.conn.register(name, pa.table({"key": pa.array(list(keys), pa.string())}))
-        try:
+        with _registered(self.conn, _keys_in_order(keys)) as name:
             rows = self.conn.execute(
                 f"SELECT c.cache_key, c.backend, c.model, c.prompt_version, c.response, c.tokens_in, c.tokens_out, "
                 f"c.latency_s FROM llm_cache c JOIN {name} k ON c.cache_key = k.key"
             ).fetchall()
-        finally:
-            self.conn.unregister(name)
         return {row[0]: CachedResponse(*row) for row in rows}
 
     def save_responses(self, responses: Sequence[Any]) -> int:
@@ -597,15 +603,7 @@ class Store:
             schema={"cache_key": pl.String, "backend": pl.String, "model": pl.String, "prompt_version": pl.String,
                     "response": pl.String, "tokens_in": pl.Int64, "tokens_out": pl.Int64, "latency_s": pl.Float64},
         ).unique("cache_key", keep="first", maintain_order=True)
-        name = next(_batch_names)
-        columns = ", ".join(frame.columns)
-        self.conn.register(name, frame.to_arrow())
-        try:
-            self.conn.execute(
-                f"INSERT INTO llm_cache ({columns}, created_at) SELECT {columns}, now() FROM {name} ON CONFLICT DO NOTHING"
-            )
-        finally:
-            self.conn.unregister(name)
+        _insert_frame(self.conn, "llm_cache", frame, keep_existing=True, stamp="created_at")
         return frame.height
 
     def llm_cache_size(self) -> int:
@@ -629,15 +627,11 @@ class Store:
 
     def qa_pairs_with_documents(self, round_ids: Sequence[str]) -> pl.DataFrame:
         """QA pairs of these rounds with their document's text: doc_id, text, question, answer."""
-        name = next(_batch_names)
-        self.conn.register(name, pa.table({"round_id": pa.array(list(round_ids), pa.string())}))
-        try:
+        with _registered(self.conn, _keys_in_order(round_ids)) as name:
             return self.conn.execute(
-                f"SELECT q.doc_id, d.text, q.question, q.answer FROM qa_pairs q JOIN {name} r ON q.round_id = r.round_id "
+                f"SELECT q.doc_id, d.text, q.question, q.answer FROM qa_pairs q JOIN {name} r ON q.round_id = r.key "
                 "JOIN documents d ON d.doc_id = q.doc_id ORDER BY q.doc_id, q.qa_id"
             ).pl()
-        finally:
-            self.conn.unregister(name)
 
     # -- embeddings ------------------------------------------------------------------------------------
     def documents_without_embedding(self, crawl_id: str, embedder_id: str) -> list[str]:
@@ -652,27 +646,16 @@ class Store:
 
     def document_texts(self, doc_ids: Sequence[str]) -> pl.DataFrame:
         """doc_id and text of these documents, in the order given."""
-        name = next(_batch_names)
-        self.conn.register(name, pa.table({"doc_id": pa.array(list(doc_ids), pa.string()),
-                                           "position": pa.array(range(len(doc_ids)), pa.int64())}))
-        try:
+        with _registered(self.conn, _keys_in_order(doc_ids)) as name:
             return self.conn.execute(
-                f"SELECT d.doc_id, d.text FROM documents d JOIN {name} k ON d.doc_id = k.doc_id ORDER BY k.position"
+                f"SELECT d.doc_id, d.text FROM documents d JOIN {name} k ON d.doc_id = k.key ORDER BY k.position"
             ).pl()
-        finally:
-            self.conn.unregister(name)
 
     def insert_embeddings(self, rows: pl.DataFrame) -> None:
         """Append vectors (committed at once; a vector already there for its doc_id and embedder_id is kept)."""
         self._check_writable()
         _check_columns("embeddings", rows.columns)
-        name = next(_batch_names)
-        columns = ", ".join(rows.columns)
-        self.conn.register(name, rows.to_arrow())
-        try:
-            self.conn.execute(f"INSERT INTO embeddings ({columns}) SELECT {columns} FROM {name} ON CONFLICT DO NOTHING")
-        finally:
-            self.conn.unregister(name)
+        _insert_frame(self.conn, "embeddings", rows, keep_existing=True)
 
     def delete_stale_embeddings(self, crawl_id: str) -> int:
         """Drop vectors filed under ``crawl_id`` whose document is no longer part of it (a re-ingested crawl)."""
@@ -748,17 +731,12 @@ class Store:
         """The vectors of these documents from ``embedder_id``, in the order given (float32 matrix)."""
         import numpy as np
 
-        name = next(_batch_names)
-        self.conn.register(name, pa.table({"doc_id": pa.array(list(doc_ids), pa.string()),
-                                           "position": pa.array(range(len(doc_ids)), pa.int64())}))
-        try:
+        with _registered(self.conn, _keys_in_order(doc_ids)) as name:
             table = _arrow_table(self.conn.execute(
-                f"SELECT e.vector FROM embeddings e JOIN {name} k ON e.doc_id = k.doc_id WHERE e.embedder_id = ? "
+                f"SELECT e.vector FROM embeddings e JOIN {name} k ON e.doc_id = k.key WHERE e.embedder_id = ? "
                 "ORDER BY k.position",
                 [embedder_id],
             ))
-        finally:
-            self.conn.unregister(name)
         if table.num_rows != len(doc_ids):
             raise StoreError(f"{len(doc_ids) - table.num_rows} of the documents have no vector from {embedder_id}")
         if table.num_rows == 0:
