@@ -44,6 +44,8 @@ def clusters_table(report: ClusteringReport, limit: int = 40) -> str:
     group_name="embed",
     kinds={"duckdb", "scikitlearn"},
     pool="duckdb",
+    # runs by itself once the default_automation_condition_sensor is switched on (off by default)
+    automation_condition=dg.AutomationCondition.eager(),
     description=(
         "Every embedded document in exactly one cluster (a bandit arm): PCA, then HDBSCAN with noise joined to the "
         "nearest centroid (or MiniBatchKMeans). Documents of new crawls join the nearest existing centroid; "

@@ -16,6 +16,8 @@ from equal_dagster.resources.store import StoreResource
     group_name="embed",
     kinds={"duckdb", "pytorch"},
     pool="duckdb",
+    # runs by itself once the default_automation_condition_sensor is switched on (off by default)
+    automation_condition=dg.AutomationCondition.eager(),
     description=(
         "Normalized sentence-transformers vectors of one crawl's documents, keyed by embedder id. Incremental: "
         "only documents without a vector from the current embedder are embedded (a re-run embeds nothing; a new "
