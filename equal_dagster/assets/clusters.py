@@ -26,16 +26,12 @@ class ClustersConfig(dg.Config):
 
 
 def clusters_table(report: ClusteringReport, limit: int = 40) -> str:
+    """The largest clusters; top_terms and sample_lines are JSON text, as the store holds them."""
     rows = sorted(report.summaries, key=lambda r: -r["size"])[:limit]
-
-    def listed(value) -> str:
-        items = json.loads(value) if isinstance(value, str) else value
-        return ", ".join(items)
-
     return markdown_table(
         ["cluster", "size", "top terms", "sample first lines"],
-        [(r["cluster_id"], r["size"], listed(r["top_terms"]), " / ".join(json.loads(r["sample_lines"])
-          if isinstance(r["sample_lines"], str) else r["sample_lines"])) for r in rows],
+        [(r["cluster_id"], r["size"], ", ".join(json.loads(r["top_terms"])), " / ".join(json.loads(r["sample_lines"])))
+         for r in rows],
     )
 
 

@@ -20,12 +20,18 @@ Rules:
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
+
+from equal_dagster.core.store import table_frame
 
 METHODS = ("hdbscan", "kmeans")
 
@@ -201,12 +207,11 @@ class ClusteringReport:
 
 def _summaries(store, clustering_id: str, embedder_id: str, doc_ids: Sequence[str], assignment: ClusterAssignment,
                params: ClusteringParams, sizes: np.ndarray) -> list[dict]:
-    import json
-
     per_cluster = 300 if assignment.n_clusters <= 200 else 60
     sampled = sample_per_cluster(assignment.labels, per_cluster, params.seed)
     positions = [p for rows in sampled.values() for p in rows]
-    texts = dict(zip(*store.document_texts([doc_ids[p] for p in positions]).to_dict(as_series=False).values()))
+    fetched = store.document_texts([doc_ids[p] for p in positions])
+    texts = dict(zip(fetched["doc_id"], fetched["text"]))
     texts_by_cluster = {c: [texts[doc_ids[p]] for p in rows] for c, rows in sampled.items()}
     terms = top_terms(texts_by_cluster)
     rows = []
@@ -224,10 +229,6 @@ def _summaries(store, clustering_id: str, embedder_id: str, doc_ids: Sequence[st
 
 def _write(store, clustering_id: str, doc_ids: Sequence[str], assignment: ClusterAssignment, summaries: list[dict],
            carry_over: bool) -> None:
-    from datetime import datetime, timezone
-
-    from equal_dagster.core.store import table_frame
-
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     with store.replace_partition("clustering_id", clustering_id, ["clusters", "cluster_summaries"]) as writer:
         if carry_over:
@@ -252,10 +253,6 @@ def _write(store, clustering_id: str, doc_ids: Sequence[str], assignment: Cluste
 
 def build_clustering(store, embedder_id: str, params: ClusteringParams, log=None) -> ClusteringReport:
     """Cluster every current document that has a vector from ``embedder_id``; a new clustering_id."""
-    import time
-    from collections import Counter
-    from datetime import datetime, timezone
-
     began = time.perf_counter()
     doc_ids, vectors = store.embedding_matrix(embedder_id)
     if not doc_ids:
@@ -281,9 +278,6 @@ def build_clustering(store, embedder_id: str, params: ClusteringParams, log=None
 
 def assign_new_documents(store, clustering: dict, log=None) -> ClusteringReport:
     """Documents embedded after ``clustering`` was made join their nearest centroid; nothing else moves."""
-    import json
-    import time
-    from collections import Counter
 
     began = time.perf_counter()
     clustering_id, embedder_id = clustering["clustering_id"], clustering["embedder_id"]
@@ -300,10 +294,7 @@ def assign_new_documents(store, clustering: dict, log=None) -> ClusteringReport:
     added = np.bincount(assignment.labels, minlength=len(summaries))
     for row in summaries:
         row["size"] = int(row["size"] + added[row["cluster_id"]])
-        row.pop("created_at", None)
-        for key in ("top_terms", "sample_lines", "params"):
-            if not isinstance(row[key], str):
-                row[key] = json.dumps(row[key])
+        row.pop("created_at", None)  # JSON columns come back as their text, written back unchanged
     _write(store, clustering_id, new_ids, assignment, summaries, carry_over=True)
     return ClusteringReport(clustering_id, embedder_id, existing + len(new_ids), len(new_ids), len(summaries),
                             dict(Counter(assignment.how)), summaries, [], {"assign_s": round(time.perf_counter() - began, 3)})

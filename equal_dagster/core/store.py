@@ -367,6 +367,16 @@ def _arrow_table(result: duckdb.DuckDBPyConnection) -> pa.Table:
     return fetch()
 
 
+def _vector_matrix(table: pa.Table) -> Any:
+    """The ``vector`` column of an Arrow result as a (rows, dimension) float32 numpy matrix."""
+    import numpy as np
+
+    if table.num_rows == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return flat.astype(np.float32, copy=False).reshape(table.num_rows, -1)
+
+
 def _existing_documents(
     conn: duckdb.DuckDBPyConnection,
     content_hashes: list[str],
@@ -660,11 +670,11 @@ class Store:
     def delete_stale_embeddings(self, crawl_id: str) -> int:
         """Drop vectors filed under ``crawl_id`` whose document is no longer part of it (a re-ingested crawl)."""
         self._check_writable()
-        return self.conn.execute(
+        return len(self.conn.execute(
             "DELETE FROM embeddings WHERE crawl_id = ? AND doc_id NOT IN "
             "(SELECT doc_id FROM documents WHERE crawl_id = ?) RETURNING doc_id",
             [crawl_id, crawl_id],
-        ).fetchall().__len__()
+        ).fetchall())
 
     def drop_embeddings(self, embedder_id: str) -> int:
         """Delete every vector of one embedder (an embedder no longer used)."""
@@ -680,19 +690,12 @@ class Store:
 
     def embedding_matrix(self, embedder_id: str, crawl_id: str | None = None) -> tuple[list[str], Any]:
         """(doc_ids, float32 matrix) of one embedder's vectors of current documents, ordered by doc_id."""
-        import numpy as np
-
         table = _arrow_table(self.conn.execute(
             "SELECT e.doc_id, e.vector FROM embeddings e JOIN documents d ON d.doc_id = e.doc_id "
             "WHERE e.embedder_id = ? AND (? IS NULL OR d.crawl_id = ?) ORDER BY e.doc_id",
             [embedder_id, crawl_id, crawl_id],
         ))
-        doc_ids = table.column("doc_id").to_pylist()
-        vectors = table.column("vector").combine_chunks()
-        if len(doc_ids) == 0:
-            return [], np.zeros((0, 0), dtype=np.float32)
-        flat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        return doc_ids, flat.reshape(len(doc_ids), -1)
+        return table.column("doc_id").to_pylist(), _vector_matrix(table)
 
 
     # -- clusters --------------------------------------------------------------------------------------
@@ -729,8 +732,6 @@ class Store:
 
     def embedding_vectors(self, doc_ids: Sequence[str], embedder_id: str) -> Any:
         """The vectors of these documents from ``embedder_id``, in the order given (float32 matrix)."""
-        import numpy as np
-
         with _registered(self.conn, _keys_in_order(doc_ids)) as name:
             table = _arrow_table(self.conn.execute(
                 f"SELECT e.vector FROM embeddings e JOIN {name} k ON e.doc_id = k.key WHERE e.embedder_id = ? "
@@ -739,10 +740,7 @@ class Store:
             ))
         if table.num_rows != len(doc_ids):
             raise StoreError(f"{len(doc_ids) - table.num_rows} of the documents have no vector from {embedder_id}")
-        if table.num_rows == 0:
-            return np.zeros((0, 0), dtype=np.float32)
-        flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-        return flat.reshape(table.num_rows, -1)
+        return _vector_matrix(table)
 
 
 def table_frame(table: str, columns: dict[str, list[Any]]) -> pl.DataFrame:
