@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/extraction.py
 	$(BIN)/python benchmarks/embed.py
 	$(BIN)/python benchmarks/cluster.py
+	$(BIN)/python benchmarks/selection.py
 
 clean:
 	rm -rf .equal .pytest_cache

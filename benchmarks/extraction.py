@@ -26,7 +26,7 @@ from doubles import InstantBackend  # noqa: E402
 
 from equal_dagster.core.extraction import Document, ExtractionConfig, InMemoryResponseCache, LLMExtractor, StoreResponseCache, build_extractor  # noqa: E402
 from equal_dagster.core.store import Store  # noqa: E402
-from equal_dagster.core.warmup import write_extraction_round  # noqa: E402
+from equal_dagster.core.rounds import write_extraction_round  # noqa: E402
 from equal_dagster.demo.corpus import generate_demo_corpus  # noqa: E402
 
 

@@ -5,8 +5,12 @@ import json
 import dagster as dg
 
 from equal_dagster.core.crawls import scan_crawl_folder
-from equal_dagster.partitions import crawls_partitions
+from equal_dagster.core.rounds import RETRY_STATUSES, RoundRefused, round_key, round_no_of
+from equal_dagster.core.store import StoreError
+from equal_dagster.partitions import crawls_partitions, rounds_partitions
+from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.crawls import CrawlFolder
+from equal_dagster.resources.store import StoreResource
 
 ingest_crawl_job = dg.define_asset_job(
     "ingest_crawl",
@@ -40,6 +44,14 @@ clusters_job = dg.define_asset_job(
     description="Cluster the embedded documents into bandit arms, or let new documents join the current clusters.",
 )
 
+bandit_round_job = dg.define_asset_job(
+    "bandit_round",
+    selection=dg.AssetSelection.assets("bandit_rounds"),
+    partitions_def=rounds_partitions,
+    description="One bandit round (a `rounds` partition: r0001, r0002, ...); rounds run in order.",
+)
+
+
 @dg.sensor(
     job=ingest_crawl_job,
     minimum_interval_seconds=30,
@@ -65,3 +77,78 @@ def new_crawl_sensor(context: dg.SensorEvaluationContext, crawl_folder: CrawlFol
         dynamic_partitions_requests=[crawls_partitions.build_add_request(scan.new)],
         cursor=json.dumps(sorted(requested | set(scan.new))),
     )
+
+
+def _last_round(instance: dg.DagsterInstance) -> tuple[int, dict] | None:
+    """(round number, metadata) of the latest successful bandit round, from the instance's event log."""
+    event = instance.get_latest_materialization_event(dg.AssetKey("bandit_rounds"))
+    if event is None or event.asset_materialization is None or not event.asset_materialization.partition:
+        return None
+    try:
+        number = round_no_of(event.asset_materialization.partition)
+    except RoundRefused:
+        return None
+    return number, {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+@dg.sensor(
+    job=bandit_round_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description=(
+        "Plays the bandit rounds one after another: once round N has succeeded and its budget is not spent, adds "
+        "partition N+1 and requests it (once: the run key is the round). Starts with r0001 once clusters exist. "
+        "Off by default."
+    ),
+)
+def next_round_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    last = _last_round(context.instance)
+    if last is None:
+        if context.instance.get_latest_materialization_event(dg.AssetKey("clusters")) is None:
+            return dg.SkipReason("no clusters yet: materialize clusters before the first round")
+        next_no = 1
+    else:
+        number, metadata = last
+        if metadata.get("budget_spent"):
+            return dg.SkipReason(
+                f"round {round_key(number)} spent the budget or the candidates (budget left: "
+                f"{metadata.get('budget_left_documents')} documents, {metadata.get('candidates_left')} candidates)")
+        next_no = number + 1
+    key = round_key(next_no)
+    known = set(context.instance.get_dynamic_partitions(rounds_partitions.name))
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=key, run_key=f"round:{key}")],
+        dynamic_partitions_requests=[rounds_partitions.build_add_request([key])] if key not in known else [],
+    )
+
+
+@dg.schedule(
+    job=bandit_round_job,
+    cron_schedule="0 3 * * *",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description=(
+        "Re-extraction: every night, when documents ingested since the last round sit in the clusters unextracted "
+        "and the budget is not spent, adds the next round and requests it. Off by default."
+    ),
+)
+def reextraction_schedule(context: dg.ScheduleEvaluationContext, store: StoreResource,
+                          bandit: BanditResource) -> dg.RunRequest | dg.SkipReason:
+    try:
+        with store.open_store(read_only=True) as db:
+            clustering = db.current_clustering()
+            if clustering is None:
+                return dg.SkipReason("no clusters yet")
+            new_documents = db.unextracted_new_documents(clustering["clustering_id"], RETRY_STATUSES)
+            played = [n for n in db.rounds()["round_no"].to_list() if n >= 1]
+            next_no = max(played, default=0) + 1
+            docs_spent, tokens_spent = db.spent_before(next_no)
+            docs_left, tokens_left = bandit.round_settings().budget.left(db.document_count(), docs_spent, tokens_spent)
+    except (StoreError, OSError, RuntimeError) as exc:  # duckdb raises IOException (an OSError) while a writer holds the file
+        return dg.SkipReason(f"store not readable now ({exc.__class__.__name__}: {exc}); next tick")
+    if new_documents == 0:
+        return dg.SkipReason("no document ingested since the last round is waiting for extraction")
+    if docs_left == 0 or tokens_left == 0:
+        return dg.SkipReason(f"{new_documents:,} new documents wait, but the budget is spent: raise it to extract them")
+    key = round_key(next_no)
+    context.instance.add_dynamic_partitions(rounds_partitions.name, [key])  # schedules cannot return partition requests
+    return dg.RunRequest(partition_key=key, run_key=f"round:{key}")

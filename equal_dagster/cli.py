@@ -1,8 +1,9 @@
-"""The `equal` command: demo, ui."""
+"""The `equal` command: demo, run, rounds, lineage, ui."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -24,6 +25,77 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from equal_dagster.demo.run import run_demo
 
     run_demo(_paths(args), seed=args.seed, n_documents=args.documents)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from equal_dagster.headless import HeadlessRunError, run_headless, summary_json
+
+    home = Path(args.home) if args.home else EqualPaths.from_env().home
+    try:
+        # stdout carries the JSON summary alone: what the stages print (the trainer's loss lines) goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = run_headless(
+                Path(args.crawl_dir), Path(args.reference), policy=args.policy, budget=args.budget, seed=args.seed,
+                home=home, arms_per_round=args.arms_per_round, docs_per_arm=args.docs_per_arm,
+                warmup_fraction=args.warmup_fraction, tune_embedder=not args.no_tune, budget_tokens=args.budget_tokens,
+            )
+    except (HeadlessRunError, ValueError) as exc:
+        print(f"equal run: {exc}", file=sys.stderr)
+        return 1
+    print(summary_json(summary))
+    return 0
+
+
+def cmd_rounds(args: argparse.Namespace) -> int:
+    from equal_dagster.definitions import build_definitions
+    from equal_dagster.headless import HeadlessRunError, play_rounds
+    from equal_dagster.instance import persistent_instance
+
+    paths = _paths(args)
+    if not paths.store.exists():
+        print(f"equal rounds: no store at {paths.store}: run the pipeline up to clusters first (equal demo, equal run, "
+              "or make ui)", file=sys.stderr)
+        return 1
+    from equal_dagster.definitions import bandit_resource_from_env
+    from equal_dagster.headless import bandit_settings_of_last_round
+    from equal_dagster.resources.bandit import BanditResource
+
+    settings = bandit_settings_of_last_round(paths.store)
+    if settings is None:  # the first round: the environment's settings (EQUAL_BANDIT_*, EQUAL_BUDGET, EQUAL_REFERENCE)
+        settings = bandit_resource_from_env(paths).model_dump()
+    for name in ("policy", "budget", "arms_per_round", "docs_per_arm"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    try:
+        bandit = BanditResource(**settings)
+        played = play_rounds(build_definitions(paths, bandit=bandit), persistent_instance(paths), paths.store, args.count)
+    except HeadlessRunError as exc:
+        print(f"equal rounds: {exc}", file=sys.stderr)
+        return 1
+    for metadata in played:
+        print(f"r{metadata['round_no']:04d}: {metadata['documents']} documents, {metadata['qa_pairs']} QA pairs, "
+              f"reward {metadata['round_reward']:.4f}, {metadata['documents_spent_total']} documents spent, "
+              f"budget left {metadata['budget_left_documents']}")
+    if played and played[-1]["budget_spent"]:
+        print("the budget (or every candidate document) is spent")
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    import json
+
+    from equal_dagster.core.lineage import LineageNotFound, format_lineage, qa_lineage
+    from equal_dagster.core.store import Store, StoreError
+
+    paths = _paths(args)
+    try:
+        with Store.open(paths.store, read_only=True) as store:
+            chain = qa_lineage(store, args.qa_id)
+    except (LineageNotFound, StoreError) as exc:
+        print(f"equal lineage: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(chain, indent=1, default=str) if args.json else format_lineage(chain))
     return 0
 
 
@@ -50,10 +122,40 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--documents", type=int, default=6000, help="rows to generate (default 6000)")
     demo.set_defaults(func=cmd_demo)
 
+    run = sub.add_parser("run", help="headless: ingest, warm-up, embedder, embeddings, clusters and rounds until the "
+                                     "budget; prints one JSON summary")
+    run.add_argument("--crawl-dir", required=True, help="folder whose subfolders are the crawls")
+    run.add_argument("--reference", required=True, help="JSONL of question/answer pairs: the goal")
+    run.add_argument("--policy", default="equal_ucb", help="equal_ucb | thompson | epsilon_greedy | random | all")
+    run.add_argument("--budget", default="10%", help="documents for all extraction, warm-up included: 500 or 10%%")
+    run.add_argument("--budget-tokens", type=int, default=None, help="LLM tokens for all extraction (optional)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--arms-per-round", type=int, default=10)
+    run.add_argument("--docs-per-arm", type=int, default=10)
+    run.add_argument("--warmup-fraction", type=float, default=0.05)
+    run.add_argument("--no-tune", action="store_true", help="keep the base embedder (skip the contrastive step)")
+    run.set_defaults(func=cmd_run)
+
+    rounds = sub.add_parser("rounds", help="play the next N bandit rounds in order, with the settings of the last round "
+                                           "unless given (stops when the budget is spent)")
+    rounds.add_argument("count", type=int)
+    rounds.add_argument("--budget", default=None, help="a new budget (raise it to go on once it is spent)")
+    rounds.add_argument("--policy", default=None, help="another policy from now on")
+    rounds.add_argument("--arms-per-round", type=int, default=None)
+    rounds.add_argument("--docs-per-arm", type=int, default=None)
+    rounds.set_defaults(func=cmd_rounds)
+
+    lineage = sub.add_parser("lineage", help="where a QA pair came from: file, crawl, document, cluster, round, extraction")
+    lineage.add_argument("qa_id")
+    lineage.add_argument("--json", action="store_true", help="machine-readable")
+    lineage.set_defaults(func=cmd_lineage)
+
     ui = sub.add_parser("ui", help="start the Dagster UI on 127.0.0.1 with this home's persistent instance")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)
 
+    for command in (demo, run, rounds, lineage, ui):  # --home also after the command (equal run ... --home DIR)
+        command.add_argument("--home", default=argparse.SUPPRESS, help="EQUAL_HOME for this command")
     args = parser.parse_args(argv)
     return args.func(args)
 

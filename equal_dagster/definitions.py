@@ -11,8 +11,20 @@ from equal_dagster.assets.corpus import corpus
 from equal_dagster.assets.embedder import embedder
 from equal_dagster.assets.embeddings import embeddings
 from equal_dagster.assets.extraction import warmup_extractions
-from equal_dagster.automation import clusters_job, embed_crawl_job, embedder_job, ingest_crawl_job, new_crawl_sensor, warmup_job
+from equal_dagster.assets.rounds import bandit_rounds
+from equal_dagster.automation import (
+    bandit_round_job,
+    clusters_job,
+    embed_crawl_job,
+    embedder_job,
+    ingest_crawl_job,
+    new_crawl_sensor,
+    next_round_sensor,
+    reextraction_schedule,
+    warmup_job,
+)
 from equal_dagster.core.settings import EqualPaths
+from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.crawls import CrawlFolder
 from equal_dagster.resources.embedder import EmbedderResource
 from equal_dagster.resources.llm import ExtractionResource
@@ -49,9 +61,31 @@ def extraction_resource_from_env() -> ExtractionResource:
     )
 
 
-def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource | None = None) -> dg.Definitions:
-    """Definitions for one EQUAL home (default: from $EQUAL_HOME and $EQUAL_CRAWL_DIR); the llm resource from
-    EQUAL_LLM_* unless given."""
+def bandit_resource_from_env(paths: EqualPaths) -> BanditResource:
+    """The bandit resource from EQUAL_BANDIT_*, EQUAL_BUDGET* and EQUAL_REFERENCE (docs/configuration.md)."""
+    share_threshold = _env("EQUAL_BANDIT_SHARE_THRESHOLD")
+    budget_tokens = _env("EQUAL_BUDGET_TOKENS")
+    return BanditResource(
+        policy=_env("EQUAL_BANDIT_POLICY", "equal_ucb"),
+        arms_per_round=int(_env("EQUAL_BANDIT_ARMS_PER_ROUND", "50")),
+        docs_per_arm=int(_env("EQUAL_BANDIT_DOCS_PER_ARM", "10")),
+        alpha=float(_env("EQUAL_BANDIT_ALPHA", "1.0")),
+        alpha_decay=_env("EQUAL_BANDIT_ALPHA_DECAY", "1").lower() in ("1", "true", "yes"),
+        share_threshold=float(share_threshold) if share_threshold else None,
+        epsilon=float(_env("EQUAL_BANDIT_EPSILON", "0.1")),
+        warm_start=_env("EQUAL_BANDIT_WARM_START", "1").lower() in ("1", "true", "yes"),
+        seed=int(_env("EQUAL_BANDIT_SEED", "0")),
+        budget=_env("EQUAL_BUDGET", "10%"),
+        budget_tokens=int(budget_tokens) if budget_tokens else None,
+        reference=_env("EQUAL_REFERENCE", str(paths.reference_dir / "reference.jsonl")),
+        ot_cost=_env("EQUAL_OT_COST", "cosine"),
+    )
+
+
+def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource | None = None,
+                      bandit: BanditResource | None = None) -> dg.Definitions:
+    """Definitions for one EQUAL home (default: from $EQUAL_HOME and $EQUAL_CRAWL_DIR); the llm and bandit resources
+    from the environment (EQUAL_LLM_*, EQUAL_BANDIT_*, EQUAL_BUDGET, EQUAL_REFERENCE) unless given."""
     paths = paths or EqualPaths.from_env()
     crawl_folder = CrawlFolder(
         path=str(paths.crawl_dir),
@@ -62,13 +96,15 @@ def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource |
         settle_seconds=float(os.environ.get("EQUAL_CRAWL_SETTLE_SECONDS", "10")),
     )
     return dg.Definitions(
-        assets=[corpus, warmup_extractions, embedder, embeddings, clusters],
-        jobs=[ingest_crawl_job, warmup_job, embedder_job, embed_crawl_job, clusters_job],
-        sensors=[new_crawl_sensor],
+        assets=[corpus, warmup_extractions, embedder, embeddings, clusters, bandit_rounds],
+        jobs=[ingest_crawl_job, warmup_job, embedder_job, embed_crawl_job, clusters_job, bandit_round_job],
+        sensors=[new_crawl_sensor, next_round_sensor],
+        schedules=[reextraction_schedule],
         resources={
             "store": StoreResource(database=str(paths.store)),
             "crawl_folder": crawl_folder,
             "llm": llm or extraction_resource_from_env(),
+            "bandit": bandit or bandit_resource_from_env(paths),
             "embedding_model": EmbedderResource(
                 model=_env("EQUAL_EMBEDDER_MODEL", "all-MiniLM-L6-v2"),
                 embedders_dir=str(paths.home / "embedders"),

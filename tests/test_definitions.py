@@ -47,3 +47,18 @@ def test_duckdb_stays_below_2():
     assert Version(duckdb.__version__) < Version("2"), duckdb.__version__
     conn = duckdb.connect()
     assert conn.execute("SELECT 42 AS x").pl()["x"].to_list() == [42]
+
+
+def test_every_asset_is_described_grouped_and_typed_and_round_automation_starts_off():
+    from equal_dagster.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description and node.group_name and node.kinds, key
+    rounds = graph.get(dg.AssetKey("bandit_rounds"))
+    assert rounds.partitions_def.name == "rounds" and rounds.group_name == "extract"
+    assert defs.resolve_assets_def("bandit_rounds").node_def.pool == "duckdb"
+    assert defs.resolve_sensor_def("next_round_sensor").default_status == dg.DefaultSensorStatus.STOPPED
+    assert defs.resolve_schedule_def("reextraction_schedule").default_status == dg.DefaultScheduleStatus.STOPPED
+    assert defs.resolve_job_def("bandit_round").partitions_def.name == "rounds"

@@ -30,7 +30,8 @@ def test_equal_demo_materializes_the_demo_crawls(tmp_path, monkeypatch, capsys):
     instance = dg.DagsterInstance.from_config(str(paths.dagster_home))
     runs = instance.get_runs()
     assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-    assert sorted(r.job_name for r in runs) == ["cluster", "embed_crawl", "embed_crawl", "ingest_crawl", "ingest_crawl", "tune_embedder", "warmup"]
+    jobs = sorted(r.job_name for r in runs if r.job_name != "bandit_round")
+    assert jobs == ["cluster", "embed_crawl", "embed_crawl", "ingest_crawl", "ingest_crawl", "tune_embedder", "warmup"]
     assert sorted(instance.get_dynamic_partitions("crawls")) == sorted(CRAWL_NAMES)
 
     # the warm-up: 5% of the corpus through the rules backend, stored as round 0
@@ -50,3 +51,16 @@ def test_equal_demo_materializes_the_demo_crawls(tmp_path, monkeypatch, capsys):
         assert store.embedding_counts() == {current["embedder_id"]: total}
         assert clustering["embedder_id"] == current["embedder_id"]
         assert store.clusters(clustering["clustering_id"])["doc_id"].n_unique() == total
+
+    # bandit rounds until the budget (10% of the corpus, the warm-up included) is spent
+    assert "| round | arms chosen (why, score) | documents | QA pairs | reward | documents spent |" in out
+    with Store.open(paths.store, read_only=True) as store:
+        rounds = store.rounds()
+        played = rounds.filter(rounds["round_no"] >= 1)
+    assert int(rounds["docs_spent"].sum()) == total * 10 // 100
+    assert played.height >= 5 and set(played["policy"]) == {"equal_ucb"}
+    assert sum(r.job_name == "bandit_round" for r in runs) == played.height
+    assert sorted(instance.get_dynamic_partitions("rounds")) == played["round_id"].to_list()
+    qa_id = out.split("equal lineage ")[1].split()[0]
+    assert main(["--home", str(tmp_path / "home"), "lineage", qa_id]) == 0
+    assert "round       r00" in capsys.readouterr().out

@@ -7,7 +7,7 @@ from pydantic import Field
 from equal_dagster.assets.extraction import warmup_extractions
 from equal_dagster.assets.metadata import markdown_table
 from equal_dagster.core.contrastive import ContrastiveParams, TrainingPair, render_qa, tune_embedder
-from equal_dagster.core.warmup import WARMUP_ROUND_ID
+from equal_dagster.core.rounds import WARMUP_ROUND_ID
 from equal_dagster.resources.embedder import EmbedderResource
 from equal_dagster.resources.store import StoreResource
 

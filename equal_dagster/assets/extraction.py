@@ -8,7 +8,8 @@ from pydantic import Field
 from equal_dagster.assets.corpus import corpus
 from equal_dagster.assets.metadata import markdown_table
 from equal_dagster.core.extraction import STATUSES, StoreResponseCache
-from equal_dagster.core.warmup import WARMUP_ROUND_ID, WarmupReport, run_warmup
+from equal_dagster.core.rounds import WARMUP_ROUND_ID
+from equal_dagster.core.warmup import WarmupReport, run_warmup
 from equal_dagster.resources.llm import ExtractionResource
 from equal_dagster.resources.store import StoreResource
 

@@ -31,7 +31,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Table name -> (column name -> DuckDB type), in column order; and the primary key.
 TABLES: dict[str, dict[str, str]] = {
@@ -96,6 +96,10 @@ TABLES: dict[str, dict[str, str]] = {
         "timings": "JSON",
         "dagster_run_id": "VARCHAR",
         "finished_at": "TIMESTAMP NOT NULL",
+        # schema version 4: the bandit's settings, and the clustering and embedder a round was played on
+        "config": "JSON",
+        "clustering_id": "VARCHAR",
+        "embedder_id": "VARCHAR",
     },
     "extractions": {
         "doc_id": "VARCHAR NOT NULL",
@@ -145,6 +149,13 @@ TABLES: dict[str, dict[str, str]] = {
         "prompt_version": "VARCHAR",
         "latency_s": "DOUBLE",
     },
+    # schema version 4: vectors of texts other than documents (QA pairs, reference pairs), keyed by content
+    "text_embeddings": {
+        "text_hash": "VARCHAR NOT NULL",
+        "embedder_id": "VARCHAR NOT NULL",
+        "vector": "FLOAT[] NOT NULL",
+        "created_at": "TIMESTAMP NOT NULL",
+    },
     "models": {
         "model_id": "VARCHAR NOT NULL",
         "base_model": "VARCHAR NOT NULL",
@@ -175,6 +186,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "extractions": ("doc_id", "round_id"),
     "qa_pairs": ("qa_id",),
     "llm_cache": ("cache_key",),
+    "text_embeddings": ("text_hash", "embedder_id"),
     "models": ("model_id",),
     "eval_scores": ("model_id", "task", "metric"),
 }
@@ -241,6 +253,8 @@ MIGRATIONS: dict[int, list[Any]] = {  # SQL strings, or functions of the connect
     3: [lambda conn: _embeddings_as_plain_table(conn)]
     + _add_columns_sql("clusters", ["assignment"])
     + _create_table_sql("cluster_summaries"),
+    # Bandit rounds (issue 5): each round records its settings, clustering and embedder; QA and reference vectors.
+    4: _add_columns_sql("rounds", ["config", "clustering_id", "embedder_id"]) + _create_table_sql("text_embeddings"),
 }
 
 
@@ -741,6 +755,150 @@ class Store:
         if table.num_rows != len(doc_ids):
             raise StoreError(f"{len(doc_ids) - table.num_rows} of the documents have no vector from {embedder_id}")
         return _vector_matrix(table)
+
+    # -- text vectors (QA pairs, reference pairs) -----------------------------------------------------------
+    def text_vectors(self, text_hashes: Sequence[str], embedder_id: str) -> tuple[list[str], Any]:
+        """(hashes found, float32 matrix) of the vectors ``embedder_id`` has for these text hashes."""
+        with _registered(self.conn, _keys_in_order(text_hashes)) as name:
+            table = _arrow_table(self.conn.execute(
+                f"SELECT t.text_hash, t.vector FROM text_embeddings t JOIN {name} k ON t.text_hash = k.key "
+                "WHERE t.embedder_id = ? ORDER BY k.position",
+                [embedder_id],
+            ))
+        return table.column("text_hash").to_pylist(), _vector_matrix(table)
+
+    def insert_text_vectors(self, rows: pl.DataFrame) -> None:
+        """Add vectors of texts (committed at once; one already there for its hash and embedder is kept)."""
+        self._check_writable()
+        _check_columns("text_embeddings", rows.columns)
+        _insert_frame(self.conn, "text_embeddings", rows, keep_existing=True)
+
+    # -- bandit rounds -----------------------------------------------------------------------------------
+    # A document counts as extracted once an extraction of an earlier round (the warm-up, round 0, included) holds it
+    # with a status other than ``retry_statuses`` (a transient failure makes it a candidate again).
+    _EXTRACTED_BEFORE = (
+        "SELECT DISTINCT e.doc_id FROM extractions e JOIN rounds r ON r.round_id = e.round_id "
+        "WHERE r.round_no < ? AND NOT list_contains(?, e.status)"
+    )
+
+    def rounds_before(self, round_no: int) -> pl.DataFrame:
+        """The rounds played before round ``round_no`` (the warm-up is round 0), in order."""
+        return self.conn.execute("SELECT * FROM rounds WHERE round_no < ? ORDER BY round_no", [round_no]).pl()
+
+    def round_by_no(self, round_no: int) -> dict[str, Any] | None:
+        rows = self.conn.execute("SELECT * FROM rounds WHERE round_no = ?", [round_no]).pl().to_dicts()
+        return rows[0] if rows else None
+
+    def spent_before(self, round_no: int) -> tuple[int, int]:
+        """(documents, tokens) spent by the rounds before ``round_no``, the warm-up's included."""
+        docs, tokens = self.conn.execute(
+            "SELECT coalesce(sum(docs_spent), 0), coalesce(sum(tokens_spent), 0) FROM rounds WHERE round_no < ?",
+            [round_no],
+        ).fetchone()
+        return int(docs), int(tokens)
+
+    def unextracted_per_cluster(self, clustering_id: str, round_no: int, retry_statuses: Sequence[str]) -> dict[int, int]:
+        """cluster_id -> documents of the clustering not extracted before round ``round_no``."""
+        rows = self.conn.execute(
+            f"SELECT c.cluster_id, count(*) FROM clusters c JOIN documents d ON d.doc_id = c.doc_id "
+            f"ANTI JOIN ({self._EXTRACTED_BEFORE}) x ON x.doc_id = c.doc_id WHERE c.clustering_id = ? GROUP BY 1",
+            [round_no, list(retry_statuses), clustering_id],
+        ).fetchall()
+        return {int(cluster): int(n) for cluster, n in rows}
+
+    def sample_unextracted_in_clusters(self, clustering_id: str, round_no: int, retry_statuses: Sequence[str],
+                                       quotas: dict[int, int], sample_key: str) -> pl.DataFrame:
+        """Up to ``quotas[cluster]`` documents of each cluster not extracted before round ``round_no``, drawn by
+        md5(sample_key, doc_id) order (seeded, reproducible). Columns cluster_id, doc_id, text."""
+        wanted = pa.table({"cluster_id": pa.array(list(quotas), pa.int32()),
+                           "quota": pa.array(list(quotas.values()), pa.int64())})
+        with _registered(self.conn, wanted) as name:
+            return self.conn.execute(
+                f"SELECT cluster_id, doc_id, text FROM (SELECT c.cluster_id, c.doc_id, d.text, q.quota, row_number() "
+                f"OVER (PARTITION BY c.cluster_id ORDER BY md5(? || ':' || c.doc_id), c.doc_id) AS draw "
+                f"FROM clusters c JOIN {name} q ON q.cluster_id = c.cluster_id JOIN documents d ON d.doc_id = c.doc_id "
+                f"ANTI JOIN ({self._EXTRACTED_BEFORE}) x ON x.doc_id = c.doc_id WHERE c.clustering_id = ?) "
+                "WHERE draw <= quota ORDER BY cluster_id, draw",
+                [sample_key, round_no, list(retry_statuses), clustering_id],
+            ).pl()
+
+    def unextracted_count(self, round_no: int, retry_statuses: Sequence[str]) -> int:
+        return self.conn.execute(
+            f"SELECT count(*) FROM documents d ANTI JOIN ({self._EXTRACTED_BEFORE}) x ON x.doc_id = d.doc_id",
+            [round_no, list(retry_statuses)],
+        ).fetchone()[0]
+
+    def sample_unextracted_documents(self, round_no: int, retry_statuses: Sequence[str], n: int, *,
+                                     sample_key: str | None) -> pl.DataFrame:
+        """``n`` documents not extracted before round ``round_no``: drawn by md5(sample_key, doc_id) order, or, with
+        ``sample_key`` None, the first in source order (crawl, file, line). Columns doc_id, text."""
+        order = "md5(? || ':' || d.doc_id), d.doc_id" if sample_key is not None else "d.crawl_id, d.source_file, d.line_no"
+        parameters = [round_no, list(retry_statuses)] + ([sample_key] if sample_key is not None else []) + [n]
+        return self.conn.execute(
+            f"SELECT d.doc_id, d.text FROM documents d ANTI JOIN ({self._EXTRACTED_BEFORE}) x ON x.doc_id = d.doc_id "
+            f"ORDER BY {order} LIMIT ?",
+            parameters,
+        ).pl()
+
+    def clusters_of(self, doc_ids: Sequence[str], clustering_id: str) -> dict[str, int]:
+        """doc_id -> cluster_id in ``clustering_id`` (documents without one are left out)."""
+        with _registered(self.conn, _keys_in_order(doc_ids)) as name:
+            rows = self.conn.execute(
+                f"SELECT c.doc_id, c.cluster_id FROM clusters c JOIN {name} k ON c.doc_id = k.key WHERE c.clustering_id = ?",
+                [clustering_id],
+            ).fetchall()
+        return {doc_id: int(cluster) for doc_id, cluster in rows}
+
+    def unextracted_new_documents(self, clustering_id: str, retry_statuses: Sequence[str]) -> int:
+        """Documents of the clustering ingested after the last round finished and never extracted (what a
+        re-extraction round would pick up)."""
+        return self.conn.execute(
+            f"SELECT count(*) FROM clusters c JOIN documents d ON d.doc_id = c.doc_id "
+            f"ANTI JOIN ({self._EXTRACTED_BEFORE}) x ON x.doc_id = c.doc_id "
+            "WHERE c.clustering_id = ? AND d.ingested_at > (SELECT coalesce(max(finished_at), TIMESTAMP '1970-01-01') FROM rounds)",
+            [2**31 - 1, list(retry_statuses), clustering_id],
+        ).fetchone()[0]
+
+    def qa_pairs_of_rounds(self, round_ids: Sequence[str] | None = None) -> pl.DataFrame:
+        """QA pairs (qa_id, doc_id, round_id, question, answer) of these rounds, or of all."""
+        if round_ids is None:
+            return self.conn.execute(
+                "SELECT qa_id, doc_id, round_id, question, answer FROM qa_pairs ORDER BY round_id, doc_id, qa_id"
+            ).pl()
+        with _registered(self.conn, _keys_in_order(round_ids)) as name:
+            return self.conn.execute(
+                f"SELECT q.qa_id, q.doc_id, q.round_id, q.question, q.answer FROM qa_pairs q JOIN {name} r "
+                "ON q.round_id = r.key ORDER BY r.position, q.doc_id, q.qa_id"
+            ).pl()
+
+    def lineage(self, qa_id: str) -> dict[str, Any] | None:
+        """Everything the store knows about where QA pair ``qa_id`` came from, table by table (None: no such pair)."""
+        def one(sql: str, parameters: list[Any]) -> dict[str, Any] | None:
+            rows = self.conn.execute(sql, parameters).pl().to_dicts()
+            return rows[0] if rows else None
+
+        qa = one("SELECT * FROM qa_pairs WHERE qa_id = ?", [qa_id])
+        if qa is None:
+            return None
+        document = one("SELECT doc_id, crawl_id, source_file, line_no, url, n_chars, content_hash, ingested_at, "
+                       "left(text, 400) AS text_start FROM documents WHERE doc_id = ?", [qa["doc_id"]])
+        round_row = one("SELECT * FROM rounds WHERE round_id = ?", [qa["round_id"]])
+        extraction = one("SELECT * FROM extractions WHERE doc_id = ? AND round_id = ?", [qa["doc_id"], qa["round_id"]])
+        clustering_id = (round_row or {}).get("clustering_id") or (self.current_clustering() or {}).get("clustering_id")
+        cluster = summary = None
+        if clustering_id:
+            cluster = one("SELECT * FROM clusters WHERE doc_id = ? AND clustering_id = ?", [qa["doc_id"], clustering_id])
+            if cluster:
+                summary = one("SELECT cluster_id, size, top_terms, sample_lines, method, embedder_id FROM cluster_summaries "
+                              "WHERE clustering_id = ? AND cluster_id = ?", [clustering_id, cluster["cluster_id"]])
+        quarantined_nearby = None
+        if document:
+            quarantined_nearby = self.conn.execute(
+                "SELECT count(*) FROM quarantine WHERE crawl_id = ? AND source_file = ?",
+                [document["crawl_id"], document["source_file"]],
+            ).fetchone()[0]
+        return {"qa_pair": qa, "document": document, "cluster": cluster, "cluster_summary": summary, "round": round_row,
+                "extraction": extraction, "source_file_quarantined_rows": quarantined_nearby}
 
 
 def table_frame(table: str, columns: dict[str, list[Any]]) -> pl.DataFrame:

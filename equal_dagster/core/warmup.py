@@ -12,19 +12,14 @@ Rules:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from equal_dagster.core.extraction import Document, ExtractionRun
-from equal_dagster.core.extraction.ledger import extraction_rows, qa_pair_rows
-from equal_dagster.core.store import Store, table_frame
-
-WARMUP_ROUND_ID = "round-0"
-ROUND_TABLES = ("rounds", "extractions", "qa_pairs")
+from equal_dagster.core.rounds import WARMUP_ROUND_ID, write_extraction_round
+from equal_dagster.core.store import Store
 
 
 def warmup_sample_size(documents: int, fraction: float, max_documents: int) -> int:
@@ -43,38 +38,6 @@ class WarmupReport:
     sampled: int
     run: ExtractionRun
     qa_pairs_written: int
-
-
-def write_extraction_round(
-    store: Store,
-    round_id: str,
-    round_no: int,
-    policy: str,
-    run: ExtractionRun,
-    *,
-    seed: int | None,
-    dagster_run_id: str | None,
-    arms: object = None,
-    rewards: object = None,
-    timings: dict | None = None,
-) -> int:
-    """Replace round ``round_id`` (its rounds row, extractions and QA pairs) with ``run``. Returns pairs written."""
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    totals = run.totals()
-    round_row = table_frame("rounds", {
-        "round_id": [round_id], "round_no": [round_no], "policy": [policy], "seed": [seed],
-        "docs_spent": [totals["documents"]], "tokens_spent": [totals["tokens_in"] + totals["tokens_out"]],
-        "arms": [json.dumps(arms) if arms is not None else None],
-        "rewards": [json.dumps(rewards) if rewards is not None else None],
-        "timings": [json.dumps(timings or {"extraction_s": totals["elapsed_s"]})],
-        "dagster_run_id": [dagster_run_id], "finished_at": [now],
-    })
-    pairs = qa_pair_rows(run.results, round_id, dagster_run_id, now)
-    with store.replace_partition("round_id", round_id, ROUND_TABLES) as writer:
-        writer.insert("rounds", round_row)
-        writer.insert("extractions", extraction_rows(run.results, round_id, dagster_run_id, now))
-        writer.insert("qa_pairs", pairs)
-    return pairs.height
 
 
 def run_warmup(

@@ -226,3 +226,26 @@ def kinds_by_doc_id(crawl_dir: Path) -> dict[str, str]:
                     except (ValueError, KeyError, TypeError):
                         continue
     return found
+
+
+def relevant_doc_ids(crawl_dir: Path) -> set[str]:
+    """Ids of the generated rows relevant to the demo goal: kinds in :data:`RELEVANT_KINDS`, and near-duplicates or
+    re-crawled copies of such rows (benchmarks use it to score selection; the pipeline never does)."""
+    found: set[str] = set()
+    for path in sorted(Path(crawl_dir).rglob("*")):
+        rows: list = []
+        if path.name.endswith(".parquet"):
+            rows = [{"id": r["id"], "meta": json.loads(r["meta"])} for r in pq.read_table(path, columns=["id", "meta"]).to_pylist()]
+        elif path.name.endswith((".jsonl", ".jsonl.gz")):
+            opener = gzip.open if path.name.endswith(".gz") else open
+            with opener(path, "rb") as f:
+                for line in f:
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError:
+                        continue
+        for row in rows:
+            meta = row.get("meta") if isinstance(row, dict) else None
+            if isinstance(meta, dict) and (meta.get("kind") in RELEVANT_KINDS or meta.get("source_kind") in RELEVANT_KINDS):
+                found.add(str(row["id"]))
+    return found

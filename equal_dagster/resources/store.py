@@ -23,4 +23,7 @@ class StoreResource(DuckDBResource):
             return
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with self.get_connection() as conn:
-            yield Store(conn, path=self.database)
+            try:
+                yield Store(conn, path=self.database)
+            finally:
+                conn.close()  # DuckDBResource.get_connection closes only when the body succeeds

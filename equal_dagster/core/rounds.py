@@ -1,0 +1,385 @@
+"""Bandit rounds (EQUAL, arXiv 2505.12250, algorithm 1): choose arms, sample their unextracted documents, extract
+QA pairs, reward each arm by the optimal-transport closeness of its new pairs to the reference set, and write the
+round as one partition.
+
+Rules:
+
+* Round ``N`` (partition ``r0001`` is round 1) is played only when round ``N - 1`` exists (round 1 needs nothing
+  before it but documents, and clusters for a policy that chooses arms) and no round after ``N`` does: a round is
+  built on every round before it, so rewriting one in the middle would rewrite its successors' history. Re-running
+  the latest round replaces it.
+* The bandit's state is rebuilt for each round from what the store holds, never kept elsewhere: with
+  ``warm_start``, the warm-up's extractions (round 0), grouped by arm, count as each arm's first pull (reward
+  computed as for any pull); then the stored rewards of rounds ``1 .. N-1`` played on the same clustering are
+  replayed through the policy's update. The round's draws come from a generator seeded with (seed, N).
+* Documents already extracted in an earlier round (the warm-up's included) are never drawn again, unless their
+  extraction failed for a transient reason (backend error, timeout).
+* The budget (documents, or a share of the corpus, and optionally tokens) counts every extracted document,
+  the warm-up's included. A round trims its documents to what the budget leaves; a round asked for when nothing is
+  left is refused.
+* The round (its ``rounds`` row with arms, scores, rewards, settings and timings; its extractions; its QA pairs) is
+  written in one partition write: a failure before the end leaves no trace but the LLM calls already paid for
+  (``llm_cache``) and the vectors already computed, so a re-run of the round makes the same choices and pays for
+  nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from equal_dagster.core.bandit import (
+    ArmChoice,
+    ArmReward,
+    BanditParams,
+    BanditState,
+    Budget,
+    allot_documents,
+    make_policy,
+    round_rng,
+)
+from equal_dagster.core.extraction import Document, ExtractionRun
+from equal_dagster.core.extraction.ledger import extraction_rows, qa_pair_rows
+from equal_dagster.core.reward import OTSettings, ReferenceSet, embed_qa_pairs, embed_texts, ot_distance, ot_reward
+from equal_dagster.core.store import Store, table_frame
+
+WARMUP_ROUND_ID = "round-0"
+ROUND_TABLES = ("rounds", "extractions", "qa_pairs")
+RETRY_STATUSES = ("backend_error", "timeout")  # a transient failure: the document may be drawn again
+_ROUND_KEY = re.compile(r"^r(\d{4,})$")
+
+
+class RoundRefused(ValueError):
+    """A round that must not be played now: no predecessor, later rounds exist, budget spent, nothing to draw."""
+
+
+def round_key(round_no: int) -> str:
+    return f"r{round_no:04d}"
+
+
+def round_no_of(key: str) -> int:
+    match = _ROUND_KEY.match(key)
+    if not match or int(match.group(1)) < 1:
+        raise RoundRefused(f"round partition {key!r} is not of the form r0001, r0002, ... (round numbers start at 1)")
+    return int(match.group(1))
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    bandit: BanditParams = BanditParams()
+    budget: Budget = Budget(share=0.1)
+    ot: OTSettings = OTSettings()
+
+    def as_json(self, reference: ReferenceSet | None = None, embedder_id: str | None = None) -> dict:
+        out = {"bandit": self.bandit.as_json(), "budget": self.budget.as_json(), "ot": self.ot.__dict__}
+        if reference is not None:
+            out["reference"] = {"path": reference.path, "sha256": reference.sha256, "pairs": len(reference.pairs)}
+        if embedder_id:
+            out["embedder_id"] = embedder_id
+        return out
+
+
+def write_extraction_round(
+    store: Store,
+    round_id: str,
+    round_no: int,
+    policy: str,
+    run: ExtractionRun,
+    *,
+    seed: int | None,
+    dagster_run_id: str | None,
+    arms: object = None,
+    rewards: object = None,
+    timings: dict | None = None,
+    config: dict | None = None,
+    clustering_id: str | None = None,
+    embedder_id: str | None = None,
+) -> int:
+    """Replace round ``round_id`` (its rounds row, extractions and QA pairs) with ``run``, in one partition write.
+    Returns the QA pairs written."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    totals = run.totals()
+    round_row = table_frame("rounds", {
+        "round_id": [round_id], "round_no": [round_no], "policy": [policy], "seed": [seed],
+        "docs_spent": [totals["documents"]], "tokens_spent": [totals["tokens_in"] + totals["tokens_out"]],
+        "arms": [json.dumps(arms) if arms is not None else None],
+        "rewards": [json.dumps(rewards) if rewards is not None else None],
+        "timings": [json.dumps(timings or {"extraction_s": totals["elapsed_s"]})],
+        "dagster_run_id": [dagster_run_id], "finished_at": [now],
+        "config": [json.dumps(config) if config is not None else None],
+        "clustering_id": [clustering_id], "embedder_id": [embedder_id],
+    })
+    pairs = qa_pair_rows(run.results, round_id, dagster_run_id, now)
+    with store.replace_partition("round_id", round_id, ROUND_TABLES) as writer:
+        writer.insert("rounds", round_row)
+        writer.insert("extractions", extraction_rows(run.results, round_id, dagster_run_id, now))
+        writer.insert("qa_pairs", pairs)
+    return pairs.height
+
+
+@dataclass
+class RoundReport:
+    round_id: str
+    round_no: int
+    policy: str
+    clustering_id: str | None
+    choices: list[ArmChoice]
+    rewards: list[ArmReward]
+    round_reward: float
+    round_distance: float | None
+    documents: int
+    qa_pairs: int
+    run: ExtractionRun
+    docs_spent_total: int
+    tokens_spent_total: int
+    docs_left: int | None
+    tokens_left: int | None
+    candidates_left: int
+    warm_start: list[ArmReward] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def budget_spent(self) -> bool:
+        return self.docs_left == 0 or self.tokens_left == 0 or self.candidates_left == 0
+
+
+def _pull_rewards(outcomes: Iterable[tuple[str, str]], arm_of: dict[str, int], pair_doc_ids: list[str],
+                  pair_vectors: np.ndarray, reference_vectors: np.ndarray, ot: OTSettings) -> list[ArmReward]:
+    """One reward per arm among the extracted documents (``outcomes``: doc_id, status): ``1 - W`` of the arm's QA
+    pairs (``pair_doc_ids`` and ``pair_vectors``, aligned) against the reference."""
+    documents: dict[int, int] = {}
+    transient: dict[int, int] = {}
+    for doc_id, status in outcomes:
+        arm = arm_of.get(doc_id)
+        if arm is None:
+            continue
+        documents[arm] = documents.get(arm, 0) + 1
+        if status in RETRY_STATUSES:
+            transient[arm] = transient.get(arm, 0) + 1
+    arms_of_pairs = np.asarray([arm_of.get(d, -1) for d in pair_doc_ids])
+    rewards = []
+    for arm in sorted(documents):
+        mine = pair_vectors[arms_of_pairs == arm] if len(pair_vectors) else pair_vectors
+        reward, distance = ot_reward(mine, reference_vectors, ot)
+        rewards.append(ArmReward(arm, reward, distance, documents[arm], int(len(mine)),
+                                 counted=transient.get(arm, 0) < documents[arm]))
+    return rewards
+
+
+def warm_start_rewards(store: Store, clustering_id: str, embedder, reference_vectors: np.ndarray, ot: OTSettings,
+                       log=None) -> list[ArmReward]:
+    """The warm-up seen as one pull per arm it touched (see the module's rules)."""
+    extractions = store.extractions(WARMUP_ROUND_ID)
+    if extractions.height == 0:
+        return []
+    arm_of = store.clusters_of(extractions["doc_id"].to_list(), clustering_id)
+    outcomes = zip(extractions["doc_id"].to_list(), extractions["status"].to_list())
+    pairs = store.qa_pairs(WARMUP_ROUND_ID)
+    vectors = embed_qa_pairs(store, embedder, pairs["question"].to_list(), pairs["answer"].to_list(), log)
+    return _pull_rewards(outcomes, arm_of, pairs["doc_id"].to_list(), vectors, reference_vectors, ot)
+
+
+def bandit_state(store: Store, policy, clustering_id: str, round_no: int, embedder, reference_vectors: np.ndarray,
+                 ot: OTSettings, *, warm_start: bool, log=None) -> tuple[BanditState, list[ArmReward], int]:
+    """The state before round ``round_no``, rebuilt from the store (see the module's rules): (state, the warm-up's
+    pulls, rounds replayed)."""
+    state = BanditState()
+    warm: list[ArmReward] = []
+    if warm_start:
+        warm = warm_start_rewards(store, clustering_id, embedder, reference_vectors, ot, log)
+        policy.update(state, warm)
+    replayed = 0
+    for row in store.rounds_before(round_no).iter_rows(named=True):
+        if row["round_no"] >= 1 and row["clustering_id"] == clustering_id and row["rewards"]:
+            policy.update(state, [ArmReward.from_json(r) for r in json.loads(row["rewards"])["arms"]])
+            replayed += 1
+    return state, warm, replayed
+
+
+def check_round(store: Store, round_no: int, settings: RoundSettings) -> tuple[int, int, int | None, int | None]:
+    """Refuse a round that must not be played now (see the module's rules); else (docs spent, tokens spent, docs
+    left, tokens left) before it."""
+    if round_no < 1:
+        raise RoundRefused(f"round numbers start at 1 (round 0 is the warm-up), got {round_no}")
+    if round_no > 1 and store.round_by_no(round_no - 1) is None:
+        played = [r for r in store.rounds()["round_no"].to_list() if r > 0]
+        last = f"the last round played is {round_key(max(played))}" if played else "no round has been played yet"
+        raise RoundRefused(f"round {round_key(round_no)} needs round {round_key(round_no - 1)} first: {last}; rounds run "
+                           "in order because each one is chosen from the results of all before it")
+    later = [r for r in store.rounds()["round_no"].to_list() if r > round_no]
+    if later:
+        raise RoundRefused(f"round {round_key(round_no)} has later rounds ({', '.join(round_key(r) for r in later)}) "
+                           "chosen from its results; re-running it would rewrite their history. Re-run the latest "
+                           f"round ({round_key(max(later))}) or go on with {round_key(max(later) + 1)}")
+    docs_spent, tokens_spent = store.spent_before(round_no)
+    docs_left, tokens_left = settings.budget.left(store.document_count(), docs_spent, tokens_spent)
+    if docs_left == 0 or tokens_left == 0:
+        raise RoundRefused(
+            f"the budget ({settings.budget.describe()}) is spent: {docs_spent:,} documents and {tokens_spent:,} tokens "
+            f"went to the rounds before {round_key(round_no)}, the warm-up included; raise the budget to go on")
+    return docs_spent, tokens_spent, docs_left, tokens_left
+
+
+def play_round(
+    store: Store,
+    round_no: int,
+    extractor,
+    embedder,
+    reference: ReferenceSet,
+    settings: RoundSettings,
+    *,
+    dagster_run_id: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> RoundReport:
+    """Play round ``round_no`` and write it (see the module's rules)."""
+    say = log or (lambda message: None)
+    began = time.perf_counter()
+    params = settings.bandit
+    docs_spent, tokens_spent, docs_left, tokens_left = check_round(store, round_no, settings)
+    clustering = store.current_clustering()
+    if params.chooses_arms and clustering is None:
+        raise RoundRefused(f"policy {params.policy} chooses among clusters: materialize clusters first")
+    clustering_id = clustering["clustering_id"] if clustering else None
+    reference_vectors = embed_texts(store, embedder, reference.texts, say)
+    rng = round_rng(params.seed, round_no)
+    sample_key = f"{params.seed}:{round_no}"
+    timings = {"prepare_s": round(time.perf_counter() - began, 3)}
+    notes: list[str] = []
+
+    # choose: rebuild the state from the store, then ask the policy
+    warm: list[ArmReward] = []
+    choices: list[ArmChoice] = []
+    if params.chooses_arms:
+        centroids = {int(r["cluster_id"]): np.asarray(r["centroid"], dtype=np.float32)
+                     for r in store.cluster_summaries(clustering_id).iter_rows(named=True)}
+        policy = make_policy(params, centroids)
+        state, warm, replayed = bandit_state(store, policy, clustering_id, round_no, embedder, reference_vectors,
+                                             settings.ot, warm_start=params.warm_start, log=say)
+        playable = {arm: n for arm, n in store.unextracted_per_cluster(clustering_id, round_no, RETRY_STATUSES).items() if n > 0}
+        exhausted = len(centroids) - len(playable)
+        say(f"round {round_key(round_no)}: state from {replayed} earlier round(s){' and the warm-up' if warm else ''}; "
+            f"{len(playable)} playable arm(s), {exhausted} exhausted")
+        if not playable:
+            raise RoundRefused(f"every arm of clustering {clustering_id} is exhausted: no unextracted document is left "
+                               "(a new crawl, once embedded and clustered, makes arms playable again)")
+        choices = allot_documents(policy.choose(state, playable, params.arms_per_round, rng), playable,
+                                  params.docs_per_arm, docs_left)
+        sample = store.sample_unextracted_in_clusters(clustering_id, round_no, RETRY_STATUSES,
+                                                      {c.arm: c.documents for c in choices}, sample_key)
+        arm_of = dict(zip(sample["doc_id"].to_list(), sample["cluster_id"].to_list()))
+    else:
+        wanted = params.arms_per_round * params.docs_per_arm
+        if docs_left is not None:
+            wanted = min(wanted, docs_left)
+        sample = store.sample_unextracted_documents(round_no, RETRY_STATUSES, wanted,
+                                                    sample_key=sample_key if params.policy == "random" else None)
+        if sample.height == 0:
+            raise RoundRefused("no unextracted document is left in the corpus")
+        arm_of = store.clusters_of(sample["doc_id"].to_list(), clustering_id) if clustering_id else {}
+    timings["choose_s"] = round(time.perf_counter() - began - timings["prepare_s"], 3)
+    say(f"round {round_key(round_no)} ({params.policy}): {sample.height:,} documents"
+        + (f" from {len(choices)} arm(s): " + ", ".join(
+            f"{c.arm} ({c.reason}{'' if c.score is None else f' {c.score:.3f}'}, {c.documents})" for c in choices[:12])
+           + (" ..." if len(choices) > 12 else "") if choices else ""))
+
+    # extract
+    tick = time.perf_counter()
+    documents = [Document(d, t) for d, t in zip(sample["doc_id"].to_list(), sample["text"].to_list())]
+    run = extractor.extract(documents)
+    timings["extraction_s"] = round(time.perf_counter() - tick, 3)
+
+    # reward
+    tick = time.perf_counter()
+    round_id = round_key(round_no)
+    qa_frame = qa_pair_rows(run.results, round_id, dagster_run_id, datetime.now(timezone.utc).replace(tzinfo=None))
+    pair_vectors = embed_qa_pairs(store, embedder, qa_frame["question"].to_list(), qa_frame["answer"].to_list(), say)
+    rewards = _pull_rewards([(r.doc_id, r.status) for r in run.results], arm_of, qa_frame["doc_id"].to_list(),
+                            pair_vectors, reference_vectors, settings.ot)
+    round_reward, round_distance = ot_reward(pair_vectors, reference_vectors, settings.ot)
+    timings["reward_s"] = round(time.perf_counter() - tick, 3)
+
+    # write the round as one partition
+    tick = time.perf_counter()
+    totals = run.totals()
+    timings["total_s"] = round(time.perf_counter() - began, 3)
+    write_extraction_round(
+        store, round_id, round_no, params.policy, run, seed=params.seed, dagster_run_id=dagster_run_id,
+        arms=[c.as_json() for c in choices],
+        rewards={"round": {"reward": round(round_reward, 6),
+                           "distance": None if round_distance is None else round(round_distance, 6),
+                           "qa_pairs": qa_frame.height, "documents": len(documents)},
+                 "arms": [r.as_json() for r in rewards],
+                 "warm_start": [r.as_json() for r in warm]},
+        timings=timings, config=settings.as_json(reference, embedder.embedder_id), clustering_id=clustering_id,
+        embedder_id=embedder.embedder_id,
+    )
+    timings["write_s"] = round(time.perf_counter() - tick, 3)
+    docs_after = docs_spent + totals["documents"]
+    tokens_after = tokens_spent + totals["tokens_in"] + totals["tokens_out"]
+    docs_left_after, tokens_left_after = settings.budget.left(store.document_count(), docs_after, tokens_after)
+    if params.chooses_arms:
+        candidates_left = sum(store.unextracted_per_cluster(clustering_id, round_no + 1, RETRY_STATUSES).values())
+    else:
+        candidates_left = store.unextracted_count(round_no + 1, RETRY_STATUSES)
+    if docs_left is not None and sample.height < min(docs_left, params.arms_per_round * params.docs_per_arm):
+        notes.append(f"{sample.height} documents drawn: fewer were left in the chosen arms than asked")
+    return RoundReport(round_id, round_no, params.policy, clustering_id, choices, rewards, round_reward, round_distance,
+                       len(documents), qa_frame.height, run, docs_after, tokens_after, docs_left_after,
+                       tokens_left_after, candidates_left, warm, notes, timings)
+
+
+@dataclass
+class HarvestSummary:
+    rounds: int
+    documents_extracted: int
+    tokens: int
+    qa_pairs: int
+    ot_distance: float | None
+    ot_embedder_id: str
+    per_round: list[dict]
+
+    def as_json(self) -> dict:
+        return self.__dict__.copy()
+
+
+def harvest_summary(store: Store, embedder, reference: ReferenceSet, ot: OTSettings = OTSettings(), log=None) -> HarvestSummary:
+    """What all rounds (the warm-up included) harvested: documents, tokens, QA pairs, and the OT distance of every
+    harvested pair to the reference, measured with ``embedder``."""
+    rounds = store.rounds()
+    pairs = store.qa_pairs_of_rounds()
+    distance = None
+    if pairs.height:
+        vectors = embed_qa_pairs(store, embedder, pairs["question"].to_list(), pairs["answer"].to_list(), log)
+        distance = ot_distance(vectors, embed_texts(store, embedder, reference.texts), ot)
+    per_round = []
+    for row in rounds.iter_rows(named=True):
+        rewards = json.loads(row["rewards"]) if row["rewards"] else {}
+        per_round.append({"round_id": row["round_id"], "policy": row["policy"], "documents": row["docs_spent"],
+                          "tokens": row["tokens_spent"], **{k: v for k, v in rewards.get("round", {}).items() if k != "documents"},
+                          "arm_rewards": [r["reward"] for r in rewards.get("arms", [])]})
+    return HarvestSummary(int(rounds.filter(rounds["round_no"] >= 1).height), int(rounds["docs_spent"].sum() or 0),
+                          int(rounds["tokens_spent"].sum() or 0), pairs.height, distance, embedder.embedder_id, per_round)
+
+
+def round_history(store: Store) -> list[dict]:
+    """Per round (the warm-up included): documents, QA pairs, QA yield, round reward, cumulative documents."""
+    history = []
+    cumulative = 0
+    for row in store.rounds().iter_rows(named=True):
+        rewards = json.loads(row["rewards"]) if row["rewards"] else {}
+        cumulative += row["docs_spent"]
+        qa = rewards.get("round", {}).get("qa_pairs")
+        if qa is None:
+            qa = store.qa_pairs(row["round_id"]).height
+        history.append({"round_id": row["round_id"], "round_no": row["round_no"], "policy": row["policy"],
+                        "documents": row["docs_spent"], "qa_pairs": qa,
+                        "qa_yield": qa / row["docs_spent"] if row["docs_spent"] else 0.0,
+                        "reward": rewards.get("round", {}).get("reward"), "documents_cumulative": cumulative})
+    return history

@@ -1,0 +1,171 @@
+"""`equal run` and `equal rounds`: the pipeline materialized through Dagster's API without the UI, for benchmarks
+and scripts. They run the very assets and jobs of `definitions.py` on the home's persistent instance (the runs show
+up in `make ui` afterwards); there is no second code path."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+
+from equal_dagster.core.bandit import Budget
+from equal_dagster.core.embedding import Embedder
+from equal_dagster.core.rounds import harvest_summary, round_key
+from equal_dagster.core.settings import EqualPaths
+from equal_dagster.core.store import Store
+from equal_dagster.definitions import build_definitions
+from equal_dagster.instance import persistent_instance
+from equal_dagster.partitions import crawls_partitions, rounds_partitions
+from equal_dagster.resources.bandit import BanditResource
+
+MAX_ROUNDS = 100_000
+
+
+class HeadlessRunError(RuntimeError):
+    """A stage that failed, or a home that cannot be used for a fresh run."""
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
+
+
+def _execute(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, *, partition_key: str | None = None,
+             run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    result = defs.resolve_job_def(job).execute_in_process(
+        instance=instance, partition_key=partition_key, run_config=run_config or {}, raise_on_error=False)
+    if not result.success:
+        failures = [e for e in result.all_events if e.is_step_failure]
+        why = failures[0].step_failure_data.error.message.strip() if failures and failures[0].step_failure_data.error else ""
+        raise HeadlessRunError(f"{job}{f'[{partition_key}]' if partition_key else ''} failed (run {result.run_id}): {why}")
+    return result
+
+
+def bandit_settings_of_last_round(store_path: Path) -> dict | None:
+    """The bandit resource's settings the latest round was played with (None: no round yet), so that `equal rounds`
+    goes on as the rounds before it went."""
+    with Store.open(store_path, read_only=True) as store:
+        rows = [r for r in store.rounds().iter_rows(named=True) if r["round_no"] >= 1 and r["config"]]
+    if not rows:
+        return None
+    config = json.loads(rows[-1]["config"])
+    bandit, budget, ot = config["bandit"], config["budget"], config["ot"]
+    if budget.get("share") is not None:
+        budget_text = f"{budget['share'] * 100:g}%"
+    else:
+        budget_text = str(budget["documents"]) if budget.get("documents") else ""
+    return {**bandit, "budget": budget_text, "budget_tokens": budget.get("tokens"),
+            "reference": config["reference"]["path"], "ot_cost": ot["cost"], "ot_exact_max_cells": ot["exact_max_cells"],
+            "sinkhorn_reg": ot["sinkhorn_reg"]}
+
+
+def play_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, store_path: Path, count: int | None,
+                say: Callable[[str], None] = _stderr) -> list[dict]:
+    """Play the next ``count`` rounds in order (None: until the budget or the candidates are spent); returns each
+    round's metadata. Stops early, without error, once a round reports the budget spent."""
+    with Store.open(store_path, read_only=True) as store:
+        played = [n for n in store.rounds()["round_no"].to_list() if n >= 1]
+    next_no = max(played, default=0) + 1
+    results = []
+    for _ in range(count if count is not None else MAX_ROUNDS):
+        key = round_key(next_no)
+        if key not in instance.get_dynamic_partitions(rounds_partitions.name):
+            instance.add_dynamic_partitions(rounds_partitions.name, [key])
+        metadata = _metadata(_execute(defs, "bandit_round", instance, partition_key=key), "bandit_rounds")
+        results.append(metadata)
+        say(f"round {key}: {metadata['documents']} documents, {metadata['qa_pairs']} QA pairs, reward "
+            f"{metadata['round_reward']:.4f}; {metadata['documents_spent_total']} documents spent")
+        next_no += 1
+        if metadata["budget_spent"]:
+            break
+    return results
+
+
+def run_headless(
+    crawl_dir: Path,
+    reference: Path,
+    *,
+    policy: str,
+    budget: str,
+    seed: int,
+    home: Path,
+    arms_per_round: int = 10,
+    docs_per_arm: int = 10,
+    warmup_fraction: float = 0.05,
+    tune_embedder: bool = True,
+    budget_tokens: int | None = None,
+    say: Callable[[str], None] = _stderr,
+) -> dict:
+    """Ingest every subfolder of ``crawl_dir`` as a crawl, then warm-up, embedder, embeddings, clusters and bandit
+    rounds until the budget is spent; returns the summary `equal run` prints."""
+    began = time.perf_counter()
+    crawl_dir, reference, home = Path(crawl_dir).absolute(), Path(reference).absolute(), Path(home).absolute()
+    crawls = sorted(p.name for p in crawl_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) if crawl_dir.is_dir() else []
+    if not crawls:
+        raise HeadlessRunError(f"{crawl_dir} holds no crawl: each subfolder of it is one crawl")
+    paths = EqualPaths(home, crawl_dir)
+    if paths.store.exists():
+        with Store.open(paths.store, read_only=True) as store:
+            if store.rounds().filter(store.rounds()["round_no"] >= 1).height:
+                raise HeadlessRunError(f"{home} already holds bandit rounds: `equal run` starts from nothing; give a fresh "
+                                       "--home (or go on with `equal rounds N`)")
+    parsed_budget = Budget.parse(budget, budget_tokens)
+    bandit = BanditResource(policy=policy, budget=budget, budget_tokens=budget_tokens, seed=seed, reference=str(reference),
+                            arms_per_round=arms_per_round, docs_per_arm=docs_per_arm)
+    bandit.round_settings()  # a bad policy or budget fails here, before any work
+    bandit.load_reference()
+    instance = persistent_instance(paths)
+    defs = build_definitions(paths, bandit=bandit)
+    known = set(instance.get_dynamic_partitions(crawls_partitions.name))
+    instance.add_dynamic_partitions(crawls_partitions.name, [c for c in crawls if c not in known])
+    timings: dict[str, float] = {}
+
+    def stage(name: str, job: str, **kwargs) -> dg.ExecuteInProcessResult:
+        tick = time.perf_counter()
+        say(f"{name} ...")
+        result = _execute(defs, job, instance, **kwargs)
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - tick, 2)
+        return result
+
+    for crawl in crawls:
+        stage("ingest", "ingest_crawl", partition_key=crawl)
+    with Store.open(paths.store, read_only=True) as store:
+        corpus_documents = store.document_count()
+    limit = parsed_budget.document_limit(corpus_documents)
+    warmup_cap = 2000 if limit is None else max(1, min(2000, limit))
+    stage("warm-up", "warmup", run_config={"ops": {"warmup_extractions": {"config": {
+        "fraction": warmup_fraction, "max_documents": warmup_cap, "seed": seed}}}})
+    if tune_embedder:
+        stage("embedder", "tune_embedder", run_config={"ops": {"embedder": {"config": {"seed": seed}}}})
+    for crawl in crawls:
+        stage("embeddings", "embed_crawl", partition_key=crawl)
+    stage("clusters", "cluster", run_config={"ops": {"clusters": {"config": {"recluster": True, "seed": seed}}}})
+    tick = time.perf_counter()
+    rounds = play_rounds(defs, instance, paths.store, None, say)
+    timings["rounds"] = round(time.perf_counter() - tick, 2)
+
+    # the harvested set, measured with the base embedder: the same yardstick whatever embedder a run tuned
+    yardstick = Embedder(defs.resources["embedding_model"].model)
+    with Store.open(paths.store) as store:
+        harvest = harvest_summary(store, yardstick, bandit.load_reference(), bandit.round_settings().ot)
+    return {
+        "home": str(home), "crawls": crawls, "policy": policy, "budget": budget, "seed": seed,
+        "corpus_documents": corpus_documents, "documents_extracted": harvest.documents_extracted,
+        "share_extracted": round(harvest.documents_extracted / corpus_documents, 4) if corpus_documents else 0.0,
+        "tokens": harvest.tokens, "qa_pairs": harvest.qa_pairs,
+        "ot_distance_to_reference": None if harvest.ot_distance is None else round(harvest.ot_distance, 6),
+        "ot_embedder": harvest.ot_embedder_id, "rounds": harvest.rounds, "per_round": harvest.per_round,
+        "last_round": rounds[-1]["round_no"] if rounds else None, "timings_s": timings,
+        "elapsed_s": round(time.perf_counter() - began, 2),
+    }
+
+
+def summary_json(summary: dict) -> str:
+    return json.dumps(summary, indent=1, default=str)

@@ -1,0 +1,44 @@
+"""`equal run` (headless, one JSON summary) and `equal rounds` on a small demo corpus."""
+
+import json
+
+from equal_dagster.cli import main
+from equal_dagster.core.store import Store
+from equal_dagster.demo.corpus import generate_reference_set, write_demo_crawls, write_reference_set
+
+
+def test_equal_run_prints_one_json_summary_and_equal_rounds_goes_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EQUAL_LLM_BACKEND", "rules")
+    crawls, reference, home = tmp_path / "crawls", tmp_path / "reference.jsonl", tmp_path / "home"
+    corpus = write_demo_crawls(crawls, seed=0, n_documents=900)
+    write_reference_set(reference, generate_reference_set(0, n=100, exclude=corpus.math_questions))
+    arguments = ["run", "--crawl-dir", str(crawls), "--reference", str(reference), "--policy", "equal_ucb",
+                 "--budget", "10%", "--seed", "3", "--no-tune", "--arms-per-round", "1", "--docs-per-arm", "10"]
+    assert main(arguments + ["--home", str(home)]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)  # stdout holds the JSON alone
+    documents = summary["corpus_documents"]
+    assert summary["documents_extracted"] == documents * 10 // 100  # the budget, the warm-up's included
+    assert summary["policy"] == "equal_ucb" and summary["seed"] == 3 and summary["crawls"] == sorted(p.name for p in crawls.iterdir())
+    assert summary["rounds"] >= 2 and summary["per_round"][0]["round_id"] == "round-0"
+    assert summary["qa_pairs"] > 0 and 0 < summary["ot_distance_to_reference"] < 1
+    assert summary["ot_embedder"] == "all-MiniLM-L6-v2"
+    assert all(0 <= r["reward"] <= 1 for r in summary["per_round"][1:])
+    with Store.open(home / "equal.duckdb", read_only=True) as store:
+        assert store.rounds()["round_id"].to_list()[: summary["rounds"] + 1][-1] == f"r{summary['rounds']:04d}"
+        assert json.loads(store.rounds()["config"][1])["bandit"]["seed"] == 3
+
+    # a home that already holds rounds is not reused
+    assert main(arguments + ["--home", str(home)]) == 1
+    assert "already holds bandit rounds" in capsys.readouterr().err
+
+    # `equal rounds` goes on with the last round's settings: refused while the budget is spent, then raised
+    assert main(["--home", str(home), "rounds", "1"]) == 1
+    assert "is spent" in capsys.readouterr().err
+    assert main(["--home", str(home), "rounds", "2", "--budget", "20%"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" documents, ") == 2 and f"r{summary['rounds'] + 2:04d}:" in out
+    with Store.open(home / "equal.duckdb", read_only=True) as store:
+        last = store.rounds().to_dicts()[-1]
+    assert last["round_no"] == summary["rounds"] + 2 and json.loads(last["config"])["budget"]["share"] == 0.2
+    assert json.loads(last["config"])["bandit"]["docs_per_arm"] == 10  # kept from the rounds before
