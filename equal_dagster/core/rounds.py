@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 
@@ -227,6 +228,49 @@ def check_round(store: Store, round_no: int, settings: RoundSettings) -> tuple[i
     return docs_spent, tokens_spent, docs_left, tokens_left
 
 
+@dataclass
+class DrawnDocuments:
+    sample: Any  # polars DataFrame: doc_id, text (and cluster_id for arm policies)
+    arm_of: dict[str, int]  # doc_id -> cluster, where the document has one
+    choices: list[ArmChoice]  # empty for the document policies (random, all)
+    warm_start: list[ArmReward]
+
+
+def draw_documents(store: Store, round_no: int, settings: RoundSettings, clustering_id: str | None, embedder,
+                   reference_vectors: np.ndarray, docs_left: int | None, log: Callable[[str], None]) -> DrawnDocuments:
+    """The documents of round ``round_no``: arms chosen by the policy from the rebuilt state, then a seeded draw of
+    their unextracted documents; or, for ``random`` and ``all``, unextracted documents directly."""
+    params = settings.bandit
+    rng = round_rng(params.seed, round_no)
+    sample_key = f"{params.seed}:{round_no}"
+    if not params.chooses_arms:
+        wanted = params.arms_per_round * params.docs_per_arm
+        if docs_left is not None:
+            wanted = min(wanted, docs_left)
+        sample = store.sample_unextracted_documents(round_no, RETRY_STATUSES, wanted,
+                                                    sample_key=sample_key if params.policy == "random" else None)
+        if sample.height == 0:
+            raise RoundRefused("no unextracted document is left in the corpus")
+        arm_of = store.clusters_of(sample["doc_id"].to_list(), clustering_id) if clustering_id else {}
+        return DrawnDocuments(sample, arm_of, [], [])
+    centroids = {int(r["cluster_id"]): np.asarray(r["centroid"], dtype=np.float32)
+                 for r in store.cluster_summaries(clustering_id).iter_rows(named=True)}
+    policy = make_policy(params, centroids)
+    state, warm, replayed = bandit_state(store, policy, clustering_id, round_no, embedder, reference_vectors,
+                                         settings.ot, warm_start=params.warm_start, log=log)
+    playable = {arm: n for arm, n in store.unextracted_per_cluster(clustering_id, round_no, RETRY_STATUSES).items() if n > 0}
+    log(f"round {round_key(round_no)}: state from {replayed} earlier round(s){' and the warm-up' if warm else ''}; "
+        f"{len(playable)} playable arm(s), {len(centroids) - len(playable)} exhausted")
+    if not playable:
+        raise RoundRefused(f"every arm of clustering {clustering_id} is exhausted: no unextracted document is left "
+                           "(a new crawl, once embedded and clustered, makes arms playable again)")
+    choices = allot_documents(policy.choose(state, playable, params.arms_per_round, rng), playable,
+                              params.docs_per_arm, docs_left)
+    sample = store.sample_unextracted_in_clusters(clustering_id, round_no, RETRY_STATUSES,
+                                                  {c.arm: c.documents for c in choices}, sample_key)
+    return DrawnDocuments(sample, dict(zip(sample["doc_id"].to_list(), sample["cluster_id"].to_list())), choices, warm)
+
+
 def play_round(
     store: Store,
     round_no: int,
@@ -248,41 +292,12 @@ def play_round(
         raise RoundRefused(f"policy {params.policy} chooses among clusters: materialize clusters first")
     clustering_id = clustering["clustering_id"] if clustering else None
     reference_vectors = embed_texts(store, embedder, reference.texts, say)
-    rng = round_rng(params.seed, round_no)
-    sample_key = f"{params.seed}:{round_no}"
     timings = {"prepare_s": round(time.perf_counter() - began, 3)}
     notes: list[str] = []
 
-    # choose: rebuild the state from the store, then ask the policy
-    warm: list[ArmReward] = []
-    choices: list[ArmChoice] = []
-    if params.chooses_arms:
-        centroids = {int(r["cluster_id"]): np.asarray(r["centroid"], dtype=np.float32)
-                     for r in store.cluster_summaries(clustering_id).iter_rows(named=True)}
-        policy = make_policy(params, centroids)
-        state, warm, replayed = bandit_state(store, policy, clustering_id, round_no, embedder, reference_vectors,
-                                             settings.ot, warm_start=params.warm_start, log=say)
-        playable = {arm: n for arm, n in store.unextracted_per_cluster(clustering_id, round_no, RETRY_STATUSES).items() if n > 0}
-        exhausted = len(centroids) - len(playable)
-        say(f"round {round_key(round_no)}: state from {replayed} earlier round(s){' and the warm-up' if warm else ''}; "
-            f"{len(playable)} playable arm(s), {exhausted} exhausted")
-        if not playable:
-            raise RoundRefused(f"every arm of clustering {clustering_id} is exhausted: no unextracted document is left "
-                               "(a new crawl, once embedded and clustered, makes arms playable again)")
-        choices = allot_documents(policy.choose(state, playable, params.arms_per_round, rng), playable,
-                                  params.docs_per_arm, docs_left)
-        sample = store.sample_unextracted_in_clusters(clustering_id, round_no, RETRY_STATUSES,
-                                                      {c.arm: c.documents for c in choices}, sample_key)
-        arm_of = dict(zip(sample["doc_id"].to_list(), sample["cluster_id"].to_list()))
-    else:
-        wanted = params.arms_per_round * params.docs_per_arm
-        if docs_left is not None:
-            wanted = min(wanted, docs_left)
-        sample = store.sample_unextracted_documents(round_no, RETRY_STATUSES, wanted,
-                                                    sample_key=sample_key if params.policy == "random" else None)
-        if sample.height == 0:
-            raise RoundRefused("no unextracted document is left in the corpus")
-        arm_of = store.clusters_of(sample["doc_id"].to_list(), clustering_id) if clustering_id else {}
+    # choose: rebuild the state from the store, ask the policy, draw the documents
+    drawn = draw_documents(store, round_no, settings, clustering_id, embedder, reference_vectors, docs_left, say)
+    sample, arm_of, choices, warm = drawn.sample, drawn.arm_of, drawn.choices, drawn.warm_start
     timings["choose_s"] = round(time.perf_counter() - began - timings["prepare_s"], 3)
     say(f"round {round_key(round_no)} ({params.policy}): {sample.height:,} documents"
         + (f" from {len(choices)} arm(s): " + ", ".join(
