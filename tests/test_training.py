@@ -1,0 +1,67 @@
+"""LoRA fine-tuning of a tiny causal LM built locally: the loss falls, the adapter reloads and generates."""
+
+import json
+
+import pytest
+import torch
+
+from equal_dagster.core.training import TrainingParams, encode_example, load_trained, train_model
+from equal_dagster.demo.corpus import generate_reference_set
+from equal_dagster.demo.tiny_model import build_tiny_causal_lm
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    reference = generate_reference_set(0, n=80)
+    texts = [r["question"] + " " + r["answer"] for r in reference]
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "base", texts), reference
+
+
+def test_loss_is_on_the_answer_tokens_only(tiny_model):
+    from transformers import AutoTokenizer
+
+    path, _ = tiny_model
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    example = encode_example(tokenizer, "What is 2 + 3?", "2 + 3 = 5. The answer is 5.", max_length=512)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], tokenize=False,
+                                           add_generation_prompt=True)
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert example["labels"][:n_prompt] == [-100] * n_prompt
+    assert example["labels"][n_prompt:] == example["input_ids"][n_prompt:]
+    assert example["labels"][-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(example["input_ids"][n_prompt:], skip_special_tokens=True) == "2 + 3 = 5. The answer is 5."
+    assert encode_example(tokenizer, "What is 2 + 3? " * 50, "5", max_length=16) is None  # no answer token fits
+
+
+def test_lora_training_lowers_the_loss_and_the_adapter_reloads_and_generates(tiny_model, tmp_path):
+    path, reference = tiny_model
+    pairs = [(r["question"], r["answer"]) for r in reference[:48]]
+    params = TrainingParams(base_model=str(path), learning_rate=5e-3, epochs=10, batch_size=8, max_length=256,
+                            logging_steps=6, lora_r=8, lora_alpha=16)
+    report = train_model(pairs, params, tmp_path / "adapter")
+    assert report.steps == 60 and report.examples == 48
+    # measured: 6.75 at step 6, 6.42 at step 60 (a randomly initialised base learns slowly through an adapter)
+    assert report.last_loss < report.first_loss - 0.2, report.loss_curve
+    assert all(b["loss"] <= a["loss"] + 0.05 for a, b in zip(report.loss_curve, report.loss_curve[1:]))
+    assert 0 < report.trainable_parameters < report.total_parameters  # only the adapter trains
+    saved = json.loads((tmp_path / "adapter" / "training.json").read_text())
+    assert saved["report"]["dataset_hash"] == report.dataset_hash and saved["params"]["method"] == "lora"
+    assert "| step | loss |" in (tmp_path / "adapter" / "README.md").read_text()
+
+    model, tokenizer = load_trained(tmp_path / "adapter")
+    model.eval()
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": pairs[0][0]}], tokenize=False,
+                                           add_generation_prompt=True)
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert output.shape[1] > inputs["input_ids"].shape[1]  # it generates
+    # the reloaded adapter is the trained one: its loss on a training example is the trained model's, not the base's
+    from transformers import AutoModelForCausalLM
+
+    example = encode_example(tokenizer, *pairs[0], max_length=256)
+    batch = {k: torch.tensor([v]) for k, v in example.items()}
+    with torch.no_grad():
+        tuned_loss = model(**batch).loss.item()
+        base_loss = AutoModelForCausalLM.from_pretrained(path)(**batch).loss.item()
+    assert tuned_loss < base_loss
