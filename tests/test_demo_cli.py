@@ -43,7 +43,7 @@ def test_equal_demo_materializes_the_demo_crawls(tmp_path, monkeypatch, capsys):
     assert extractions.height == -(-total * 5 // 100)
     assert set(extractions["backend"]) == {"rules"} and set(extractions["prompt_version"]) == {"rules/v1"}
     assert pairs.height > 50 and set(pairs["doc_id"]) <= set(extractions["doc_id"])
-    assert rounds["round_id"].to_list() == ["round-0"] and rounds["policy"].to_list() == ["warmup"]
+    assert rounds["round_id"][0] == "round-0" and rounds["policy"][0] == "warmup"
     # every document embedded and in exactly one cluster
     with Store.open(paths.store, read_only=True) as store:
         clustering = store.current_clustering()
