@@ -1,6 +1,7 @@
 """LoRA fine-tuning of a tiny causal LM built locally: the loss falls, the adapter reloads and generates."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -33,12 +34,19 @@ def test_loss_is_on_the_answer_tokens_only(tiny_model):
     assert encode_example(tokenizer, "What is 2 + 3? " * 50, "5", max_length=16) is None  # no answer token fits
 
 
-def test_lora_training_lowers_the_loss_and_the_adapter_reloads_and_generates(tiny_model, tmp_path):
+@pytest.fixture(scope="module")
+def trained(tiny_model, tmp_path_factory):
     path, reference = tiny_model
     pairs = [(r["question"], r["answer"]) for r in reference[:48]]
     params = TrainingParams(base_model=str(path), learning_rate=5e-3, epochs=10, batch_size=8, max_length=256,
                             logging_steps=6, lora_r=8, lora_alpha=16)
-    report = train_model(pairs, params, tmp_path / "adapter")
+    out = tmp_path_factory.mktemp("trained") / "adapter"
+    return path, pairs, train_model(pairs, params, out), out
+
+
+def test_lora_training_lowers_the_loss_and_the_adapter_reloads_and_generates(trained):
+    path, pairs, report, adapter = trained
+    tmp_path = adapter.parent
     assert report.steps == 60 and report.examples == 48
     # measured: 6.75 at step 6, 6.42 at step 60 (a randomly initialised base learns slowly through an adapter)
     assert report.last_loss < report.first_loss - 0.2, report.loss_curve
@@ -65,3 +73,23 @@ def test_lora_training_lowers_the_loss_and_the_adapter_reloads_and_generates(tin
         tuned_loss = model(**batch).loss.item()
         base_loss = AutoModelForCausalLM.from_pretrained(path)(**batch).loss.item()
     assert tuned_loss < base_loss
+
+
+def test_lm_eval_scores_base_and_fine_tuned_offline_on_the_local_tasks(trained, tmp_path):
+    from equal_dagster.core.evaluation import evaluate_model, prepare_local_tasks
+    from equal_dagster.demo.corpus import generate_eval_set
+
+    path, pairs, _, adapter = trained
+    data = tmp_path / "eval.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in generate_eval_set(0, n=24)))
+    tasks = prepare_local_tasks(tmp_path / "tasks", data, chat=True, prefix="demo_math")
+    assert tasks == ["demo_math_nll", "demo_math_mc"]
+    base = {(s.task, s.metric): s for s in evaluate_model(path, tasks, tasks_dir=tmp_path / "tasks")}
+    tuned = {(s.task, s.metric): s for s in evaluate_model(path, tasks, tasks_dir=tmp_path / "tasks", adapter=adapter)}
+    for scores in (base, tuned):
+        assert set(scores) == {("demo_math_nll", "nll"), ("demo_math_nll", "nll_per_char"), ("demo_math_mc", "acc"),
+                               ("demo_math_mc", "acc_norm")}
+        assert all(math.isfinite(s.value) and s.n == 24 for s in scores.values())
+        assert 0 <= scores[("demo_math_mc", "acc")].value <= 1
+    # trained on math answers, the adapter gives the held-out gold answers a higher likelihood than the base
+    assert tuned[("demo_math_nll", "nll")].value < base[("demo_math_nll", "nll")].value

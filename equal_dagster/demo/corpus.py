@@ -16,6 +16,7 @@ import gzip
 import io
 import json
 import random
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -193,6 +194,41 @@ def generate_reference_set(seed: int = 0, n: int = 120, exclude: set[str] = froz
         rows.append({"id": f"ref-{len(rows):04d}", "question": problem.question,
                      "answer": " ".join(problem.steps) + f" The answer is {problem.answer}.",
                      "final_answer": problem.answer, "template": problem.template})
+    return rows
+
+
+def _distractors(answer: str, rng: random.Random, k: int = 3) -> list[str]:
+    """``k`` wrong answers that look like ``answer``: its first number moved by a little, the rest kept."""
+    number = re.search(r"\d+", answer)
+    value = int(number.group()) if number else 0
+    start, end = number.span() if number else (0, 0)
+    wrong: list[str] = []
+    while len(wrong) < k:
+        candidate = value + rng.choice([-1, 1]) * rng.randint(1, max(3, value // 4 + 1))
+        text = answer[:start] + str(candidate) + answer[end:]
+        if candidate >= 0 and text != answer and text not in wrong:
+            wrong.append(text)
+    return wrong
+
+
+def generate_eval_set(seed: int = 0, n: int = 60, exclude: set[str] = frozenset()) -> list[dict]:
+    """The demo's held-out evaluation task: ``n`` math word problems (none of whose questions is in ``exclude``: the
+    corpus's and the reference set's), with the worked answer, and four choices of final answer (``gold``: the
+    index of the right one) for multiple-choice accuracy."""
+    rng = random.Random(f"evaluation-{seed}")
+    seen: set[str] = set(exclude)
+    rows = []
+    while len(rows) < n:
+        problem = math_problem(rng)
+        if problem.question in seen:
+            continue
+        seen.add(problem.question)
+        choices = _distractors(problem.answer, rng)
+        gold = rng.randrange(len(choices) + 1)
+        choices.insert(gold, problem.answer)
+        rows.append({"id": f"eval-{len(rows):04d}", "question": problem.question,
+                     "answer": " ".join(problem.steps) + f" The answer is {problem.answer}.",
+                     "final_answer": problem.answer, "choices": choices, "gold": gold})
     return rows
 
 
