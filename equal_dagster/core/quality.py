@@ -1,0 +1,159 @@
+"""Indicators of QA-pair quality, duplicate removal and decontamination (issue 6, first part).
+
+Indicators (InstructMining, Cao et al., arXiv 2307.06290, table 1: natural-language indicators of instruction data):
+
+* ``input_length`` / ``output_length``: tokens of the question / the answer, by the given tokenizer, else words.
+* ``mtld``: the measure of textual lexical diversity (McCarthy and Jarvis, 2010) of the answer: the mean length of
+  the word runs whose type-token ratio stays above 0.72, computed forwards and backwards and averaged; the last,
+  unfinished run counts as the fraction ``(1 - TTR) / (1 - 0.72)`` of a run. A text whose ratio never falls to the
+  threshold has no complete run; its MTLD is then its length in words.
+* ``knn_distance``: the Euclidean distance from a pair's normalized embedding to its k-th nearest other pair
+  (InstructMining's KNN-6: k = 6); NaN where there are not k other pairs.
+
+Duplicates: exact ones (the same question and answer after Unicode NFKC, lower case and folded whitespace) keep
+their first occurrence; near ones are found with MinHash LSH (``datasketch``) over word 5-shingles of question and
+answer (Jaccard threshold 0.8 by default, 128 permutations), and the first pair of each group is kept.
+
+Decontamination: a pair is contaminated when it shares a word n-gram (default 13, as GPT-3's decontamination) with
+any evaluation item's question or answer; an evaluation text shorter than n words but of at least ``min_words``
+(default 8) counts as one n-gram of its own length, so a short evaluation question copied whole is still caught,
+while a very short text ("The answer is 12.") is too common to mean anything and is left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+MTLD_THRESHOLD = 0.72
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
+
+
+def normalize(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(normalize(text))
+
+
+def token_length(text: str, tokenizer=None) -> int:
+    if tokenizer is not None:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return len(words(text))
+
+
+def _mtld_pass(tokens: Sequence[str], threshold: float) -> float:
+    factors = 0.0
+    types: set[str] = set()
+    count = 0
+    for token in tokens:
+        count += 1
+        types.add(token)
+        if len(types) / count <= threshold:
+            factors += 1
+            types, count = set(), 0
+    if count:
+        ratio = len(types) / count
+        factors += (1 - ratio) / (1 - threshold)
+    return len(tokens) / factors if factors > 0 else float(len(tokens))
+
+
+def mtld(text: str, threshold: float = MTLD_THRESHOLD) -> float:
+    """MTLD of ``text`` (see the module's rules); 0 for a text without words."""
+    tokens = words(text)
+    if not tokens:
+        return 0.0
+    return (_mtld_pass(tokens, threshold) + _mtld_pass(tokens[::-1], threshold)) / 2
+
+
+def knn_distance(vectors: np.ndarray, k: int = 6) -> np.ndarray:
+    """Distance from each (normalized) vector to its k-th nearest other vector; NaN with fewer than k others."""
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(vectors)
+    if n <= k:
+        return np.full(n, np.nan)
+    distances, _ = NearestNeighbors(n_neighbors=k + 1).fit(vectors).kneighbors(vectors)
+    return distances[:, k]  # column 0 is the point itself
+
+
+def exact_duplicates(pairs: Sequence[tuple[str, str]]) -> dict[int, int]:
+    """index -> index of the first identical pair, for every pair but the first of each group."""
+    first: dict[str, int] = {}
+    duplicates: dict[int, int] = {}
+    for i, (question, answer) in enumerate(pairs):
+        key = hashlib.sha256(f"{normalize(question)}\x1f{normalize(answer)}".encode()).hexdigest()
+        if key in first:
+            duplicates[i] = first[key]
+        else:
+            first[key] = i
+    return duplicates
+
+
+def _shingles(text: str, size: int = 5) -> set[bytes]:
+    tokens = words(text)
+    if len(tokens) < size:
+        return {" ".join(tokens).encode()} if tokens else set()
+    return {" ".join(tokens[i : i + size]).encode() for i in range(len(tokens) - size + 1)}
+
+
+def near_duplicates(pairs: Sequence[tuple[str, str]], threshold: float = 0.8, num_perm: int = 128,
+                    skip: Iterable[int] = ()) -> dict[int, int]:
+    """index -> index of an earlier pair it nearly repeats (MinHash LSH, estimated Jaccard >= ``threshold``);
+    pairs in ``skip`` (exact duplicates, say) are neither tested nor kept as originals."""
+    from datasketch import MinHash, MinHashLSH
+
+    skipped = set(skip)
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    found: dict[int, int] = {}
+    for i, (question, answer) in enumerate(pairs):
+        if i in skipped:
+            continue
+        signature = MinHash(num_perm=num_perm, seed=1)
+        signature.update_batch(list(_shingles(f"{question} {answer}")) or [b""])
+        matches = sorted(int(key) for key in lsh.query(signature))
+        if matches:
+            found[i] = matches[0]
+        else:
+            lsh.insert(str(i), signature)
+    return found
+
+
+class Decontaminator:
+    """Word n-grams of every evaluation text; :meth:`overlap` names the first one a text shares."""
+
+    def __init__(self, evaluation_texts: Iterable[str], n: int = 13, min_words: int = 8):
+        if n < 1:
+            raise ValueError("n-gram size must be at least 1")
+        self.n = n
+        self.ignored_short = 0
+        self.grams: set[tuple[str, ...]] = set()
+        self.short: set[tuple[str, ...]] = set()  # evaluation texts shorter than n words, whole
+        for text in evaluation_texts:
+            tokens = tuple(words(text))
+            if len(tokens) < min(n, min_words):
+                self.ignored_short += bool(tokens)
+                continue
+            if len(tokens) < n:
+                self.short.add(tokens)
+            else:
+                self.grams.update(tokens[i : i + n] for i in range(len(tokens) - n + 1))
+        self._short_lengths = sorted({len(t) for t in self.short})
+
+    def overlap(self, text: str) -> str | None:
+        """The first evaluation n-gram found in ``text`` (joined by spaces), or None."""
+        tokens = tuple(words(text))
+        for i in range(len(tokens) - self.n + 1):
+            gram = tokens[i : i + self.n]
+            if gram in self.grams:
+                return " ".join(gram)
+        for length in self._short_lengths:
+            for i in range(len(tokens) - length + 1):
+                if tokens[i : i + length] in self.short:
+                    return " ".join(tokens[i : i + length])
+        return None

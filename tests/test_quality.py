@@ -1,0 +1,60 @@
+"""Quality indicators, duplicates and decontamination on known inputs."""
+
+import numpy as np
+import pytest
+
+from equal_dagster.core.quality import (
+    Decontaminator,
+    exact_duplicates,
+    knn_distance,
+    mtld,
+    near_duplicates,
+    token_length,
+)
+
+
+def test_mtld_on_hand_worked_texts():
+    # a b a b a b: a run ends at every third word (TTR 2/3 <= 0.72) both ways: 6 words / 2 runs
+    assert mtld("a b a b a b") == pytest.approx(3.0)
+    # a a x y z x: forwards one run (a a) and a partial one (TTR 3/4: (1 - 0.75) / 0.28 = 0.892857 of a run),
+    # 6 / 1.892857 = 3.169811; backwards x z y x a a closes one run at the last word: 6 / 1 = 6
+    assert mtld("a a x y z x") == pytest.approx((6 / (1 + 0.25 / 0.28) + 6.0) / 2)
+    assert mtld("one two three") == 3.0  # never falls to the threshold: its length
+    assert mtld("...") == 0.0
+    assert mtld("The CAT, the cat.") == mtld("the cat the cat")  # words, case folded
+
+
+def test_lengths_and_knn_distance():
+    assert token_length("What is 2 + 3?") == 4  # words: what, is, 2, 3
+    points = np.array([[0.0], [1.0], [3.0], [6.0], [10.0]])
+    assert knn_distance(points, k=2).tolist() == [3.0, 2.0, 3.0, 4.0, 7.0]
+    assert np.isnan(knn_distance(points[:2], k=6)).all()
+
+
+def test_exact_and_near_duplicates():
+    long_answer = ("First subtract the 12 apples given away from 40, which leaves 28 apples, then add the 9 apples "
+                   "bought at the market, which makes 37 apples in all. The answer is 37.")
+    pairs = [
+        ("How many apples are left?", long_answer),
+        ("  how many APPLES are left? ", long_answer.upper()),  # the same after normalization
+        ("How many apples are left?", long_answer.replace("in all", "altogether")),  # Jaccard 0.71 on 5-shingles
+        ("What is the capital of Peru?", "Lima is the capital of Peru."),
+    ]
+    exact = exact_duplicates(pairs)
+    assert exact == {1: 0}
+    assert near_duplicates(pairs, threshold=0.6, skip=exact) == {2: 0}
+    assert near_duplicates(pairs, threshold=0.9, skip=exact) == {}
+
+
+def test_a_planted_evaluation_question_is_caught():
+    evaluation = [
+        "Ava has 40 apples. Ava gives 12 to Liam and then buys 9 more. How many apples does Ava have now?",
+        "A short question copied whole is caught too?",
+        "The answer is 37.",
+    ]
+    decontaminator = Decontaminator(evaluation, n=13)
+    planted = "Here is one from the test: Ava has 40 apples. Ava gives 12 to Liam and then buys 9 more. How many?"
+    assert decontaminator.overlap(planted) == "ava has 40 apples ava gives 12 to liam and then buys 9"
+    assert decontaminator.overlap("Omar has 40 apples and gives 12 away. How many are left?") is None
+    assert decontaminator.overlap("Q: a short question copied whole is caught too? A: yes") is not None
+    assert decontaminator.overlap("So the answer is 37.") is None and decontaminator.ignored_short == 1
