@@ -28,6 +28,7 @@ Rules:
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -130,13 +131,14 @@ class ArmReward:
                    int(row.get("qa_pairs", 0)), bool(row.get("counted", True)))
 
 
-class Policy:
+class Policy(ABC):
     """Choose the arms of a round; learn from its rewards."""
 
     name = "policy"
 
+    @abstractmethod
     def choose(self, state: BanditState, playable: dict[int, int], k: int, rng: np.random.Generator) -> list[ArmChoice]:
-        raise NotImplementedError
+        """Up to ``k`` of the ``playable`` arms (arm -> unextracted documents), best first."""
 
     def update(self, state: BanditState, rewards: Sequence[ArmReward]) -> None:
         for reward in rewards:
@@ -243,17 +245,26 @@ class EpsilonGreedy(Policy):
         return chosen
 
 
+class DocumentPolicy(Policy):
+    """``random`` and ``all``: they draw documents, not arms (``core/rounds.py``), and choose no arm; the rewards of
+    their rounds still update the arms the documents fell in, for a later arm policy."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def choose(self, state, playable, k, rng):
+        return []
+
+
 def make_policy(params: BanditParams, centroids: dict[int, np.ndarray] | None = None) -> Policy:
-    """The policy named in ``params`` (``random`` and ``all`` learn nothing, but share the update)."""
+    """The policy named in ``params``."""
     if params.policy == "equal_ucb":
         return EqualUCB(params.alpha, params.alpha_decay, params.share_threshold, params.share_weight, centroids)
     if params.policy == "thompson":
         return ThompsonSampling()
     if params.policy == "epsilon_greedy":
         return EpsilonGreedy(params.epsilon)
-    policy = Policy()
-    policy.name = params.policy
-    return policy
+    return DocumentPolicy(params.policy)
 
 
 def round_rng(seed: int, round_no: int) -> np.random.Generator:

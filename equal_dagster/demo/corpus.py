@@ -18,7 +18,7 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,44 +244,31 @@ def write_demo_data(crawl_dir: Path, reference_path: Path, seed: int = 0, n_docu
     return corpus
 
 
-def kinds_by_doc_id(crawl_dir: Path) -> dict[str, str]:
-    """The generator's ``meta.kind`` of every generated row, read back from the crawl files (benchmarks
-    use it to score selection; the pipeline never does)."""
-    found: dict[str, str] = {}
+def _generated_rows(crawl_dir: Path) -> Iterator[tuple[str, dict]]:
+    """(id, meta) of every generated row readable in the crawl files (broken rows are skipped)."""
     for path in sorted(Path(crawl_dir).rglob("*")):
         if path.name.endswith(".parquet"):
             for row in pq.read_table(path, columns=["id", "meta"]).to_pylist():
-                found[row["id"]] = json.loads(row["meta"])["kind"]
+                yield str(row["id"]), json.loads(row["meta"])
         elif path.name.endswith((".jsonl", ".jsonl.gz")):
             opener = gzip.open if path.name.endswith(".gz") else open
             with opener(path, "rb") as f:
                 for line in f:
                     try:
                         row = json.loads(line)
-                        found[str(row["id"])] = row["meta"]["kind"]
+                        yield str(row["id"]), dict(row["meta"])
                     except (ValueError, KeyError, TypeError):
                         continue
-    return found
+
+
+def kinds_by_doc_id(crawl_dir: Path) -> dict[str, str]:
+    """The generator's ``meta.kind`` of every generated row, read back from the crawl files (benchmarks
+    use it to score selection; the pipeline never does)."""
+    return {row_id: meta["kind"] for row_id, meta in _generated_rows(crawl_dir)}
 
 
 def relevant_doc_ids(crawl_dir: Path) -> set[str]:
     """Ids of the generated rows relevant to the demo goal: kinds in :data:`RELEVANT_KINDS`, and near-duplicates or
     re-crawled copies of such rows (benchmarks use it to score selection; the pipeline never does)."""
-    found: set[str] = set()
-    for path in sorted(Path(crawl_dir).rglob("*")):
-        rows: list = []
-        if path.name.endswith(".parquet"):
-            rows = [{"id": r["id"], "meta": json.loads(r["meta"])} for r in pq.read_table(path, columns=["id", "meta"]).to_pylist()]
-        elif path.name.endswith((".jsonl", ".jsonl.gz")):
-            opener = gzip.open if path.name.endswith(".gz") else open
-            with opener(path, "rb") as f:
-                for line in f:
-                    try:
-                        rows.append(json.loads(line))
-                    except ValueError:
-                        continue
-        for row in rows:
-            meta = row.get("meta") if isinstance(row, dict) else None
-            if isinstance(meta, dict) and (meta.get("kind") in RELEVANT_KINDS or meta.get("source_kind") in RELEVANT_KINDS):
-                found.add(str(row["id"]))
-    return found
+    return {row_id for row_id, meta in _generated_rows(crawl_dir)
+            if meta.get("kind") in RELEVANT_KINDS or meta.get("source_kind") in RELEVANT_KINDS}
