@@ -58,3 +58,18 @@ def test_a_planted_evaluation_question_is_caught():
     assert decontaminator.overlap("Omar has 40 apples and gives 12 away. How many are left?") is None
     assert decontaminator.overlap("Q: a short question copied whole is caught too? A: yes") is not None
     assert decontaminator.overlap("So the answer is 37.") is None and decontaminator.ignored_short == 1
+
+
+def test_the_instructmining_rule_reproduces_the_published_formula():
+    from equal_dagster.core.quality import InstructMiningRule
+
+    rule = InstructMiningRule()
+    # worked example: Rew = 2.5, Len = 300 tokens, Knn6 = 0.8
+    # 1.0694 - 0.1498 * 2.5 + 8.257e-5 * 300 - 0.9350 * 0.8 = 1.0694 - 0.3745 + 0.024771 - 0.748 = -0.028329
+    assert rule.predicted_log_loss(2.5, 300, 0.8) == pytest.approx(-0.028329, abs=1e-9)
+    assert rule.quality_score(2.5, 300, 0.8) == pytest.approx(0.028329, abs=1e-9)
+    # no reward model: the reward term is 0 for every pair; the ranking follows length and distance
+    assert rule.quality_score(None, 300, 0.8) == pytest.approx(-(1.0694 + 0.024771 - 0.748), abs=1e-9)
+    assert rule.quality_score(None, 100, 0.9) > rule.quality_score(None, 100, 0.5)  # farther from the rest: better
+    assert rule.quality_score(None, 100, 0.5) > rule.quality_score(None, 5000, 0.5)  # longer answers: worse
+    assert rule.quality_score(1.0, 100, float("nan")) is None

@@ -1,4 +1,16 @@
-"""Indicators of QA-pair quality, duplicate removal and decontamination (issue 6, first part).
+"""Quality of QA pairs: InstructMining's indicators and rule, duplicate removal and decontamination.
+
+The rule (InstructMining, Cao et al., "Instruction Mining: Instruction Data Selection for Tuning Large Language
+Models", arXiv 2307.06290 v3 onwards, the rule fitted by least squares on LLaMA-2-7B fine-tuning runs) predicts the
+loss a model fine-tuned on the data would have on an evaluation set; lower is better:
+
+    log L_loss  ∝  1.0694 - 0.1498 * Rew + 8.257e-5 * Len - 0.9350 * Knn6
+
+with ``Rew`` the reward-model score of the pair, ``Len`` the response length in tokens and ``Knn6`` the distance to
+the 6th nearest neighbour in embedding space. Our ``quality_score`` is the negated prediction (higher is better).
+Without a reward model, ``Rew`` is 0 for every pair: the term is then the same constant for all, so rankings follow
+``Len`` and ``Knn6`` alone, and the pair's indicators record the reward as missing. Without six other pairs,
+``Knn6`` is missing and no score is given (the pair is kept or dropped by the other rules only).
 
 Indicators (InstructMining, Cao et al., arXiv 2307.06290, table 1: natural-language indicators of instruction data):
 
@@ -23,9 +35,11 @@ while a very short text ("The answer is 12.") is too common to mean anything and
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -157,3 +171,63 @@ class Decontaminator:
                 if tokens[i : i + length] in self.short:
                     return " ".join(tokens[i : i + length])
         return None
+
+
+@dataclass(frozen=True)
+class InstructMiningRule:
+    """log L_loss = intercept + reward * Rew + length * Len + knn6 * Knn6 (see the module's docstring)."""
+
+    intercept: float = 1.0694
+    reward: float = -0.1498
+    length: float = 8.257e-5
+    knn6: float = -0.9350
+
+    def predicted_log_loss(self, reward: float | None, length: float, knn6: float) -> float:
+        return self.intercept + self.reward * (reward or 0.0) + self.length * length + self.knn6 * knn6
+
+    def quality_score(self, reward: float | None, length: float, knn6: float) -> float | None:
+        """The negated predicted loss (higher is better); None when ``knn6`` is missing."""
+        if knn6 is None or (isinstance(knn6, float) and math.isnan(knn6)):
+            return None
+        return -self.predicted_log_loss(reward, length, knn6)
+
+
+def reward_scores(model_path: str, questions: Sequence[str], answers: Sequence[str], *, batch_size: int = 8,
+                  device: str = "cpu", max_length: int = 512) -> list[float]:
+    """InstructMining's Rew: a reward model's score of each (question, answer) pair (a sequence-classification model
+    with one output, such as OpenAssistant's reward-model-deberta-v3-large-v2), read from ``model_path``."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForSequenceClassification.from_pretrained(model_path).to(device).eval()
+    scores: list[float] = []
+    for start in range(0, len(questions), batch_size):
+        batch = tokenizer(list(questions[start : start + batch_size]), list(answers[start : start + batch_size]),
+                          truncation=True, max_length=max_length, padding=True, return_tensors="pt").to(device)
+        with torch.no_grad():
+            scores += model(**batch).logits[:, 0].float().tolist()
+    return scores
+
+
+def answer_perplexities(model_path: str, questions: Sequence[str], answers: Sequence[str], *, device: str = "cpu",
+                        max_length: int = 512) -> list[float | None]:
+    """InstructMining's PPL: the perplexity of each answer given its question under a reference causal LM, the
+    question posed as in fine-tuning (`core/training.py`); None where no answer token fits ``max_length``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from equal_dagster.core.training import encode_example
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path).to(device).eval()
+    out: list[float | None] = []
+    for question, answer in zip(questions, answers):
+        example = encode_example(tokenizer, question, answer, max_length)
+        if example is None:
+            out.append(None)
+            continue
+        batch = {k: torch.tensor([v], device=device) for k, v in example.items()}
+        with torch.no_grad():
+            out.append(float(torch.exp(model(**batch).loss)))
+    return out

@@ -871,6 +871,20 @@ class Store:
                 "ON q.round_id = r.key ORDER BY r.position, q.doc_id, q.qa_id"
             ).pl()
 
+    def set_qa_quality(self, rows: pl.DataFrame) -> int:
+        """Write quality, quality_score, kept and drop_reason of the QA pairs in ``rows`` (keyed by qa_id) into their
+        current rows, in one transaction; pairs not in ``rows`` keep theirs. Returns the pairs updated."""
+        self._check_writable()
+        _check_columns("qa_pairs", rows.columns)
+        columns = ("quality", "quality_score", "kept", "drop_reason")
+        with self.transaction(), _registered(self.conn, rows.select("qa_id", *columns).to_arrow()) as name:
+            updated = self.conn.execute(
+                f"UPDATE qa_pairs_rows SET {', '.join(f'{c} = u.{c}' for c in columns)} FROM {name} u "
+                "WHERE qa_pairs_rows.qa_id = u.qa_id AND qa_pairs_rows.write_id IN "
+                "(SELECT write_id FROM partition_writes WHERE table_name = 'qa_pairs') RETURNING 1"
+            ).fetchall()
+        return len(updated)
+
     def lineage(self, qa_id: str) -> dict[str, Any] | None:
         """Everything the store knows about where QA pair ``qa_id`` came from, table by table (None: no such pair)."""
         def one(sql: str, parameters: list[Any]) -> dict[str, Any] | None:
