@@ -52,6 +52,25 @@ bandit_round_job = dg.define_asset_job(
 )
 
 
+dataset_job = dg.define_asset_job(
+    "build_dataset",
+    selection=dg.AssetSelection.assets("qa_dataset"),
+    description="Score, filter, select and export the harvested QA pairs.",
+)
+
+fine_tune_job = dg.define_asset_job(
+    "fine_tune",
+    selection=dg.AssetSelection.assets("fine_tuned_model"),
+    description="Fine-tune the base model on the QA dataset (LoRA or full SFT).",
+)
+
+evaluate_job = dg.define_asset_job(
+    "evaluate",
+    selection=dg.AssetSelection.assets("eval_scores"),
+    description="Evaluate the base and the fine-tuned models with lm-evaluation-harness.",
+)
+
+
 @dg.sensor(
     job=ingest_crawl_job,
     minimum_interval_seconds=30,

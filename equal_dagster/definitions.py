@@ -8,15 +8,20 @@ import dagster as dg
 
 from equal_dagster.assets.clusters import clusters
 from equal_dagster.assets.corpus import corpus
+from equal_dagster.assets.dataset import qa_dataset
 from equal_dagster.assets.embedder import embedder
 from equal_dagster.assets.embeddings import embeddings
 from equal_dagster.assets.extraction import warmup_extractions
 from equal_dagster.assets.rounds import bandit_rounds
+from equal_dagster.assets.training import eval_scores, fine_tuned_model
 from equal_dagster.automation import (
     bandit_round_job,
     clusters_job,
+    dataset_job,
     embed_crawl_job,
     embedder_job,
+    evaluate_job,
+    fine_tune_job,
     ingest_crawl_job,
     new_crawl_sensor,
     next_round_sensor,
@@ -27,8 +32,10 @@ from equal_dagster.core.settings import EqualPaths
 from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.crawls import CrawlFolder
 from equal_dagster.resources.embedder import EmbedderResource
+from equal_dagster.resources.evaluator import EvaluatorResource
 from equal_dagster.resources.llm import ExtractionResource
 from equal_dagster.resources.store import StoreResource
+from equal_dagster.resources.trainer import TrainerResource
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -82,8 +89,39 @@ def bandit_resource_from_env(paths: EqualPaths) -> BanditResource:
     )
 
 
+def trainer_resource_from_env(paths: EqualPaths) -> TrainerResource:
+    """The trainer resource from EQUAL_BASE_MODEL and EQUAL_TRAIN_* (docs/configuration.md)."""
+    max_steps = _env("EQUAL_TRAIN_MAX_STEPS")
+    return TrainerResource(
+        base_model=_env("EQUAL_BASE_MODEL", str(paths.home / "models" / "base")),
+        models_dir=str(paths.home / "models"),
+        method=_env("EQUAL_TRAIN_METHOD", "lora"),
+        lora_r=int(_env("EQUAL_TRAIN_LORA_R", "8")),
+        lora_alpha=int(_env("EQUAL_TRAIN_LORA_ALPHA", "16")),
+        learning_rate=float(_env("EQUAL_TRAIN_LEARNING_RATE", "2e-4")),
+        epochs=float(_env("EQUAL_TRAIN_EPOCHS", "1")),
+        batch_size=int(_env("EQUAL_TRAIN_BATCH_SIZE", "8")),
+        max_length=int(_env("EQUAL_TRAIN_MAX_LENGTH", "512")),
+        max_steps=int(max_steps) if max_steps else None,
+        seed=int(_env("EQUAL_TRAIN_SEED", "0")),
+    )
+
+
+def evaluator_resource_from_env(paths: EqualPaths) -> EvaluatorResource:
+    """The evaluator resource from EQUAL_EVAL_* (docs/configuration.md)."""
+    extra = _env("EQUAL_EVAL_TASKS", "")
+    return EvaluatorResource(
+        eval_data=_env("EQUAL_EVAL_DATA", str(paths.home / "evaluation" / "eval.jsonl")),
+        tasks_dir=str(paths.home / "eval_tasks"),
+        extra_tasks=[t.strip() for t in extra.split(",") if t.strip()],
+        batch_size=int(_env("EQUAL_EVAL_BATCH_SIZE", "8")),
+        device=_env("EQUAL_EVAL_DEVICE", "cpu"),
+    )
+
+
 def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource | None = None,
-                      bandit: BanditResource | None = None) -> dg.Definitions:
+                      bandit: BanditResource | None = None, trainer: TrainerResource | None = None,
+                      evaluator: EvaluatorResource | None = None) -> dg.Definitions:
     """Definitions for one EQUAL home (default: from $EQUAL_HOME and $EQUAL_CRAWL_DIR); the llm and bandit resources
     from the environment (EQUAL_LLM_*, EQUAL_BANDIT_*, EQUAL_BUDGET, EQUAL_REFERENCE) unless given."""
     paths = paths or EqualPaths.from_env()
@@ -96,8 +134,10 @@ def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource |
         settle_seconds=float(os.environ.get("EQUAL_CRAWL_SETTLE_SECONDS", "10")),
     )
     return dg.Definitions(
-        assets=[corpus, warmup_extractions, embedder, embeddings, clusters, bandit_rounds],
-        jobs=[ingest_crawl_job, warmup_job, embedder_job, embed_crawl_job, clusters_job, bandit_round_job],
+        assets=[corpus, warmup_extractions, embedder, embeddings, clusters, bandit_rounds, qa_dataset, fine_tuned_model,
+                eval_scores],
+        jobs=[ingest_crawl_job, warmup_job, embedder_job, embed_crawl_job, clusters_job, bandit_round_job, dataset_job,
+              fine_tune_job, evaluate_job],
         sensors=[new_crawl_sensor, next_round_sensor],
         schedules=[reextraction_schedule],
         resources={
@@ -105,6 +145,8 @@ def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource |
             "crawl_folder": crawl_folder,
             "llm": llm or extraction_resource_from_env(),
             "bandit": bandit or bandit_resource_from_env(paths),
+            "trainer": trainer or trainer_resource_from_env(paths),
+            "evaluator": evaluator or evaluator_resource_from_env(paths),
             "embedding_model": EmbedderResource(
                 model=_env("EQUAL_EMBEDDER_MODEL", "all-MiniLM-L6-v2"),
                 embedders_dir=str(paths.home / "embedders"),

@@ -3,7 +3,8 @@
 Links, in order: source (file and line), crawl, document (url, first line), cluster (id, size, top terms, sample
 lines, in the clustering the round was played on), round (policy, the arm's score when it was chosen, the reward
 the pull earned), extraction (backend, model, strategy, prompt version, cache key, tokens, status, Dagster run),
-the pair itself (and the Dagster run that wrote it), and its quality (score, kept or why dropped) once scored.
+the pair itself (and the Dagster run that wrote it), its quality (score, kept or why dropped) once scored, and the
+models trained on it with their evaluation scores.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ def qa_lineage(store: Store, qa_id: str) -> dict[str, Any]:
     chosen = _arm_entry(arms, cluster_id)
     reward = _arm_entry(rewards.get("arms") if isinstance(rewards, dict) else None, cluster_id)
     text_start = (document or {}).get("text_start") or ""
+    models: dict[str, dict] = {}
+    for row in store.models_trained_on(qa_id).iter_rows(named=True):
+        model = models.setdefault(row["model_id"], {"model_id": row["model_id"], "base_model": row["base_model"],
+                                                    "path": row["path"], "train_loss": row["train_loss"],
+                                                    "dataset_hash": row["dataset_hash"], "eval_scores": {}})
+        if row["metric"] is not None:
+            model["eval_scores"][f"{row['task']}/{row['metric']}"] = row["value"]
     return {
         "qa_id": qa_id,
         "source": None if document is None else {"file": document["source_file"], "line": document["line_no"]},
@@ -71,6 +79,7 @@ def qa_lineage(store: Store, qa_id: str) -> dict[str, Any]:
                     "drop_reason": qa["drop_reason"],
                     "note": None if qa["quality_score"] is not None or qa["kept"] is not None
                     else "not scored yet: materialize qa_dataset"},
+        "models": list(models.values()),
     }
 
 
@@ -125,5 +134,11 @@ def format_lineage(chain: dict[str, Any]) -> str:
         lines.append(f"  quality     {quality['note']}")
     else:
         kept = "kept" if quality["kept"] else f"dropped ({quality['drop_reason']})"
-        lines.append(f"  quality     score {quality['score']}, {kept}")
+        score = "-" if quality["score"] is None else f"{quality['score']:.4f}"
+        lines.append(f"  quality     score {score}, {kept}")
+    for model in chain["models"]:
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in sorted(model["eval_scores"].items())) or "not evaluated yet"
+        lines.append(f"  model       {model['model_id']} (train loss {model['train_loss']:.4f}): {scores}")
+    if not chain["models"]:
+        lines.append("  models      none trained on this pair yet")
     return "\n".join(lines)

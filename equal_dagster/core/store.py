@@ -31,7 +31,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Table name -> (column name -> DuckDB type), in column order; and the primary key.
 TABLES: dict[str, dict[str, str]] = {
@@ -165,6 +165,11 @@ TABLES: dict[str, dict[str, str]] = {
         "train_loss": "DOUBLE",
         "created_at": "TIMESTAMP NOT NULL",
     },
+    # schema version 5: which QA pairs each model was trained on (lineage from a pair to its models)
+    "model_training_pairs": {
+        "model_id": "VARCHAR NOT NULL",
+        "qa_id": "VARCHAR NOT NULL",
+    },
     "eval_scores": {
         "model_id": "VARCHAR NOT NULL",
         "task": "VARCHAR NOT NULL",
@@ -188,6 +193,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "llm_cache": ("cache_key",),
     "text_embeddings": ("text_hash", "embedder_id"),
     "models": ("model_id",),
+    "model_training_pairs": ("model_id", "qa_id"),
     "eval_scores": ("model_id", "task", "metric"),
 }
 
@@ -255,6 +261,8 @@ MIGRATIONS: dict[int, list[Any]] = {  # SQL strings, or functions of the connect
     + _create_table_sql("cluster_summaries"),
     # Bandit rounds (issue 5): each round records its settings, clustering and embedder; QA and reference vectors.
     4: _add_columns_sql("rounds", ["config", "clustering_id", "embedder_id"]) + _create_table_sql("text_embeddings"),
+    # Fine-tuned models (issue 6): the pairs each was trained on.
+    5: _create_table_sql("model_training_pairs"),
 }
 
 
@@ -884,6 +892,56 @@ class Store:
                 "(SELECT write_id FROM partition_writes WHERE table_name = 'qa_pairs') RETURNING 1"
             ).fetchall()
         return len(updated)
+
+    def kept_pairs(self) -> pl.DataFrame:
+        """The pairs qa_dataset kept, best quality first: qa_id, doc_id, round_id, question, answer, quality_score."""
+        return self.conn.execute(
+            "SELECT qa_id, doc_id, round_id, question, answer, quality_score FROM qa_pairs WHERE kept "
+            "ORDER BY quality_score DESC NULLS LAST, qa_id"
+        ).pl()
+
+    # -- models and evaluations --------------------------------------------------------------------------
+    def save_model(self, row: pl.DataFrame, qa_ids: Sequence[str]) -> None:
+        """Add or replace one ``models`` row and the QA pairs it was trained on, in one transaction."""
+        self._check_writable()
+        _check_columns("models", row.columns)
+        model_id = row["model_id"][0]
+        pairs = pl.DataFrame({"model_id": [model_id] * len(qa_ids), "qa_id": list(qa_ids)},
+                             schema={"model_id": pl.String, "qa_id": pl.String}).unique(maintain_order=True)
+        with self.transaction():
+            self.conn.execute("DELETE FROM models WHERE model_id = ?", [model_id])
+            self.conn.execute("DELETE FROM model_training_pairs WHERE model_id = ?", [model_id])
+            _insert_frame(self.conn, "models", row)
+            if pairs.height:
+                _insert_frame(self.conn, "model_training_pairs", pairs)
+
+    def models_trained_on(self, qa_id: str) -> pl.DataFrame:
+        """The models whose training set held ``qa_id``, with their eval scores (one row per score; NULL metric when
+        a model has none yet)."""
+        return self.conn.execute(
+            "SELECT m.model_id, m.base_model, m.dataset_hash, m.path, m.train_loss, s.task, s.metric, s.value "
+            "FROM model_training_pairs p JOIN models m ON m.model_id = p.model_id "
+            "LEFT JOIN eval_scores s ON s.model_id = m.model_id WHERE p.qa_id = ? ORDER BY m.model_id, s.task, s.metric",
+            [qa_id],
+        ).pl()
+
+    def models(self) -> pl.DataFrame:
+        return self.conn.execute("SELECT * FROM models ORDER BY created_at").pl()
+
+    def replace_eval_scores(self, model_id: str, rows: pl.DataFrame) -> None:
+        """Replace every score of ``model_id`` with ``rows``, in one transaction."""
+        self._check_writable()
+        _check_columns("eval_scores", rows.columns)
+        with self.transaction():
+            self.conn.execute("DELETE FROM eval_scores WHERE model_id = ?", [model_id])
+            if rows.height:
+                _insert_frame(self.conn, "eval_scores", rows)
+
+    def eval_scores(self, model_id: str | None = None) -> pl.DataFrame:
+        return self.conn.execute(
+            "SELECT * FROM eval_scores WHERE ? IS NULL OR model_id = ? ORDER BY model_id, task, metric",
+            [model_id, model_id],
+        ).pl()
 
     def lineage(self, qa_id: str) -> dict[str, Any] | None:
         """Everything the store knows about where QA pair ``qa_id`` came from, table by table (None: no such pair)."""

@@ -1,0 +1,162 @@
+"""Assets ``fine_tuned_model`` (LoRA or full SFT on the QA dataset) and ``eval_scores`` (lm-eval, base against
+fine-tuned)."""
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from equal_dagster.assets.dataset import qa_dataset
+from equal_dagster.assets.metadata import markdown_table
+from equal_dagster.core.evaluation import evaluate_model, has_chat_template, prepare_local_tasks
+from equal_dagster.core.export import dataset_hash
+from equal_dagster.core.store import table_frame
+from equal_dagster.core.training import train_model
+from equal_dagster.resources.evaluator import EvaluatorResource
+from equal_dagster.resources.store import StoreResource
+from equal_dagster.resources.trainer import TrainerResource
+
+PAIR_SOURCES = ("dataset", "warmup", "rounds")
+
+
+class FineTuneConfig(dg.Config):
+    pairs_from: str = Field("dataset", description="dataset: every kept pair; warmup: the kept pairs of the warm-up (a "
+                                                   "random sample of documents: a baseline); rounds: those of the bandit rounds")
+    max_pairs: Optional[int] = Field(None, description="train on the best-scored N pairs only")
+    model_name: Optional[str] = Field(None, description="a name for the model (default: derived from base and data)")
+
+
+def base_model_id(base_model: str) -> str:
+    return f"base:{Path(base_model).name}"
+
+
+@dg.asset(
+    deps=[qa_dataset],
+    group_name="train",
+    kinds={"pytorch"},
+    pool="duckdb",
+    description=(
+        "The base model fine-tuned on the kept QA pairs (LoRA with peft, or full SFT), loss on the answer tokens only, "
+        "in the base model's chat template; saved under $EQUAL_HOME/models/<model_id> with a model card and a `models` row."
+    ),
+)
+def fine_tuned_model(context: dg.AssetExecutionContext, config: FineTuneConfig, store: StoreResource,
+                     trainer: TrainerResource) -> dg.MaterializeResult:
+    if config.pairs_from not in PAIR_SOURCES:
+        raise dg.Failure(description=f"pairs_from {config.pairs_from!r}: choose one of {', '.join(PAIR_SOURCES)}")
+    params = trainer.training_params()
+    with store.open_store(read_only=True) as db:
+        pairs = db.kept_pairs()
+    if config.pairs_from == "warmup":
+        pairs = pairs.filter(pairs["round_id"] == "round-0")
+    elif config.pairs_from == "rounds":
+        pairs = pairs.filter(pairs["round_id"] != "round-0")
+    if config.max_pairs is not None:
+        pairs = pairs.head(config.max_pairs)
+    if pairs.height == 0:
+        raise dg.Failure(description=f"no kept QA pair to train on (pairs_from {config.pairs_from}): materialize "
+                                     "qa_dataset first")
+    data_hash = dataset_hash(pairs)
+    settings_hash = hashlib.sha256(json.dumps(params.as_json(), sort_keys=True).encode()).hexdigest()[:6]
+    model_id = config.model_name or f"{Path(params.base_model).name}-{params.method}-{data_hash[:10]}-{settings_hash}"
+    out_dir = Path(trainer.models_dir) / model_id
+    context.log.info(f"fine-tuning {params.base_model} ({params.method}) on {pairs.height:,} pairs "
+                     f"({config.pairs_from}) into {out_dir}")
+    report = train_model(list(zip(pairs["question"].to_list(), pairs["answer"].to_list())), params, out_dir,
+                         log=context.log.info)
+    with store.open_store() as db:
+        db.save_model(table_frame("models", {
+            "model_id": [model_id], "base_model": [params.base_model], "dataset_hash": [data_hash],
+            "training_config": [json.dumps({**params.as_json(), "pairs_from": config.pairs_from,
+                                            "max_pairs": config.max_pairs, "examples": report.examples})],
+            "path": [str(out_dir)], "train_loss": [report.train_loss],
+            "created_at": [datetime.now(timezone.utc).replace(tzinfo=None)],
+        }), pairs["qa_id"].to_list())
+    return dg.MaterializeResult(metadata={
+        "model_id": model_id,
+        "path": str(out_dir),
+        "base_model": params.base_model,
+        "method": params.method,
+        "pairs_from": config.pairs_from,
+        "examples": report.examples,
+        "skipped_too_long": report.skipped_too_long,
+        "steps": report.steps,
+        "train_loss": report.train_loss,
+        "first_logged_loss": report.first_loss if report.first_loss is not None else float("nan"),
+        "last_logged_loss": report.last_loss if report.last_loss is not None else float("nan"),
+        "trainable_parameters": report.trainable_parameters,
+        "dataset_hash": data_hash,
+        "loss_curve": dg.MetadataValue.md(markdown_table(["step", "loss"], [(int(p["step"]), f"{p['loss']:.4f}")
+                                                                             for p in report.loss_curve])),
+        "seconds": report.seconds,
+    })
+
+
+class EvalConfig(dg.Config):
+    model_ids: list[str] = Field(default_factory=list, description="models to evaluate (default: the latest)")
+    include_base: bool = Field(True, description="evaluate the base model too")
+
+
+@dg.asset(
+    deps=[fine_tuned_model],
+    group_name="evaluate",
+    kinds={"python"},
+    pool="duckdb",
+    description=(
+        "lm-evaluation-harness on the base and the fine-tuned models: the packaged local tasks (gold-answer "
+        "log-likelihood and multiple-choice accuracy on the evaluation data, offline) and any installed lm-eval task "
+        "named in the evaluator resource; results in `eval_scores`, base against fine-tuned with deltas."
+    ),
+)
+def eval_scores(context: dg.AssetExecutionContext, config: EvalConfig, store: StoreResource, trainer: TrainerResource,
+                evaluator: EvaluatorResource) -> dg.MaterializeResult:
+    with store.open_store(read_only=True) as db:
+        models = db.models()
+    chosen = models.filter(models["model_id"].is_in(config.model_ids)) if config.model_ids else models.tail(1)
+    if config.model_ids and chosen.height != len(set(config.model_ids)):
+        missing = sorted(set(config.model_ids) - set(chosen["model_id"].to_list()))
+        raise dg.Failure(description=f"no such model: {', '.join(missing)}")
+    base = trainer.base_model
+    try:
+        tasks = prepare_local_tasks(evaluator.tasks_dir, evaluator.eval_data, chat=has_chat_template(base),
+                                    prefix=evaluator.task_prefix) + list(evaluator.extra_tasks)
+    except FileNotFoundError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    runs = ([(base_model_id(base), base, None)] if config.include_base else []) + [
+        (row["model_id"], row["base_model"], row["path"]) for row in chosen.iter_rows(named=True)]
+    results: dict[str, dict[tuple[str, str], float]] = {}
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    for model_id, base_model, path in runs:
+        is_adapter = path is not None and (Path(path) / "adapter_config.json").exists()
+        context.log.info(f"evaluating {model_id} on {', '.join(tasks)}")
+        scores = evaluate_model(base_model if is_adapter or path is None else path, tasks, tasks_dir=evaluator.tasks_dir,
+                                adapter=path if is_adapter else None, batch_size=evaluator.batch_size,
+                                device=evaluator.device, limit=evaluator.limit)
+        results[model_id] = {(s.task, s.metric): s.value for s in scores}
+        with store.open_store() as db:
+            db.replace_eval_scores(model_id, table_frame("eval_scores", {
+                "model_id": [model_id] * len(scores), "task": [s.task for s in scores],
+                "metric": [s.metric for s in scores], "value": [s.value for s in scores],
+                "stderr": [s.stderr for s in scores], "n": [s.n for s in scores], "evaluated_at": [now] * len(scores),
+            }))
+    keys = sorted({k for r in results.values() for k in r})
+    base_scores = results.get(base_model_id(base), {})
+    header = ["task", "metric"] + list(results) + (["delta (last - base)"] if base_scores and len(results) > 1 else [])
+    rows = []
+    for key in keys:
+        values = [results[m].get(key) for m in results]
+        row = [*key, *[f"{v:.4f}" if v is not None else "" for v in values]]
+        if len(header) > len(row):
+            last, first = values[-1], base_scores.get(key)
+            row.append(f"{last - first:+.4f}" if last is not None and first is not None else "")
+        rows.append(row)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": sum(len(r) for r in results.values()),
+        "models": dg.MetadataValue.json(list(results)),
+        "tasks": dg.MetadataValue.json(tasks),
+        "scores": dg.MetadataValue.md(markdown_table(header, rows)),
+    })
