@@ -1,4 +1,4 @@
-"""The `equal` command: demo, run, rounds, lineage, ui."""
+"""The `equal` command: demo, run, rounds, lineage, export, ui."""
 
 from __future__ import annotations
 
@@ -99,6 +99,33 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from equal_dagster.core.export import dataset_hash, export_dataset
+    from equal_dagster.core.store import Store, StoreError
+
+    paths = _paths(args)
+    try:
+        with Store.open(paths.store, read_only=True) as store:
+            rows = store.kept_pairs()
+    except StoreError as exc:
+        print(f"equal export: {exc}", file=sys.stderr)
+        return 1
+    if rows.height == 0:
+        print("equal export: no kept QA pair: materialize qa_dataset first", file=sys.stderr)
+        return 1
+    if args.limit:
+        rows = rows.head(args.limit)
+    try:
+        files = export_dataset(rows, Path(args.out), args.format, name=args.name, system=args.system)
+    except ValueError as exc:
+        print(f"equal export: {exc}", file=sys.stderr)
+        return 1
+    for fmt, path in files.items():
+        print(f"{fmt}: {path}")
+    print(f"{rows.height} pairs, dataset hash {dataset_hash(rows)}")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from equal_dagster.instance import prepare_dagster_home
 
@@ -150,11 +177,19 @@ def main(argv: list[str] | None = None) -> int:
     lineage.add_argument("--json", action="store_true", help="machine-readable")
     lineage.set_defaults(func=cmd_lineage)
 
+    export = sub.add_parser("export", help="write the kept QA pairs (qa_dataset) in training formats")
+    export.add_argument("--format", nargs="+", default=["chat"], help="chat | alpaca | sharegpt | parquet (several allowed)")
+    export.add_argument("--out", default=".", help="folder to write into")
+    export.add_argument("--name", default="qa_dataset", help="file name stem")
+    export.add_argument("--limit", type=int, default=None, help="the best-scored N pairs only")
+    export.add_argument("--system", default=None, help="a system message for chat and ShareGPT rows")
+    export.set_defaults(func=cmd_export)
+
     ui = sub.add_parser("ui", help="start the Dagster UI on 127.0.0.1 with this home's persistent instance")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)
 
-    for command in (demo, run, rounds, lineage, ui):  # --home also after the command (equal run ... --home DIR)
+    for command in (demo, run, rounds, lineage, export, ui):  # --home also after the command (equal run ... --home DIR)
         command.add_argument("--home", default=argparse.SUPPRESS, help="EQUAL_HOME for this command")
     args = parser.parse_args(argv)
     return args.func(args)

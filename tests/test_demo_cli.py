@@ -31,7 +31,8 @@ def test_equal_demo_materializes_the_demo_crawls(tmp_path, monkeypatch, capsys):
     runs = instance.get_runs()
     assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     jobs = sorted(r.job_name for r in runs if r.job_name != "bandit_round")
-    assert jobs == ["cluster", "embed_crawl", "embed_crawl", "ingest_crawl", "ingest_crawl", "tune_embedder", "warmup"]
+    assert jobs == ["build_dataset", "cluster", "embed_crawl", "embed_crawl", "evaluate", "fine_tune", "fine_tune",
+                    "ingest_crawl", "ingest_crawl", "tune_embedder", "warmup"]
     assert sorted(instance.get_dynamic_partitions("crawls")) == sorted(CRAWL_NAMES)
 
     # the warm-up: 5% of the corpus through the rules backend, stored as round 0
@@ -64,3 +65,17 @@ def test_equal_demo_materializes_the_demo_crawls(tmp_path, monkeypatch, capsys):
     qa_id = out.split("equal lineage ")[1].split()[0]
     assert main(["--home", str(tmp_path / "home"), "lineage", qa_id]) == 0
     assert "round       r00" in capsys.readouterr().out
+
+    # the QA dataset, two tiny models trained on as many pairs each, and lm-eval scores for them and the base
+    assert "| model | model_id | training pairs | train loss | gold-answer NLL (nats) | NLL per char | MC accuracy |" in out
+    with Store.open(paths.store, read_only=True) as store:
+        scored = set(store.eval_scores()["model_id"])
+        models = store.models()
+        kept = store.kept_pairs().height
+    assert scored == {"base:base", "demo-equal_ucb", "demo-random"}
+    examples = [json.loads(c)["examples"] for c in models["training_config"]]
+    assert len(examples) == 2 and examples[0] == examples[1] > 0
+    assert main(["--home", str(tmp_path / "home"), "export", "--format", "alpaca", "parquet", "--out",
+                 str(tmp_path / "export")]) == 0
+    assert f"{kept} pairs, dataset hash " in capsys.readouterr().out
+    assert (tmp_path / "export" / "qa_dataset.alpaca.jsonl").read_text().count("\n") == kept

@@ -141,6 +141,7 @@ def tune_embedder(
     base_recall = recall_at_k(base, held_out) if held_out else {}
 
     from datasets import Dataset
+    from transformers import PrinterCallback
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from sentence_transformers.training_args import BatchSamplers
@@ -162,6 +163,7 @@ def tune_embedder(
             model=model, args=args, train_dataset=Dataset.from_dict(columns),
             loss=MultipleNegativesRankingLoss(model, scale=1.0 / params.temperature),
         )
+        trainer.remove_callback(PrinterCallback)  # the loss per epoch goes to ``log``, not to stdout
         trainer.train()
         losses = [round(float(entry["loss"]), 4) for entry in trainer.state.log_history if "loss" in entry]
     say(f"contrastive warm-up: loss per epoch {losses}")

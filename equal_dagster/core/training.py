@@ -139,6 +139,7 @@ def train_model(pairs: Sequence[tuple[str, str]], params: TrainingParams, out_di
         AutoModelForCausalLM,
         AutoTokenizer,
         DataCollatorForSeq2Seq,
+        PrinterCallback,
         Trainer,
         TrainerCallback,
         TrainingArguments,
@@ -194,6 +195,7 @@ def train_model(pairs: Sequence[tuple[str, str]], params: TrainingParams, out_di
     trainer = Trainer(model=model, args=arguments, train_dataset=examples,
                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
                       callbacks=[LossCurve()])
+    trainer.remove_callback(PrinterCallback)  # the loss goes to ``log`` (the run log), not to stdout
     result = trainer.train()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

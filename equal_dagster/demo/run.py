@@ -3,25 +3,34 @@ the home's persistent instance, so that the runs show up afterwards in `make ui`
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass
 
 from equal_dagster.assets.metadata import markdown_table
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.store import Store
 from equal_dagster.definitions import build_definitions
-from equal_dagster.demo.corpus import CRAWL_NAMES, write_demo_data
+from equal_dagster.demo.corpus import CRAWL_NAMES, DemoCorpus, generate_eval_set, write_demo_data
+from equal_dagster.demo.tiny_model import build_tiny_causal_lm
 from equal_dagster.headless import play_rounds
 from equal_dagster.instance import persistent_instance
 from equal_dagster.partitions import crawls_partitions
 from equal_dagster.resources.bandit import BanditResource
+from equal_dagster.resources.evaluator import EvaluatorResource
 from equal_dagster.resources.llm import ExtractionResource
+from equal_dagster.resources.trainer import TrainerResource
 
 # The demo's bandit: about 25 clusters, so 2 arms x 15 documents a round (EQUAL: 50 of 1,000 arms x 10), within a
 # budget of 10% of the corpus, the warm-up's 5% included: about ten rounds.
 DEMO_ARMS_PER_ROUND = 2
 DEMO_DOCS_PER_ARM = 15
 DEMO_BUDGET = "10%"
+# The demo's model: a tiny Llama (64 hidden units, 2 layers) built from a config with a tokenizer trained on the demo
+# corpus, fully fine-tuned (LoRA on a randomly initialised model this small learns too slowly to show anything).
+DEMO_TRAINING = {"method": "full", "learning_rate": 3e-3, "epochs": 8, "batch_size": 8, "max_length": 256}
+DEMO_EVAL_ITEMS = 60
 
 
 @dataclass
@@ -42,13 +51,79 @@ class WarmupSummary:
     run_id: str
 
 
-def _arms_cell(arms_markdown: str) -> str:
-    """"arm (why score)" for each arm of the round's arms table."""
-    cells = []
-    for line in arms_markdown.splitlines()[2:]:
-        parts = [p.strip() for p in line.strip("|").split("|")]
-        cells.append(f"{parts[0]} ({parts[1]} {parts[2]})")
-    return ", ".join(cells)
+def _arm_cell(arm: dict) -> str:
+    score = "" if arm["score"] is None else f" {arm['score']:.3f}"
+    return f"{arm['arm']} ({arm['reason']}{score})"
+
+
+def rounds_table(store: Store) -> str:
+    """One line per bandit round, from the store: arms chosen (why, score), documents, QA pairs, reward, spend."""
+    rows, spent = [], 0
+    for row in store.rounds().iter_rows(named=True):
+        spent += row["docs_spent"]
+        if row["round_no"] < 1:
+            continue
+        arms = json.loads(row["arms"] or "[]")
+        rewards = json.loads(row["rewards"] or "{}").get("round", {})
+        cells = ", ".join(_arm_cell(a) for a in arms)
+        rows.append((row["round_id"], cells, row["docs_spent"], rewards.get("qa_pairs", ""),
+                     f"{rewards['reward']:.3f}" if rewards.get("reward") is not None else "", spent))
+    return markdown_table(["round", "arms chosen (why, score)", "documents", "QA pairs", "reward", "documents spent"], rows)
+
+
+def _metadata(result, node: str) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
+
+
+def write_eval_data(path: Path, generated: DemoCorpus, reference: Path, seed: int) -> int:
+    """The held-out evaluation task: math problems in neither the corpus nor the reference set."""
+    reference_questions = {json.loads(line)["question"] for line in reference.read_text().splitlines() if line.strip()}
+    rows = generate_eval_set(seed, DEMO_EVAL_ITEMS, exclude=generated.math_questions | reference_questions)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    return len(rows)
+
+
+def train_and_evaluate(defs, instance, paths: EqualPaths, generated: DemoCorpus, reference: Path, seed: int,
+                       say: Callable[[str], None]) -> str:
+    """qa_dataset, then three tiny models compared on the held-out task: the base (untrained), one trained on the pairs
+    of the equal_ucb rounds, one on as many pairs of the warm-up (a uniform random sample of documents)."""
+    evaluator, trainer = defs.resources["evaluator"], defs.resources["trainer"]
+    n_eval = write_eval_data(Path(evaluator.eval_data), generated, reference, seed)
+    base = Path(trainer.base_model)
+    if not (base / "config.json").exists():
+        texts = [row["text"] for rows in generated.crawls.values() for row in rows if isinstance(row, dict)]
+        build_tiny_causal_lm(base, texts, seed=seed)
+    say("materializing qa_dataset (InstructMining scores, filters, decontamination, exports) ...")
+    dataset = _metadata(defs.resolve_job_def("build_dataset").execute_in_process(instance=instance), "qa_dataset")
+    say(f"qa_dataset: {dataset['pairs_kept']:,} of {dataset['pairs_scored']:,} pairs kept")
+    say(dataset["by_reason"])
+    with Store.open(paths.store, read_only=True) as store:
+        kept = store.kept_pairs()
+    from_rounds = kept.filter(kept["round_id"] != "round-0").height
+    from_warmup = kept.filter(kept["round_id"] == "round-0").height
+    n_pairs = min(from_rounds, from_warmup)
+    say(f"fine-tuning the tiny model twice on {n_pairs} pairs each ({trainer.method}, {trainer.epochs:g} epochs): "
+        "the equal_ucb rounds' best pairs, and the warm-up's (random documents) ...")
+    fine_tune = defs.resolve_job_def("fine_tune")
+    trained = {}
+    for label, source in (("equal_ucb", "rounds"), ("random", "warmup")):
+        config = {"pairs_from": source, "max_pairs": n_pairs, "model_name": f"demo-{label}"}
+        result = fine_tune.execute_in_process(instance=instance, run_config={"ops": {"fine_tuned_model": {"config": config}}})
+        trained[label] = _metadata(result, "fine_tuned_model")
+    say(f"evaluating base and fine-tuned models with lm-eval on {n_eval} held-out problems ...")
+    defs.resolve_job_def("evaluate").execute_in_process(instance=instance, run_config={"ops": {"eval_scores": {
+        "config": {"model_ids": [m["model_id"] for m in trained.values()], "include_base": True}}}})
+    with Store.open(paths.store, read_only=True) as store:
+        scores = store.eval_scores()
+    value = {(r["model_id"], r["metric"]): r["value"] for r in scores.iter_rows(named=True)}
+    rows = [("base (untrained)", "base:base", 0, "")] + [
+        (f"trained on {label} pairs", m["model_id"], m["examples"], f"{m['train_loss']:.3f}") for label, m in trained.items()]
+    return markdown_table(
+        ["model", "model_id", "training pairs", "train loss", "gold-answer NLL (nats)", "NLL per char", "MC accuracy"],
+        [(name, model_id, n, loss, f"{value.get((model_id, 'nll'), float('nan')):.2f}",
+          f"{value.get((model_id, 'nll_per_char'), float('nan')):.4f}", f"{value.get((model_id, 'acc'), float('nan')):.3f}")
+         for name, model_id, n, loss in rows])
 
 
 def run_demo(
@@ -63,7 +138,12 @@ def run_demo(
     instance = persistent_instance(paths)
     bandit = BanditResource(reference=str(reference), arms_per_round=DEMO_ARMS_PER_ROUND, docs_per_arm=DEMO_DOCS_PER_ARM,
                             budget=DEMO_BUDGET, seed=seed)
-    defs = build_definitions(paths, llm=ExtractionResource(backend="rules"), bandit=bandit)  # no model needed
+    trainer = TrainerResource(base_model=str(paths.home / "models" / "base"), models_dir=str(paths.home / "models"),
+                              seed=seed, **DEMO_TRAINING)
+    evaluator = EvaluatorResource(eval_data=str(paths.home / "evaluation" / "eval.jsonl"),
+                                  tasks_dir=str(paths.home / "eval_tasks"), task_prefix="demo_math")
+    defs = build_definitions(paths, llm=ExtractionResource(backend="rules"), bandit=bandit, trainer=trainer,
+                             evaluator=evaluator)  # no model needed for extraction
     known = set(instance.get_dynamic_partitions(crawls_partitions.name))
     instance.add_dynamic_partitions(crawls_partitions.name, [c for c in CRAWL_NAMES if c not in known])
     ingest = defs.resolve_job_def("ingest_crawl")
@@ -105,18 +185,23 @@ def run_demo(
         f"clusters (the bandit's arms), assignments {clusters['assignments']}; the largest:")
     say("\n".join(clusters["clusters_table"].splitlines()[:12]))
     say("")
-    say(f"playing bandit rounds (equal_ucb, {DEMO_ARMS_PER_ROUND} arms x {DEMO_DOCS_PER_ARM} documents) until the budget "
-        f"({DEMO_BUDGET} of the corpus, warm-up included) is spent ...")
-    played = play_rounds(defs, instance, paths.store, None, say=lambda message: None)
-    say(markdown_table(
-        ["round", "arms chosen (why, score)", "documents", "QA pairs", "reward", "documents spent"],
-        [(f"r{m['round_no']:04d}", _arms_cell(m["arms"]), m["documents"], m["qa_pairs"], f"{m['round_reward']:.3f}",
-          m["documents_spent_total"]) for m in played],
-    ))
     with Store.open(paths.store, read_only=True) as store:
-        pairs = store.qa_pairs_of_rounds([f"r{played[-1]['round_no']:04d}"]) if played else None
+        already = [n for n in store.rounds()["round_no"].to_list() if n >= 1]
+    if already:  # a second `equal demo` in the same home: the rounds stand (they cannot be played again)
+        say(f"bandit rounds already played in this home (r0001 to r{max(already):04d}); `equal rounds N --budget 15%` "
+            "plays more")
+    else:
+        say(f"playing bandit rounds (equal_ucb, {DEMO_ARMS_PER_ROUND} arms x {DEMO_DOCS_PER_ARM} documents) until the "
+            f"budget ({DEMO_BUDGET} of the corpus, warm-up included) is spent ...")
+        play_rounds(defs, instance, paths.store, None, say=lambda message: None)
+    with Store.open(paths.store, read_only=True) as store:
+        say(rounds_table(store))
+        last = max([n for n in store.rounds()["round_no"].to_list() if n >= 1], default=None)
+        pairs = store.qa_pairs_of_rounds([f"r{last:04d}"]) if last else None
     if pairs is not None and pairs.height:
         say(f"trace a QA pair back to its file, cluster and round: equal lineage {pairs['qa_id'][0]}")
+    say("")
+    say(train_and_evaluate(defs, instance, paths, generated, reference, seed, say))
     say("")
     say(f"store: {paths.store}")
     say("see the runs, assets and their metadata: make ui  (then open http://127.0.0.1:3000)")
