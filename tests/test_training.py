@@ -93,3 +93,26 @@ def test_lm_eval_scores_base_and_fine_tuned_offline_on_the_local_tasks(trained, 
         assert 0 <= scores[("demo_math_mc", "acc")].value <= 1
     # trained on math answers, the adapter gives the held-out gold answers a higher likelihood than the base
     assert tuned[("demo_math_nll", "nll")].value < base[("demo_math_nll", "nll")].value
+
+
+def test_optional_model_indicators_reward_and_perplexity(trained, tmp_path):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    from equal_dagster.core.quality import answer_perplexities, reward_scores
+
+    path, pairs, _, adapter = trained
+    questions, answers = [q for q, _ in pairs[:4]], [a for _, a in pairs[:4]]
+    perplexity = answer_perplexities(str(path), questions, answers)
+    assert all(p is not None and 1.0 < p < 5000 for p in perplexity)  # a vocabulary of 2,000: near-uniform at worst
+    assert answer_perplexities(str(path), ["x " * 300], ["y"], max_length=16) == [None]
+    # a reward model is any one-output sequence classifier; a tiny one from a config stands in for OpenAssistant's
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path / "reward")
+    tokenizer.save_pretrained(tmp_path / "reward")
+    scores = reward_scores(str(tmp_path / "reward"), questions, answers, batch_size=3)
+    assert len(scores) == 4 and all(math.isfinite(s) for s in scores)
+    one_by_one = reward_scores(str(tmp_path / "reward"), questions, answers, batch_size=1)
+    assert scores == pytest.approx(one_by_one, abs=1e-5)  # padding in a batch changes nothing but rounding
