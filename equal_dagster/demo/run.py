@@ -29,7 +29,7 @@ DEMO_DOCS_PER_ARM = 15
 DEMO_BUDGET = "10%"
 # The demo's model: a tiny Llama (64 hidden units, 2 layers) built from a config with a tokenizer trained on the demo
 # corpus, fully fine-tuned (LoRA on a randomly initialised model this small learns too slowly to show anything).
-DEMO_TRAINING = {"method": "full", "learning_rate": 3e-3, "epochs": 8, "batch_size": 8, "max_length": 256}
+DEMO_TRAINING = {"method": "full", "learning_rate": 3e-3, "epochs": 24, "batch_size": 8, "max_length": 256}
 DEMO_EVAL_ITEMS = 60
 
 
