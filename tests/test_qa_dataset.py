@@ -45,7 +45,8 @@ def test_every_pair_gets_its_scores_and_reason_and_the_kept_ones_are_exported(tm
     assert "ava gives 12 to liam" in json.loads(by_doc["planted"]["quality"])["contamination"]
     assert by_doc["refers"]["drop_reason"] == "reinstruct:refers_to_text"
     indicators = json.loads(by_doc["d03"]["quality"])
-    assert {"input_length", "output_length", "mtld", "knn6", "reward", "perplexity"} <= set(indicators)
+    assert {"input_length", "output_length", "mtld", "knn6", "reward", "perplexity", "naturalness", "coherence",
+            "understandability"} <= set(indicators)
     assert indicators["reward"] is None and any("reward" in m for m in report.missing_indicators)
     assert pairs["quality_score"].null_count() == 0  # 18 pairs: every one has six neighbours
     kept = pairs.filter(pl.col("kept")).sort("quality_score", descending=True)

@@ -116,3 +116,23 @@ def test_optional_model_indicators_reward_and_perplexity(trained, tmp_path):
     assert len(scores) == 4 and all(math.isfinite(s) for s in scores)
     one_by_one = reward_scores(str(tmp_path / "reward"), questions, answers, batch_size=1)
     assert scores == pytest.approx(one_by_one, abs=1e-5)  # padding in a batch changes nothing but rounding
+
+
+def test_unieval_dimensions_come_from_a_seq2seq_model(trained, tmp_path):
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    from equal_dagster.core.quality import UNIEVAL_QUESTIONS, unieval_scores
+
+    path, pairs, _, _ = trained
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=2,
+                      pad_token_id=tokenizer.pad_token_id, decoder_start_token_id=tokenizer.pad_token_id,
+                      eos_token_id=tokenizer.eos_token_id)
+    T5ForConditionalGeneration(config).save_pretrained(tmp_path / "unieval")
+    tokenizer.save_pretrained(tmp_path / "unieval")
+    questions, answers = [q for q, _ in pairs[:3]], [a for _, a in pairs[:3]]
+    scores = unieval_scores(str(tmp_path / "unieval"), questions, answers, batch_size=2)
+    assert set(scores) == set(UNIEVAL_QUESTIONS) == {"naturalness", "coherence", "understandability"}
+    assert all(len(v) == 3 and all(0.0 < s < 1.0 for s in v) for v in scores.values())  # P(Yes) / (P(Yes) + P(No))
+    assert scores["naturalness"] != scores["coherence"]  # different questions, different answers

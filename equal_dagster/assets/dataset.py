@@ -26,6 +26,8 @@ class QADatasetConfig(dg.Config):
     ngram: int = Field(13, description="decontamination: word n-gram size shared with an evaluation item")
     reward_model: Optional[str] = Field(None, description="folder of a reward model (InstructMining's Rew)")
     perplexity_model: Optional[str] = Field(None, description="folder of a reference causal LM (perplexity)")
+    unieval_model: Optional[str] = Field(None, description="folder of a UniEval dialogue model (naturalness, "
+                                                          "coherence, understandability)")
     system_prompt: Optional[str] = Field(None, description="a system message for the chat and ShareGPT exports")
 
 
@@ -62,7 +64,7 @@ def qa_dataset(context: dg.AssetExecutionContext, config: QADatasetConfig, store
         params = DatasetParams(
             top_k=config.top_k, threshold=config.threshold, near_duplicate_threshold=config.near_duplicate_threshold,
             ngram=config.ngram, reinstruct_filter=config.reinstruct_filter, reward_model=config.reward_model,
-            perplexity_model=config.perplexity_model, formats=tuple(config.formats), system_prompt=config.system_prompt,
+            perplexity_model=config.perplexity_model, unieval_model=config.unieval_model, formats=tuple(config.formats), system_prompt=config.system_prompt,
         )
         evaluation_texts = evaluator.evaluation_texts()
     except ValueError as exc:

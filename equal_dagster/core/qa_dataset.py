@@ -31,6 +31,7 @@ from equal_dagster.core.export import FORMATS, dataset_hash, export_dataset
 from equal_dagster.core.extraction.reinstruct import post_filter
 from equal_dagster.core.quality import (
     Decontaminator,
+    UNIEVAL_QUESTIONS,
     InstructMiningRule,
     answer_perplexities,
     exact_duplicates,
@@ -39,6 +40,7 @@ from equal_dagster.core.quality import (
     near_duplicates,
     reward_scores,
     token_length,
+    unieval_scores,
 )
 from equal_dagster.core.reward import embed_qa_pairs
 from equal_dagster.core.store import Store, table_frame
@@ -54,6 +56,7 @@ class DatasetParams:
     reinstruct_filter: bool = True
     reward_model: str | None = None
     perplexity_model: str | None = None
+    unieval_model: str | None = None  # a UniEval dialogue model: naturalness, coherence, understandability
     length_tokenizer: str | None = None  # count lengths in this tokenizer's tokens (default: words)
     formats: tuple[str, ...] = FORMATS
     system_prompt: str | None = None
@@ -120,7 +123,11 @@ def build_qa_dataset(store: Store, embedder, evaluation_texts: Sequence[str], pa
         perplexity = answer_perplexities(params.perplexity_model, questions, answers)
     else:
         missing.append("perplexity (no reference LM configured)")
-    missing.append("naturalness, coherence, understandability (UniEval models are not run by this project)")
+    unieval: dict[str, list[float | None]] = {d: [None] * n for d in UNIEVAL_QUESTIONS}
+    if params.unieval_model:
+        unieval = unieval_scores(params.unieval_model, questions, answers)
+    else:
+        missing.append("naturalness, coherence, understandability (no UniEval model configured)")
     rule = InstructMiningRule()
     scores = [rule.quality_score(r, length, float(k)) for r, length, k in zip(rewards, output_length, knn)]
 
@@ -164,7 +171,7 @@ def build_qa_dataset(store: Store, embedder, evaluation_texts: Sequence[str], pa
     indicators = [json.dumps({
         "input_length": input_length[i], "output_length": output_length[i], "mtld": round(diversity[i], 4),
         f"knn{params.knn_k}": None if np.isnan(knn[i]) else round(float(knn[i]), 6),
-        "reward": rewards[i], "perplexity": perplexity[i],
+        "reward": rewards[i], "perplexity": perplexity[i], **{d: unieval[d][i] for d in UNIEVAL_QUESTIONS},
         **({"duplicate_of": qa_ids[exact[i]]} if i in exact else {}),
         **({"near_duplicate_of": qa_ids[near[i]]} if i in near else {}),
         **({"contamination": overlaps[i]} if i in overlaps else {}),

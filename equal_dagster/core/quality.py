@@ -231,3 +231,42 @@ def answer_perplexities(model_path: str, questions: Sequence[str], answers: Sequ
         with torch.no_grad():
             out.append(float(torch.exp(model(**batch).loss)))
     return out
+
+
+# UniEval's dialogue evaluator (Zhong et al., 2022, arXiv 2210.07197; github.com/maszhongming/UniEval, utils.py):
+# each dimension is a yes/no question put to a T5 model; the score is P(Yes) / (P(Yes) + P(No)) at the first decoded
+# token. InstructMining scores a pair as a one-turn dialogue: the instruction is the history, the answer the response.
+UNIEVAL_QUESTIONS = {
+    "naturalness": "question: Is this a natural response in the dialogue? </s> response: {response}",
+    "coherence": ("question: Is this a coherent response given the dialogue history? </s> response: {response} "
+                  "</s> dialogue history: {history}"),
+    "understandability": "question: Is this an understandable response in the dialogue? </s> response: {response}",
+}
+
+
+def unieval_scores(model_path: str, questions: Sequence[str], answers: Sequence[str], *, batch_size: int = 8,
+                   device: str = "cpu", max_length: int = 1024) -> dict[str, list[float]]:
+    """Naturalness, coherence and understandability of each pair from a UniEval dialogue model (such as
+    MingZhong/unieval-dialog) read from ``model_path``."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_path).to(device).eval()
+    yes = tokenizer("Yes", add_special_tokens=False)["input_ids"][0]
+    no = tokenizer("No", add_special_tokens=False)["input_ids"][0]
+    start = model.config.decoder_start_token_id
+    out: dict[str, list[float]] = {}
+    for dimension, template in UNIEVAL_QUESTIONS.items():
+        prompts = [template.format(response=a, history=q) for q, a in zip(questions, answers)]
+        scores: list[float] = []
+        for first in range(0, len(prompts), batch_size):
+            batch = tokenizer(prompts[first : first + batch_size], truncation=True, max_length=max_length,
+                              padding=True, return_tensors="pt").to(device)
+            decoder = torch.full((batch["input_ids"].shape[0], 1), start, dtype=torch.long, device=device)
+            with torch.no_grad():
+                logits = model(**batch, decoder_input_ids=decoder).logits[:, 0, :]
+            pair = torch.softmax(logits[:, [yes, no]].float(), dim=-1)
+            scores += pair[:, 0].tolist()
+        out[dimension] = scores
+    return out
