@@ -136,3 +136,16 @@ def test_unieval_dimensions_come_from_a_seq2seq_model(trained, tmp_path):
     assert set(scores) == set(UNIEVAL_QUESTIONS) == {"naturalness", "coherence", "understandability"}
     assert all(len(v) == 3 and all(0.0 < s < 1.0 for s in v) for v in scores.values())  # P(Yes) / (P(Yes) + P(No))
     assert scores["naturalness"] != scores["coherence"]  # different questions, different answers
+
+
+def test_decontamination_reads_the_documents_of_lm_eval_tasks(tmp_path):
+    from equal_dagster.core.evaluation import prepare_local_tasks, task_texts
+    from equal_dagster.demo.corpus import generate_eval_set
+
+    rows = generate_eval_set(3, n=5)
+    data = tmp_path / "eval.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    names = prepare_local_tasks(tmp_path / "tasks", data, chat=False, prefix="guarded")
+    texts = task_texts(names, tmp_path / "tasks")
+    for row in rows:  # the plain prompt wraps the question; the gold answer is the NLL task's target
+        assert any(row["question"] in t for t in texts) and row["answer"] in texts

@@ -109,3 +109,26 @@ def scores_from_results(output: dict[str, Any]) -> list[EvalScore]:
 
 def clear_tasks(tasks_dir: str | Path) -> None:
     shutil.rmtree(tasks_dir, ignore_errors=True)
+
+
+def task_texts(task_names: list[str], tasks_dir: str | Path | None = None) -> list[str]:
+    """The prompt and target text of every evaluation document of these lm-eval tasks (test split, else validation):
+    what decontamination must guard. Offline, a task's dataset must be in the local Hugging Face cache."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    manager = TaskManager(include_path=str(tasks_dir)) if tasks_dir else TaskManager()
+
+    def leaves(tasks: dict) -> list:
+        found = []
+        for value in tasks.values():
+            found += leaves(value) if isinstance(value, dict) else [value]
+        return found
+
+    texts: list[str] = []
+    for task in leaves(get_task_dict(task_names, manager)):
+        docs = task.test_docs() if task.has_test_docs() else task.validation_docs() if task.has_validation_docs() else []
+        for doc in docs or []:
+            for text in (task.doc_to_text(doc), task.doc_to_target(doc)):
+                if isinstance(text, str) and text.strip():
+                    texts.append(text)
+    return texts

@@ -23,11 +23,16 @@ class EvaluatorResource(dg.ConfigurableResource):
     limit: Optional[int] = Field(None, description="evaluate on the first N items of each task only")
 
     def evaluation_texts(self) -> list[str]:
-        """Every question and answer of the evaluation data (what decontamination guards)."""
+        """What decontamination guards: every question and answer of the evaluation data, and the prompt and target
+        of every document of the extra lm-eval tasks."""
+        texts: list[str] = []
+        if self.extra_tasks:
+            from equal_dagster.core.evaluation import task_texts
+
+            texts += task_texts(list(self.extra_tasks))
         path = Path(self.eval_data)
         if not path.is_file():
-            return []
-        texts = []
+            return texts
         for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
