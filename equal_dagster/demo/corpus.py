@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from equal_dagster.demo import text_kinds as kinds
-from equal_dagster.demo.math_problems import math_problem
+from equal_dagster.demo.math_problems import MathProblem, math_problem
 
 RELEVANT_KINDS = frozenset({"math_problem"})
 
@@ -181,20 +181,28 @@ def write_demo_crawls(crawl_dir: Path, seed: int = 0, n_documents: int = 6000) -
     return corpus
 
 
-def generate_reference_set(seed: int = 0, n: int = 120, exclude: set[str] = frozenset()) -> list[dict]:
-    """``n`` math word problems with worked answers, none of whose questions is in ``exclude``."""
-    rng = random.Random(f"reference-{seed}")
+def _distinct_problems(rng: random.Random, n: int, exclude: set[str]) -> Iterator[MathProblem]:
+    """``n`` math problems drawn from ``rng`` whose questions are new (not in ``exclude``, not repeated)."""
     seen: set[str] = set(exclude)
-    rows = []
-    while len(rows) < n:
+    made = 0
+    while made < n:
         problem = math_problem(rng)
         if problem.question in seen:
             continue
         seen.add(problem.question)
-        rows.append({"id": f"ref-{len(rows):04d}", "question": problem.question,
-                     "answer": " ".join(problem.steps) + f" The answer is {problem.answer}.",
-                     "final_answer": problem.answer, "template": problem.template})
-    return rows
+        made += 1
+        yield problem
+
+
+def _worked_answer(problem: MathProblem) -> str:
+    return " ".join(problem.steps) + f" The answer is {problem.answer}."
+
+
+def generate_reference_set(seed: int = 0, n: int = 120, exclude: set[str] = frozenset()) -> list[dict]:
+    """``n`` math word problems with worked answers, none of whose questions is in ``exclude``."""
+    rng = random.Random(f"reference-{seed}")
+    return [{"id": f"ref-{i:04d}", "question": p.question, "answer": _worked_answer(p), "final_answer": p.answer,
+             "template": p.template} for i, p in enumerate(_distinct_problems(rng, n, exclude))]
 
 
 def _distractors(answer: str, rng: random.Random, k: int = 3) -> list[str]:
@@ -216,18 +224,12 @@ def generate_eval_set(seed: int = 0, n: int = 60, exclude: set[str] = frozenset(
     corpus's and the reference set's), with the worked answer, and four choices of final answer (``gold``: the
     index of the right one) for multiple-choice accuracy."""
     rng = random.Random(f"evaluation-{seed}")
-    seen: set[str] = set(exclude)
     rows = []
-    while len(rows) < n:
-        problem = math_problem(rng)
-        if problem.question in seen:
-            continue
-        seen.add(problem.question)
+    for i, problem in enumerate(_distinct_problems(rng, n, exclude)):
         choices = _distractors(problem.answer, rng)
         gold = rng.randrange(len(choices) + 1)
         choices.insert(gold, problem.answer)
-        rows.append({"id": f"eval-{len(rows):04d}", "question": problem.question,
-                     "answer": " ".join(problem.steps) + f" The answer is {problem.answer}.",
+        rows.append({"id": f"eval-{i:04d}", "question": problem.question, "answer": _worked_answer(problem),
                      "final_answer": problem.answer, "choices": choices, "gold": gold})
     return rows
 
