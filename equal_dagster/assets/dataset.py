@@ -28,6 +28,8 @@ class QADatasetConfig(dg.Config):
     perplexity_model: Optional[str] = Field(None, description="folder of a reference causal LM (perplexity)")
     unieval_model: Optional[str] = Field(None, description="folder of a UniEval dialogue model (naturalness, "
                                                           "coherence, understandability)")
+    length_tokenizer: Optional[str] = Field(None, description="count lengths (the rule's Len) in this tokenizer's "
+                                                             "tokens, such as the base model's (default: words)")
     system_prompt: Optional[str] = Field(None, description="a system message for the chat and ShareGPT exports")
 
 
@@ -64,7 +66,8 @@ def qa_dataset(context: dg.AssetExecutionContext, config: QADatasetConfig, store
         params = DatasetParams(
             top_k=config.top_k, threshold=config.threshold, near_duplicate_threshold=config.near_duplicate_threshold,
             ngram=config.ngram, reinstruct_filter=config.reinstruct_filter, reward_model=config.reward_model,
-            perplexity_model=config.perplexity_model, unieval_model=config.unieval_model, formats=tuple(config.formats), system_prompt=config.system_prompt,
+            perplexity_model=config.perplexity_model, unieval_model=config.unieval_model,
+            length_tokenizer=config.length_tokenizer, formats=tuple(config.formats), system_prompt=config.system_prompt,
         )
         evaluation_texts = evaluator.evaluation_texts()
     except ValueError as exc:

@@ -57,7 +57,7 @@ class DatasetParams:
     reward_model: str | None = None
     perplexity_model: str | None = None
     unieval_model: str | None = None  # a UniEval dialogue model: naturalness, coherence, understandability
-    length_tokenizer: str | None = None  # count lengths in this tokenizer's tokens (default: words)
+    length_tokenizer: str | None = None  # lengths (the rule's Len) in this tokenizer's tokens; default: words
     formats: tuple[str, ...] = FORMATS
     system_prompt: str | None = None
 
@@ -139,13 +139,13 @@ def build_qa_dataset(store: Store, embedder, evaluation_texts: Sequence[str], pa
             if why:
                 reasons[i] = f"reinstruct:{why}"
     qa_ids = pairs["qa_id"].to_list()
-    candidates = [(q, a) for q, a in zip(questions, answers)]
-    exact = exact_duplicates(candidates)
-    for i, first in exact.items():
+    question_answers = list(zip(questions, answers))
+    exact = exact_duplicates(question_answers)
+    for i in exact:
         reasons[i] = reasons[i] or "exact_duplicate"
-    near = near_duplicates(candidates, params.near_duplicate_threshold,
+    near = near_duplicates(question_answers, params.near_duplicate_threshold,
                            skip=[i for i, r in enumerate(reasons) if r is not None])
-    for i, first in near.items():
+    for i in near:
         reasons[i] = reasons[i] or "near_duplicate"
     decontaminator = Decontaminator(evaluation_texts, params.ngram)
     overlaps: dict[int, str] = {}
