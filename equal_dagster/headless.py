@@ -33,7 +33,8 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
+def materialization_metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
+    """The metadata values of ``node``'s (first) materialization in an in-process run."""
     return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
 
 
@@ -78,7 +79,7 @@ def play_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, store_path: 
         key = round_key(next_no)
         if key not in instance.get_dynamic_partitions(rounds_partitions.name):
             instance.add_dynamic_partitions(rounds_partitions.name, [key])
-        metadata = _metadata(_execute(defs, "bandit_round", instance, partition_key=key), "bandit_rounds")
+        metadata = materialization_metadata(_execute(defs, "bandit_round", instance, partition_key=key), "bandit_rounds")
         results.append(metadata)
         say(f"round {key}: {metadata['documents']} documents, {metadata['qa_pairs']} QA pairs, reward "
             f"{metadata['round_reward']:.4f}; {metadata['documents_spent_total']} documents spent")

@@ -62,6 +62,8 @@ def test_dataset_model_and_scores_through_dagster(paths):
         chain = qa_lineage(store, kept_round_pair)
         leak = store.qa_pairs().filter(store.qa_pairs()["doc_id"] == "leak").to_dicts()[0]
     assert models["model_id"].to_list() == [model["model_id"]] and models["dataset_hash"][0] == model["dataset_hash"]
+    card = json.loads((paths.home / "models" / model["model_id"] / "training.json").read_text())
+    assert card["report"]["dataset_hash"] == model["dataset_hash"]  # the card and the models row name one dataset
     assert set(rows["model_id"]) == {"base:base", model["model_id"]}
     assert {("demo_nll", "nll"), ("demo_mc", "acc")} <= set(zip(rows["task"], rows["metric"]))
     nll = {m: rows.filter((rows["model_id"] == m) & (rows["metric"] == "nll"))["value"][0] for m in set(rows["model_id"])}

@@ -67,7 +67,7 @@ def fine_tuned_model(context: dg.AssetExecutionContext, config: FineTuneConfig, 
     context.log.info(f"fine-tuning {params.base_model} ({params.method}) on {pairs.height:,} pairs "
                      f"({config.pairs_from}) into {out_dir}")
     report = train_model(list(zip(pairs["question"].to_list(), pairs["answer"].to_list())), params, out_dir,
-                         log=context.log.info)
+                         log=context.log.info, data_hash=data_hash)  # the card names the dataset as the models row does
     with store.open_store() as db:
         db.save_model(table_frame("models", {
             "model_id": [model_id], "base_model": [params.base_model], "dataset_hash": [data_hash],

@@ -132,8 +132,9 @@ def _model_card(params: TrainingParams, report: TrainingReport) -> str:
 
 
 def train_model(pairs: Sequence[tuple[str, str]], params: TrainingParams, out_dir: str | Path,
-                log: Callable[[str], None] | None = None) -> TrainingReport:
-    """Fine-tune ``params.base_model`` on (question, answer) pairs and save it under ``out_dir`` (see the rules)."""
+                log: Callable[[str], None] | None = None, data_hash: str | None = None) -> TrainingReport:
+    """Fine-tune ``params.base_model`` on (question, answer) pairs and save it under ``out_dir`` (see the rules).
+    ``data_hash`` names the dataset in the model card and training.json (default: a hash of the pairs)."""
     import torch
     from transformers import (
         AutoModelForCausalLM,
@@ -209,7 +210,7 @@ def train_model(pairs: Sequence[tuple[str, str]], params: TrainingParams, out_di
         path=str(out), examples=len(examples), skipped_too_long=skipped, steps=int(result.global_step),
         loss_curve=curve, train_loss=float(result.training_loss), first_loss=curve[0]["loss"] if curve else None,
         last_loss=curve[-1]["loss"] if curve else None, trainable_parameters=trainable, total_parameters=total,
-        dataset_hash=dataset_hash(pairs), seconds=round(time.perf_counter() - began, 2), merged_path=merged_path,
+        dataset_hash=data_hash or dataset_hash(pairs), seconds=round(time.perf_counter() - began, 2), merged_path=merged_path,
     )
     if not math.isfinite(report.train_loss):
         report.notes.append("the train loss is not finite: lower the learning rate")

@@ -14,7 +14,7 @@ from equal_dagster.core.store import Store
 from equal_dagster.definitions import build_definitions
 from equal_dagster.demo.corpus import CRAWL_NAMES, DemoCorpus, generate_eval_set, write_demo_data
 from equal_dagster.demo.tiny_model import build_tiny_causal_lm
-from equal_dagster.headless import play_rounds
+from equal_dagster.headless import materialization_metadata, play_rounds
 from equal_dagster.instance import persistent_instance
 from equal_dagster.partitions import crawls_partitions
 from equal_dagster.resources.bandit import BanditResource
@@ -71,10 +71,6 @@ def rounds_table(store: Store) -> str:
     return markdown_table(["round", "arms chosen (why, score)", "documents", "QA pairs", "reward", "documents spent"], rows)
 
 
-def _metadata(result, node: str) -> dict:
-    return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
-
-
 def write_eval_data(path: Path, generated: DemoCorpus, reference: Path, seed: int) -> int:
     """The held-out evaluation task: math problems in neither the corpus nor the reference set."""
     reference_questions = {json.loads(line)["question"] for line in reference.read_text().splitlines() if line.strip()}
@@ -95,7 +91,7 @@ def train_and_evaluate(defs, instance, paths: EqualPaths, generated: DemoCorpus,
         texts = [row["text"] for rows in generated.crawls.values() for row in rows if isinstance(row, dict)]
         build_tiny_causal_lm(base, texts, seed=seed)
     say("materializing qa_dataset (InstructMining scores, filters, decontamination, exports) ...")
-    dataset = _metadata(defs.resolve_job_def("build_dataset").execute_in_process(instance=instance), "qa_dataset")
+    dataset = materialization_metadata(defs.resolve_job_def("build_dataset").execute_in_process(instance=instance), "qa_dataset")
     say(f"qa_dataset: {dataset['pairs_kept']:,} of {dataset['pairs_scored']:,} pairs kept")
     say(dataset["by_reason"])
     with Store.open(paths.store, read_only=True) as store:
@@ -110,7 +106,7 @@ def train_and_evaluate(defs, instance, paths: EqualPaths, generated: DemoCorpus,
     for label, source in (("equal_ucb", "rounds"), ("random", "warmup")):
         config = {"pairs_from": source, "max_pairs": n_pairs, "model_name": f"demo-{label}"}
         result = fine_tune.execute_in_process(instance=instance, run_config={"ops": {"fine_tuned_model": {"config": config}}})
-        trained[label] = _metadata(result, "fine_tuned_model")
+        trained[label] = materialization_metadata(result, "fine_tuned_model")
     say(f"evaluating base and fine-tuned models with lm-eval on {n_eval} held-out problems ...")
     defs.resolve_job_def("evaluate").execute_in_process(instance=instance, run_config={"ops": {"eval_scores": {
         "config": {"model_ids": [m["model_id"] for m in trained.values()], "include_base": True}}}})
@@ -151,7 +147,7 @@ def run_demo(
     for crawl in CRAWL_NAMES:
         say(f"materializing corpus[{crawl}] ...")
         result = ingest.execute_in_process(partition_key=crawl, instance=instance)
-        metadata = {k: v.value for k, v in result.asset_materializations_for_node("corpus")[0].metadata.items()}
+        metadata = materialization_metadata(result, "corpus")
         summaries.append(CrawlSummary(crawl, metadata["rows_read"], metadata["documents_kept"],
                                       metadata["duplicates"], metadata["quarantined"], result.run_id))
     say("")
@@ -162,7 +158,7 @@ def run_demo(
     say("")
     say("materializing warmup_extractions (5% of the corpus, rules backend) ...")
     result = defs.resolve_job_def("warmup").execute_in_process(instance=instance)
-    metadata = {k: v.value for k, v in result.asset_materializations_for_node("warmup_extractions")[0].metadata.items()}
+    metadata = materialization_metadata(result, "warmup_extractions")
     warmup = WarmupSummary(metadata["documents_sampled"], metadata["qa_pairs"], metadata["documents_by_status"], result.run_id)
     say(f"warm-up (round 0): {warmup.documents_sampled:,} of {metadata['corpus_documents']:,} documents sampled, "
         f"{warmup.qa_pairs:,} QA pairs extracted")
@@ -170,7 +166,7 @@ def run_demo(
     say("")
     say("materializing embedder (contrastive warm-up of all-MiniLM-L6-v2 on the warm-up pairs, about a minute) ...")
     result = defs.resolve_job_def("tune_embedder").execute_in_process(instance=instance)
-    tuned = {k: v.value for k, v in result.asset_materializations_for_node("embedder")[0].metadata.items()}
+    tuned = materialization_metadata(result, "embedder")
     say(f"embedder: {tuned['embedder_id']} ({tuned['reason']}); held-out recall from a document to its QA pairs:")
     say(tuned["held_out_recall"])
     say("")
@@ -180,7 +176,7 @@ def run_demo(
         embed.execute_in_process(partition_key=crawl, instance=instance)
     say("materializing clusters (PCA, then HDBSCAN) ...")
     result = defs.resolve_job_def("cluster").execute_in_process(instance=instance)
-    clusters = {k: v.value for k, v in result.asset_materializations_for_node("clusters")[0].metadata.items()}
+    clusters = materialization_metadata(result, "clusters")
     say(f"clusters {clusters['clustering_id']}: {clusters['dagster/row_count']:,} documents in {clusters['clusters']} "
         f"clusters (the bandit's arms), assignments {clusters['assignments']}; the largest:")
     say("\n".join(clusters["clusters_table"].splitlines()[:12]))
