@@ -61,15 +61,43 @@ def test_a_planted_evaluation_question_is_caught():
 
 
 def test_the_instructmining_rule_reproduces_the_published_formula():
-    from equal_dagster.core.quality import InstructMiningRule
+    from equal_dagster.core.quality import INSTRUCTMINING_RULES
 
-    rule = InstructMiningRule()
+    rule = INSTRUCTMINING_RULES["rew_len_knn"]
+
+    def score(reward, length, knn6):
+        return rule.quality_score({"reward": reward, "output_length": length, "knn6": knn6})
+
     # worked example: Rew = 2.5, Len = 300 tokens, Knn6 = 0.8
     # 1.0694 - 0.1498 * 2.5 + 8.257e-5 * 300 - 0.9350 * 0.8 = 1.0694 - 0.3745 + 0.024771 - 0.748 = -0.028329
-    assert rule.predicted_log_loss(2.5, 300, 0.8) == pytest.approx(-0.028329, abs=1e-9)
-    assert rule.quality_score(2.5, 300, 0.8) == pytest.approx(0.028329, abs=1e-9)
+    assert rule.predicted_log_loss({"reward": 2.5, "output_length": 300, "knn6": 0.8}) == pytest.approx(-0.028329,
+                                                                                                      abs=1e-9)
+    assert score(2.5, 300, 0.8) == pytest.approx(0.028329, abs=1e-9)
     # no reward model: the reward term is 0 for every pair; the ranking follows length and distance
-    assert rule.quality_score(None, 300, 0.8) == pytest.approx(-(1.0694 + 0.024771 - 0.748), abs=1e-9)
-    assert rule.quality_score(None, 100, 0.9) > rule.quality_score(None, 100, 0.5)  # farther from the rest: better
-    assert rule.quality_score(None, 100, 0.5) > rule.quality_score(None, 5000, 0.5)  # longer answers: worse
-    assert rule.quality_score(1.0, 100, float("nan")) is None
+    assert score(None, 300, 0.8) == pytest.approx(-(1.0694 + 0.024771 - 0.748), abs=1e-9)
+    assert score(None, 100, 0.9) > score(None, 100, 0.5)  # farther from the rest: better
+    assert score(None, 100, 0.5) > score(None, 5000, 0.5)  # longer answers: worse
+    assert score(1.0, 100, float("nan")) is None  # no 6th neighbour: no score
+
+
+def test_the_first_revision_rule_uses_unieval_scores():
+    from equal_dagster.core.quality import INSTRUCTMINING_RULES
+
+    rule = INSTRUCTMINING_RULES["rew_unieval"]
+    # Rew = 2.0, Und = 0.9, Nat = 0.8, Coh = 0.7:
+    # 0.0274 - 0.0078 * 2 + 0.4421 * 0.9 - 0.3212 * 0.8 - 0.1520 * 0.7 = 0.0274 - 0.0156 + 0.39789 - 0.25696 - 0.1064
+    indicators = {"reward": 2.0, "understandability": 0.9, "naturalness": 0.8, "coherence": 0.7}
+    assert rule.predicted_log_loss(indicators) == pytest.approx(0.04633, abs=1e-9)
+    assert rule.quality_score(indicators) == pytest.approx(-0.04633, abs=1e-9)
+    assert rule.quality_score({**indicators, "coherence": None}) is None
+    assert rule.quality_score({**indicators, "reward": None}) == pytest.approx(-(0.04633 + 0.0156), abs=1e-9)
+
+
+def test_a_rule_that_needs_unieval_is_refused_without_its_model():
+    from equal_dagster.core.qa_dataset import DatasetParams
+
+    with pytest.raises(ValueError, match="needs UniEval's scores: set unieval_model"):
+        DatasetParams(rule="rew_unieval")
+    with pytest.raises(ValueError, match="unknown quality rule 'v9'"):
+        DatasetParams(rule="v9")
+    assert DatasetParams(rule="rew_unieval", unieval_model="/models/unieval").rule == "rew_unieval"

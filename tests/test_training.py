@@ -137,6 +137,29 @@ def test_unieval_dimensions_come_from_a_seq2seq_model(trained, tmp_path):
     assert all(len(v) == 3 and all(0.0 < s < 1.0 for s in v) for v in scores.values())  # P(Yes) / (P(Yes) + P(No))
     assert scores["naturalness"] != scores["coherence"]  # different questions, different answers
 
+    # the first revision's rule scores a whole dataset from these dimensions
+    import json
+
+    from equal_dagster.core.embedding import Embedder
+    from equal_dagster.core.extraction import Document
+    from equal_dagster.core.extraction.extractor import RuleExtractor
+    from equal_dagster.core.qa_dataset import DatasetParams, build_qa_dataset
+    from equal_dagster.core.rounds import write_extraction_round
+    from equal_dagster.core.store import Store
+
+    documents = [Document(f"d{i}", f"Q: {q}\nA: {a}") for i, (q, a) in enumerate(pairs[:8])]
+    with Store.open(tmp_path / "store.duckdb") as store:
+        write_extraction_round(store, "round-0", 0, "warmup", RuleExtractor().extract(documents), seed=0,
+                               dagster_run_id="run-0")
+        params = DatasetParams(rule="rew_unieval", unieval_model=str(tmp_path / "unieval"), reinstruct_filter=False)
+        report = build_qa_dataset(store, Embedder(), [], params, tmp_path / "export")
+        scored = store.qa_pairs()
+    assert report.pairs == scored.height > 0 and scored["quality_score"].null_count() == 0
+    for row in scored.to_dicts():
+        q = json.loads(row["quality"])
+        expected = -(0.0274 + 0.4421 * q["understandability"] - 0.3212 * q["naturalness"] - 0.1520 * q["coherence"])
+        assert row["quality_score"] == pytest.approx(expected, abs=1e-9)  # no reward model: Rew counts as 0
+
 
 def test_decontamination_reads_the_documents_of_lm_eval_tasks(tmp_path):
     from equal_dagster.core.evaluation import prepare_local_tasks, task_texts

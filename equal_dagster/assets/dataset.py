@@ -30,6 +30,9 @@ class QADatasetConfig(dg.Config):
                                                           "coherence, understandability)")
     length_tokenizer: Optional[str] = Field(None, description="count lengths (the rule's Len) in this tokenizer's "
                                                              "tokens, such as the base model's (default: words)")
+    rule: str = Field("rew_len_knn", description="InstructMining's fit that gives the quality score: rew_len_knn "
+                      "(reward, response length, kNN-6 distance) or rew_unieval (reward and UniEval's scores; needs "
+                      "unieval_model)")
     system_prompt: Optional[str] = Field(None, description="a system message for the chat and ShareGPT exports")
 
 
@@ -67,7 +70,7 @@ def qa_dataset(context: dg.AssetExecutionContext, config: QADatasetConfig, store
             top_k=config.top_k, threshold=config.threshold, near_duplicate_threshold=config.near_duplicate_threshold,
             ngram=config.ngram, reinstruct_filter=config.reinstruct_filter, reward_model=config.reward_model,
             perplexity_model=config.perplexity_model, unieval_model=config.unieval_model,
-            length_tokenizer=config.length_tokenizer, formats=tuple(config.formats), system_prompt=config.system_prompt,
+            length_tokenizer=config.length_tokenizer, rule=config.rule, formats=tuple(config.formats), system_prompt=config.system_prompt,
         )
         evaluation_texts = evaluator.evaluation_texts()
     except ValueError as exc:
@@ -89,6 +92,7 @@ def qa_dataset(context: dg.AssetExecutionContext, config: QADatasetConfig, store
         "dataset_hash": report.dataset_hash,
         "files": dg.MetadataValue.json(report.files),
         "evaluation_texts_guarded": len(evaluation_texts),
+        "quality_rule": config.rule,
         "indicators_missing": "; ".join(report.missing_indicators),
         "score_histogram": dg.MetadataValue.md(score_histogram(report.scores) if report.scores else "no score"),
         "best_pairs": dg.MetadataValue.md(markdown_table(

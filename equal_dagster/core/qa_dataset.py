@@ -32,7 +32,7 @@ from equal_dagster.core.extraction.reinstruct import post_filter
 from equal_dagster.core.quality import (
     Decontaminator,
     UNIEVAL_QUESTIONS,
-    InstructMiningRule,
+    INSTRUCTMINING_RULES,
     answer_perplexities,
     exact_duplicates,
     knn_distance,
@@ -58,6 +58,7 @@ class DatasetParams:
     perplexity_model: str | None = None
     unieval_model: str | None = None  # a UniEval dialogue model: naturalness, coherence, understandability
     length_tokenizer: str | None = None  # lengths (the rule's Len) in this tokenizer's tokens; default: words
+    rule: str = "rew_len_knn"  # which published InstructMining fit scores the pairs (core/quality.py)
     formats: tuple[str, ...] = FORMATS
     system_prompt: str | None = None
 
@@ -67,6 +68,11 @@ class DatasetParams:
         unknown = [f for f in self.formats if f not in FORMATS]
         if unknown:
             raise ValueError(f"unknown export format(s) {', '.join(unknown)}: choose among {', '.join(FORMATS)}")
+        if self.rule not in INSTRUCTMINING_RULES:
+            raise ValueError(f"unknown quality rule {self.rule!r}: choose among {', '.join(INSTRUCTMINING_RULES)}")
+        if not self.unieval_model and set(INSTRUCTMINING_RULES[self.rule].indicators) & set(UNIEVAL_QUESTIONS):
+            raise ValueError(f"quality rule {self.rule!r} needs UniEval's scores: set unieval_model (a folder of a "
+                             "UniEval dialogue model), or use the rule 'rew_len_knn'")
 
 
 @dataclass
@@ -128,8 +134,11 @@ def build_qa_dataset(store: Store, embedder, evaluation_texts: Sequence[str], pa
         unieval = unieval_scores(params.unieval_model, questions, answers)
     else:
         missing.append("naturalness, coherence, understandability (no UniEval model configured)")
-    rule = InstructMiningRule()
-    scores = [rule.quality_score(r, length, float(k)) for r, length, k in zip(rewards, output_length, knn)]
+    rule = INSTRUCTMINING_RULES[params.rule]
+    scores = [rule.quality_score({
+        "reward": rewards[i], "output_length": output_length[i], "knn6": float(knn[i]),
+        **{d: unieval[d][i] for d in UNIEVAL_QUESTIONS},
+    }) for i in range(n)]
 
     # filters, in order
     reasons: list[str | None] = [None] * n

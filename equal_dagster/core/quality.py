@@ -1,16 +1,28 @@
 """Quality of QA pairs: InstructMining's indicators and rule, duplicate removal and decontamination.
 
-The rule (InstructMining, Cao et al., "Instruction Mining: Instruction Data Selection for Tuning Large Language
-Models", arXiv 2307.06290 v3 onwards, the rule fitted by least squares on LLaMA-2-7B fine-tuning runs) predicts the
-loss a model fine-tuned on the data would have on an evaluation set; lower is better:
+The rule (InstructMining, Cao et al., "Instruction Mining: When Data Mining Meets Large Language Model Finetuning",
+arXiv 2307.06290 v3 onwards; a linear model fitted by least squares on LLaMA-2-7B fine-tuning runs) predicts the loss
+a model fine-tuned on the data would have on an evaluation set; lower is better. Two published fits are offered:
 
-    log L_loss  ∝  1.0694 - 0.1498 * Rew + 8.257e-5 * Len - 0.9350 * Knn6
+* ``rew_len_knn`` (the default; the paper's final rule):
 
-with ``Rew`` the reward-model score of the pair, ``Len`` the response length in tokens and ``Knn6`` the distance to
-the 6th nearest neighbour in embedding space. Our ``quality_score`` is the negated prediction (higher is better).
-Without a reward model, ``Rew`` is 0 for every pair: the term is then the same constant for all, so rankings follow
-``Len`` and ``Knn6`` alone, and the pair's indicators record the reward as missing. Without six other pairs,
-``Knn6`` is missing and no score is given (the pair is kept or dropped by the other rules only).
+      log L_loss  ∝  1.0694 - 0.1498 * Rew + 8.257e-5 * Len - 0.9350 * Knn6
+
+  with ``Rew`` the reward-model score of the pair, ``Len`` the length of the response (we count the configured
+  tokenizer's tokens, else words) and ``Knn6`` the distance to the 6th nearest neighbour in embedding space.
+* ``rew_unieval`` (the rule of the paper's first revision, "Instruction Mining: High-Quality Instruction Data
+  Selection for Large Language Models", fitted on LLaMA-7B):
+
+      log L_loss  ∝  0.0274 - 0.0078 * Rew + 0.4421 * Und - 0.3212 * Nat - 0.1520 * Coh
+
+  with ``Und``, ``Nat`` and ``Coh`` UniEval's understandability, naturalness and coherence of the response.
+
+Our ``quality_score`` is the negated prediction (higher is better). Without a reward model, ``Rew`` is 0 for every
+pair: the term is then the same constant for all, so rankings follow the other indicators alone, and the pair's
+indicators record the reward as missing. Every other indicator of the chosen rule is required: without six other
+pairs ``Knn6`` is missing and the pair gets no score (it is kept or dropped by the other rules only and ranks last);
+``rew_unieval`` without a UniEval model is refused before any work. (The coefficients were checked against two
+independent restatements of the paper, the stored copies of the paper itself ending before its rule.)
 
 Indicators (InstructMining, Cao et al., arXiv 2307.06290, table 1: natural-language indicators of instruction data):
 
@@ -175,21 +187,44 @@ class Decontaminator:
 
 @dataclass(frozen=True)
 class InstructMiningRule:
-    """log L_loss = intercept + reward * Rew + length * Len + knn6 * Knn6 (see the module's docstring)."""
+    """log L_loss = intercept + sum(coefficient * indicator) (see the module's docstring for the published fits).
 
-    intercept: float = 1.0694
-    reward: float = -0.1498
-    length: float = 8.257e-5
-    knn6: float = -0.9350
+    ``optional`` indicators count as 0 when missing (a constant for every pair); any other missing indicator leaves
+    the pair without a score."""
 
-    def predicted_log_loss(self, reward: float | None, length: float, knn6: float) -> float:
-        return self.intercept + self.reward * (reward or 0.0) + self.length * length + self.knn6 * knn6
+    name: str
+    intercept: float
+    coefficients: tuple[tuple[str, float], ...]
+    optional: tuple[str, ...] = ("reward",)
 
-    def quality_score(self, reward: float | None, length: float, knn6: float) -> float | None:
-        """The negated predicted loss (higher is better); None when ``knn6`` is missing."""
-        if knn6 is None or (isinstance(knn6, float) and math.isnan(knn6)):
-            return None
-        return -self.predicted_log_loss(reward, length, knn6)
+    @property
+    def indicators(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.coefficients)
+
+    def predicted_log_loss(self, indicators: dict[str, float | None]) -> float | None:
+        total = self.intercept
+        for name, coefficient in self.coefficients:
+            value = indicators.get(name)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                if name not in self.optional:
+                    return None
+                value = 0.0
+            total += coefficient * value
+        return total
+
+    def quality_score(self, indicators: dict[str, float | None]) -> float | None:
+        """The negated predicted loss (higher is better); None when a required indicator is missing."""
+        predicted = self.predicted_log_loss(indicators)
+        return None if predicted is None else -predicted
+
+
+INSTRUCTMINING_RULES = {
+    "rew_len_knn": InstructMiningRule(
+        "rew_len_knn", 1.0694, (("reward", -0.1498), ("output_length", 8.257e-5), ("knn6", -0.9350))),
+    "rew_unieval": InstructMiningRule(
+        "rew_unieval", 0.0274,
+        (("reward", -0.0078), ("understandability", 0.4421), ("naturalness", -0.3212), ("coherence", -0.1520))),
+}
 
 
 def reward_scores(model_path: str, questions: Sequence[str], answers: Sequence[str], *, batch_size: int = 8,
