@@ -2,9 +2,10 @@
 
 Each size is generated with the demo generator (seed 0) into a temporary folder, then ingested in a fresh
 process into a fresh store, so that the process's peak RSS (VmHWM) is the ingest's own: opening the store,
-reading, deduplicating, writing, and closing it (DuckDB's checkpoint). Prints one row per size.
+reading, deduplicating, writing, and closing it (DuckDB's checkpoint). Prints one row per size, then, with
+``--large-docs N``, one for a crawl of N documents of 450 kB each (random words, 2 kB lines of JSON apart).
 
-    .venv/bin/python benchmarks/ingest.py [--sizes 50000 200000]
+    .venv/bin/python benchmarks/ingest.py [--sizes 50000 200000] [--large-docs 2000]
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def ingest_once(crawl_root: str, crawl: str, store: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000])
+    parser.add_argument("--large-docs", type=int, default=0, help="also a crawl of this many 450 kB documents")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -57,15 +59,32 @@ def main() -> None:
 
     print("| documents generated | rows read | kept | seconds | documents/s | peak RSS (MiB) |")
     print("|---:|---:|---:|---:|---:|---:|")
-    for size in args.sizes:
+    runs = [(f"{size:,}", lambda root, size=size: write_demo_crawls(root, seed=0, n_documents=size * 100 // 55),
+             CRAWL_NAMES[0]) for size in args.sizes]  # the first crawl holds 55%
+    if args.large_docs:
+        runs.append((f"{args.large_docs:,} of 450 kB", lambda root: write_large_documents(root, args.large_docs),
+                     "large"))
+    for label, write, crawl in runs:
         with tempfile.TemporaryDirectory() as tmp:
             crawl_root = Path(tmp) / "crawls"
-            write_demo_crawls(crawl_root, seed=0, n_documents=size * 100 // 55)  # the first crawl holds 55%
-            out = subprocess.run([sys.executable, __file__, "--child", str(crawl_root), CRAWL_NAMES[0],
+            write(crawl_root)
+            out = subprocess.run([sys.executable, __file__, "--child", str(crawl_root), crawl,
                                   str(Path(tmp) / "bench.duckdb")], check=True, capture_output=True, text=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"| {size:,} | {r['rows']:,} | {r['kept']:,} | {r['seconds']:.1f} | {r['rows'] / r['seconds']:,.0f} "
+            print(f"| {label} | {r['rows']:,} | {r['kept']:,} | {r['seconds']:.1f} | {r['rows'] / r['seconds']:,.0f} "
                   f"| {r['peak_rss_mib']:.0f} |", flush=True)
+
+
+def write_large_documents(crawl_root: Path, n: int, size: int = 450_000) -> None:
+    """n documents of ``size`` characters of random words (seed 0), one JSONL file."""
+    import random
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 10))) for _ in range(5000)]
+    (crawl_root / "large").mkdir(parents=True)
+    with open(crawl_root / "large" / "part-00000.jsonl", "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"large-{i}", "text": " ".join(rng.choices(words, k=size // 5))[:size]}) + "\n")
 
 
 if __name__ == "__main__":

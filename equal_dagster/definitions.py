@@ -131,6 +131,7 @@ def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource |
         id_field=os.environ.get("EQUAL_ID_FIELD", "id") or None,
         url_field=os.environ.get("EQUAL_URL_FIELD", "url") or None,
         max_doc_bytes=int(os.environ.get("EQUAL_MAX_DOC_BYTES", "1000000")),
+        ingest_memory_mb=int(os.environ.get("EQUAL_INGEST_MEMORY_MB", "0")),
         settle_seconds=float(os.environ.get("EQUAL_CRAWL_SETTLE_SECONDS", "10")),
     )
     return dg.Definitions(

@@ -210,3 +210,45 @@ def test_batches_also_end_by_bytes_so_huge_documents_do_not_pile_up(paths, monke
     report, docs, _ = ingest(paths, "big.jsonl", batch_size=5000, batch_bytes=100_000)
     assert docs.height == 30 and sum(batches) == 30
     assert max(batches) <= 5  # 5 documents of 20 kB reach 100 kB
+
+
+def test_duckdb_memory_is_capped_during_ingest_and_restored_after(paths, monkeypatch):
+    """DuckDB's buffer pool would keep the dedup keys of the whole store until 80% of RAM: ingest caps it
+    (and keeps checkpoints from vacuuming, which loads whole row groups) and puts the settings back."""
+    from equal_dagster.core import corpus as corpus_module
+
+    write_jsonl(paths.crawl_dir / "c.jsonl", [{"text": f"document {i}"} for i in range(50)])
+    seen = []
+    original = corpus_module._ingest_files
+
+    def spying(store, *args):
+        seen.append(store._settings("memory_limit", "max_vacuum_tasks"))
+        return original(store, *args)
+
+    monkeypatch.setattr(corpus_module, "_ingest_files", spying)
+    with Store.open(paths.store) as store:
+        default = store._settings("memory_limit")["memory_limit"]
+        ingest_crawl(store, "c", paths.crawl_dir / "c.jsonl", paths.crawl_dir)
+        assert seen[-1] == {"memory_limit": "64.0 MiB", "max_vacuum_tasks": "0"}  # 6 x (8 MiB + 1 MB) < 64 MiB
+        assert store._settings("memory_limit", "max_vacuum_tasks") == {"memory_limit": default,
+                                                                         "max_vacuum_tasks": "100"}
+        store.conn.execute("SET memory_limit = '3GB'")  # a user's own setting comes back too
+        ingest_crawl(store, "c", paths.crawl_dir / "c.jsonl", paths.crawl_dir, memory_limit=200 << 20)
+        assert seen[-1]["memory_limit"] == "200.0 MiB"
+        assert store._settings("memory_limit")["memory_limit"] == "2.7 GiB"  # as DuckDB shows 3 GB
+    assert corpus_module.ingest_memory_limit(32 << 20, 10_000_000) == 6 * ((32 << 20) + 10_000_000)
+
+
+def test_a_memory_limit_too_small_for_a_batch_fails_clearly_and_keeps_the_crawl(paths):
+    from equal_dagster.core.corpus import IngestError
+
+    rows = [{"id": f"d{i}", "text": f"page {i} " + "lorem ipsum dolor sit amet " * 400} for i in range(300)]
+    write_jsonl(paths.crawl_dir / "c.jsonl", rows[:5])
+    _, before, _ = ingest(paths, "c.jsonl")
+    write_jsonl(paths.crawl_dir / "c.jsonl", rows)  # 3 MB of text in one batch
+    with pytest.raises(IngestError, match=r"crawl c.jsonl: DuckDB needed more than the limit of 1 MiB .*"
+                                          r"EQUAL_INGEST_MEMORY_MB"):
+        ingest(paths, "c.jsonl", memory_limit=1 << 20)
+    with Store.open(paths.store) as store:
+        assert store.documents("c.jsonl").drop("ingested_at").equals(before.drop("ingested_at"))
+        assert store._settings("memory_limit")["memory_limit"] != "1.0 MiB"

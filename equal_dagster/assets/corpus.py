@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from equal_dagster.core.corpus import IngestReport, ingest_crawl
+from equal_dagster.core.corpus import IngestError, IngestReport, ingest_crawl
 from equal_dagster.assets.metadata import markdown_table
 from equal_dagster.partitions import crawls_partitions
 from equal_dagster.resources.crawls import CrawlFolder
@@ -36,9 +36,11 @@ def corpus(context: dg.AssetExecutionContext, store: StoreResource, crawl_folder
     crawl_path = crawl_folder.crawl_path(crawl_id)
     context.log.info(f"ingesting crawl {crawl_id} from {crawl_path}")
     with store.open_store() as db:
-        report = ingest_crawl(
-            db, crawl_id, crawl_path, crawl_folder.root(), crawl_folder.crawl_format(), progress=_log_progress(context)
-        )
+        try:
+            report = ingest_crawl(db, crawl_id, crawl_path, crawl_folder.root(), crawl_folder.crawl_format(),
+                                  memory_limit=crawl_folder.ingest_memory_limit(), progress=_log_progress(context))
+        except IngestError as exc:
+            raise dg.Failure(description=str(exc)) from exc
         preview = db.sample_documents(crawl_id, 5)
         columns = db.column_types("documents")
 

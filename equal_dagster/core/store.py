@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -285,6 +286,10 @@ def _embeddings_as_plain_table(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute("DELETE FROM partition_writes WHERE table_name = 'embeddings'")
 
 
+class StoreMemoryError(RuntimeError):
+    """DuckDB ran out of the memory a write was limited to (Store.bounded_memory)."""
+
+
 class StoreError(RuntimeError):
     """A store that cannot be used as asked: missing, too old, too new, or a write to a read-only one."""
 
@@ -422,6 +427,20 @@ def _existing_documents(
             [write_id, replacing_crawl, write_id, replacing_crawl],
         ).pl()
 
+_SIZE_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def _setting_value(shown: str) -> str:
+    """A setting as DuckDB shows it, in a form it takes back: sizes are shown truncated to one decimal
+    ("2.7 GiB" for anything from 2.7 to 2.8 GiB), so they come back as the middle of that range, in bytes."""
+    match = re.fullmatch(r"([0-9.]+) ?(bytes|KiB|MiB|GiB|TiB)", shown.strip())
+    if not match:
+        return shown
+    number, unit = match.groups()
+    step = 0.05 if "." in number else 0.0
+    return f"{round((float(number) + step) * _SIZE_UNITS[unit])}B"
+
+
 class Store:
     """One DuckDB file holding every table of DESIGN.md.
 
@@ -498,6 +517,41 @@ class Store:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def bounded_memory(self, limit_bytes: int) -> Iterator[None]:
+        """DuckDB's memory capped at ``limit_bytes`` for the body, and its checkpoints kept from vacuuming
+        (merging row groups), for long appends whose memory must not grow with their size.
+
+        Why: DuckDB's buffer pool keeps every block it has read (the deduplication keys of the whole store, here)
+        until its memory limit, 80% of RAM by default, and a checkpoint's vacuum loads several row groups, text
+        included, to merge them. Capped, the pool evicts to disk instead; vacuum runs again at the first checkpoint
+        after the body. The body ends with a checkpoint of its own, under the cap. The limit is the database's, so
+        it holds for every connection of this process to the store while the body runs; the previous settings come
+        back afterwards."""
+        self._check_writable()
+        saved = self._settings("memory_limit", "max_vacuum_tasks")
+        self.conn.execute(f"SET memory_limit = '{int(limit_bytes)}B'")
+        self.conn.execute("SET max_vacuum_tasks = 0")
+        try:
+            yield
+            with contextlib.suppress(duckdb.TransactionException):  # another connection mid-write: it checkpoints later
+                self.conn.execute("CHECKPOINT")
+        except (duckdb.OutOfMemoryException, duckdb.TransactionException) as exc:
+            if not isinstance(exc, duckdb.OutOfMemoryException) and "pin block" not in str(exc):
+                raise
+            raise StoreMemoryError(f"DuckDB needed more than the limit of {limit_bytes / 2**20:.0f} MiB set for "
+                                   f"this write: {str(exc).splitlines()[0]}") from exc
+        finally:
+            for name, value in saved.items():
+                self.conn.execute(f"RESET {name}")
+                if self._settings(name)[name] != value:  # set by someone: put their value back
+                    self.conn.execute(f"SET {name} = '{_setting_value(value)}'")
+
+    def _settings(self, *names: str) -> dict[str, str]:
+        rows = self.conn.execute("SELECT name, value FROM duckdb_settings() WHERE list_contains(?, name)",
+                                 [list(names)]).fetchall()
+        return dict(rows)
 
     @contextlib.contextmanager
     def replace_partition(self, column: str, value: str, tables: Sequence[str]) -> Iterator[PartitionWriter]:

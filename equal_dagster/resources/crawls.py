@@ -19,6 +19,10 @@ class CrawlFolder(dg.ConfigurableResource):
     id_field: str | None = Field(default="id", description="The field holding a document's id; None to derive ids.")
     url_field: str | None = Field(default="url", description="The field holding a document's URL.")
     max_doc_bytes: int = Field(default=1_000_000, description="Rows larger than this are quarantined as too_large.")
+    ingest_memory_mb: int = Field(
+        default=0, description="DuckDB's memory cap while a crawl is ingested, in MiB; 0: sized from the batch and "
+        "max_doc_bytes (at least 64 MiB)."
+    )
     settle_seconds: float = Field(
         default=10.0, description="A new crawl is picked up once nothing in it has changed for this long."
     )
@@ -28,6 +32,10 @@ class CrawlFolder(dg.ConfigurableResource):
 
     def crawl_format(self) -> CrawlFormat:
         return CrawlFormat(self.text_field, self.id_field, self.url_field, self.max_doc_bytes)
+
+    def ingest_memory_limit(self) -> int | None:
+        """Bytes, or None for the size core.corpus.ingest_memory_limit derives."""
+        return self.ingest_memory_mb * 2**20 if self.ingest_memory_mb > 0 else None
 
     def crawl_path(self, crawl_id: str) -> Path:
         """The crawl's path, refusing a name that could leave the crawl folder."""
