@@ -45,8 +45,9 @@ def embedder(context: dg.AssetExecutionContext, config: EmbedderConfig, store: S
     embedding_model.set_current(report.location, report.embedder_id, report.reason)
     context.log.info(f"embedder: {report.embedder_id} ({report.reason}); recall {report.recall}")
     recall_md = markdown_table(
-        ["embedder", "recall@1", "recall@10"],
-        [(name, values.get("@1", ""), values.get("@10", "")) for name, values in report.recall.items()],
+        ["embedder", "recall@1", "recall@10", "hit@1", "hit@10"],
+        [(name, values.get("@1", ""), values.get("@10", ""), values.get("hit@1", ""), values.get("hit@10", ""))
+         for name, values in report.recall.items()],
     ) if report.recall else "no held-out check (no training)"
     return dg.MaterializeResult(metadata={
         "embedder_id": report.embedder_id,

@@ -10,8 +10,8 @@ Rules:
   the base embedder.
 * Loss: sentence-transformers' MultipleNegativesRankingLoss (InfoNCE) with scale = 1 / temperature (paper: 0.02),
   trained with SentenceTransformerTrainer for ``epochs`` (paper: 2).
-* Check: recall@1 and recall@10 from each held-out document to its own QA pairs, among all held-out pairs, for
-  the base and the tuned embedder.
+* Check: recall@1 and recall@10 from each held-out document to its own QA pairs (the share of them in its top k),
+  among all held-out pairs, for the base and the tuned embedder; also the hit rate (at least one of them there).
 * Fewer couples than ``min_pairs``: no training; the base embedder is used and the reason reported. A tuned
   embedder whose held-out recall@10 is below the base's is not adopted either (``keep_base_if_worse``).
 """
@@ -80,19 +80,26 @@ def split_by_document(pairs: Sequence[TrainingPair], fraction: float, seed: int)
     return [p for p in pairs if p.doc_id not in held], [p for p in pairs if p.doc_id in held]
 
 
-def recall_at_k(embedder: Embedder, pairs: Sequence[TrainingPair], ks: Sequence[int] = (1, 10)) -> dict[str, float]:
-    """From each document to its own QA pairs, among all the QA pairs given: the share of documents with one of
-    theirs in the top k."""
+def recall_at_k(embedder: Embedder, pairs: Sequence[TrainingPair], ks: Sequence[int] = (1, 10),
+                distractors: Sequence[TrainingPair] = ()) -> dict[str, float]:
+    """From each document to its own QA pairs, among all the QA pairs given (and the ``distractors``, pairs of
+    other documents), averaged over the documents: ``@k`` is recall, the share of the document's pairs in its
+    top k (the standard definition; a document with more than k pairs cannot reach 1); ``hit@k`` is the share
+    of documents with at least one of theirs there."""
     documents = sorted({p.doc_id for p in pairs})
+    index = {d: i for i, d in enumerate(documents)}
     text_of = {p.doc_id: p.document for p in pairs}
+    pool = list(pairs) + [p for p in distractors if p.doc_id not in index]
     doc_vectors = embedder.encode([text_of[d] for d in documents])
-    qa_vectors = embedder.encode([p.qa_text for p in pairs])
-    owners = np.array([documents.index(p.doc_id) for p in pairs])
+    qa_vectors = embedder.encode([p.qa_text for p in pool])
+    owners = np.array([index.get(p.doc_id, -1) for p in pool])
+    relevant = np.bincount(owners[owners >= 0], minlength=len(documents))
     order = np.argsort(-(doc_vectors @ qa_vectors.T), axis=1)
     out = {}
     for k in ks:
-        top = owners[order[:, :k]]
-        out[f"@{k}"] = round(float(np.mean([(top[i] == i).any() for i in range(len(documents))])), 4)
+        found = (owners[order[:, :k]] == np.arange(len(documents))[:, None]).sum(axis=1)
+        out[f"@{k}"] = round(float(np.mean(found / relevant)), 4)
+        out[f"hit@{k}"] = round(float(np.mean(found > 0)), 4)
     return out
 
 
