@@ -5,7 +5,7 @@ process into a fresh store, so that the process's peak RSS (VmHWM) is the ingest
 reading, deduplicating, writing, and closing it (DuckDB's checkpoint). Prints one row per size, then, with
 ``--large-docs N``, one for a crawl of N documents of 450 kB each (random words, 2 kB lines of JSON apart).
 
-    .venv/bin/python benchmarks/ingest.py [--sizes 50000 200000] [--large-docs 2000]
+    .venv/bin/python benchmarks/ingest.py [--sizes 50000 200000 400000] [--large-docs 2000]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def ingest_once(crawl_root: str, crawl: str, store: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000, 400_000])
     parser.add_argument("--large-docs", type=int, default=0, help="also a crawl of this many 450 kB documents")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
