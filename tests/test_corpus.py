@@ -216,16 +216,17 @@ def test_duckdb_memory_is_capped_during_ingest_and_restored_after(paths, monkeyp
     """DuckDB's buffer pool would keep the dedup keys of the whole store until 80% of RAM: ingest caps it
     (and keeps checkpoints from vacuuming, which loads whole row groups) and puts the settings back."""
     from equal_dagster.core import corpus as corpus_module
+    from equal_dagster.core import store as store_module
 
     write_jsonl(paths.crawl_dir / "c.jsonl", [{"text": f"document {i}"} for i in range(50)])
     seen = []
-    original = corpus_module._ingest_files
+    original = store_module.PartitionWriter.insert
 
-    def spying(store, *args):
+    def spying(self, table, rows):  # the settings while the rows are written
         seen.append(store._settings("memory_limit", "max_vacuum_tasks"))
-        return original(store, *args)
+        return original(self, table, rows)
 
-    monkeypatch.setattr(corpus_module, "_ingest_files", spying)
+    monkeypatch.setattr(store_module.PartitionWriter, "insert", spying)
     with Store.open(paths.store) as store:
         default = store._settings("memory_limit")["memory_limit"]
         ingest_crawl(store, "c", paths.crawl_dir / "c.jsonl", paths.crawl_dir)

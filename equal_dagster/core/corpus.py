@@ -437,10 +437,45 @@ def ingest_crawl(
     report.files = len(files)
     total_bytes = sum(f.path.stat().st_size for f in files if f.refusal is None)
     limit = memory_limit or ingest_memory_limit(batch_bytes, fmt.max_doc_bytes)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    done_before = 0
+    last_progress = started
+
     try:
-        with store.bounded_memory(limit):
-            _ingest_files(store, crawl_id, files, crawl_root, fmt, report, batch_size, batch_bytes, progress,
-                          progress_every_s, started, total_bytes)
+        with (store.bounded_memory(limit),
+              store.replace_partition("crawl_id", crawl_id, ["documents", "quarantine"]) as writer):
+            batch = _Batch()
+            for crawl_file in files:
+                if crawl_file.refusal:
+                    batch.rejections.append(Rejection(crawl_file.source_file, 0, crawl_file.refusal, crawl_file.refusal_detail, ""))
+                    continue
+                position = [0]
+                reader = read_parquet if crawl_file.path.name.endswith(PARQUET_SUFFIXES) else read_jsonl
+                for row in reader(crawl_file.path, crawl_file.source_file, fmt, lambda p: position.__setitem__(0, p)):
+                    if row.reason is None and row.record is None:
+                        report.blank_lines += 1
+                        continue
+                    if row.reason not in FILE_LEVEL_REASONS:
+                        report.rows_read += 1
+                    if row.reason:
+                        batch.rejections.append(Rejection(row.source_file, row.line_no, row.reason, row.detail or "", row.excerpt))
+                    else:
+                        outcome = to_candidate(row, fmt)
+                        if isinstance(outcome, CandidateDocument):
+                            batch.candidates.append(outcome)
+                            batch.text_bytes += len(outcome.text)
+                        else:
+                            batch.rejections.append(outcome)
+                    if len(batch) >= batch_size or batch.text_bytes >= batch_bytes:
+                        _flush(writer, batch, crawl_id, now, report)
+                        batch = _Batch()
+                    if progress and time.monotonic() - last_progress >= progress_every_s:
+                        last_progress = time.monotonic()
+                        report.seconds = last_progress - started
+                        report.bytes_read = done_before + position[0]
+                        progress(report, report.bytes_read, total_bytes)
+                done_before += crawl_file.path.stat().st_size
+            _flush(writer, batch, crawl_id, now, report)
     except StoreMemoryError as exc:
         raise IngestError(f"crawl {crawl_id}: {exc}. Raise the ingest memory limit (EQUAL_INGEST_MEMORY_MB); "
                           "the crawl's stored rows are unchanged") from exc
@@ -456,47 +491,6 @@ def ingest_memory_limit(batch_bytes: int, max_doc_bytes: int) -> int:
     transaction, their WAL record, the checkpoint's compression), at least 64 MiB. Measured: 8 MiB batches of
     450 kB documents ingest under 64 MiB; 32 MiB batches failed under 64 MiB and needed 128 MiB."""
     return max(64 << 20, 6 * (batch_bytes + max_doc_bytes))
-
-
-def _ingest_files(store: Store, crawl_id: str, files: list, crawl_root: Path, fmt: CrawlFormat, report: IngestReport,
-                  batch_size: int, batch_bytes: int, progress: ProgressFn | None, progress_every_s: float,
-                  started: float, total_bytes: int) -> None:
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    done_before = 0
-    last_progress = started
-    with store.replace_partition("crawl_id", crawl_id, ["documents", "quarantine"]) as writer:
-        batch = _Batch()
-        for crawl_file in files:
-            if crawl_file.refusal:
-                batch.rejections.append(Rejection(crawl_file.source_file, 0, crawl_file.refusal, crawl_file.refusal_detail, ""))
-                continue
-            position = [0]
-            reader = read_parquet if crawl_file.path.name.endswith(PARQUET_SUFFIXES) else read_jsonl
-            for row in reader(crawl_file.path, crawl_file.source_file, fmt, lambda p: position.__setitem__(0, p)):
-                if row.reason is None and row.record is None:
-                    report.blank_lines += 1
-                    continue
-                if row.reason not in FILE_LEVEL_REASONS:
-                    report.rows_read += 1
-                if row.reason:
-                    batch.rejections.append(Rejection(row.source_file, row.line_no, row.reason, row.detail or "", row.excerpt))
-                else:
-                    outcome = to_candidate(row, fmt)
-                    if isinstance(outcome, CandidateDocument):
-                        batch.candidates.append(outcome)
-                        batch.text_bytes += len(outcome.text)
-                    else:
-                        batch.rejections.append(outcome)
-                if len(batch) >= batch_size or batch.text_bytes >= batch_bytes:
-                    _flush(writer, batch, crawl_id, now, report)
-                    batch = _Batch()
-                if progress and time.monotonic() - last_progress >= progress_every_s:
-                    last_progress = time.monotonic()
-                    report.seconds = last_progress - started
-                    report.bytes_read = done_before + position[0]
-                    progress(report, report.bytes_read, total_bytes)
-            done_before += crawl_file.path.stat().st_size
-        _flush(writer, batch, crawl_id, now, report)
 
 
 def _flush(writer: PartitionWriter, batch: _Batch, crawl_id: str, now: datetime, report: IngestReport) -> None:
