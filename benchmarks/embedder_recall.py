@@ -6,7 +6,8 @@ through the Dagster jobs; then, per seed, the warm-up pairs are split by documen
 default), the base embedder is tuned with the given settings (default: the asset's, EQUAL's temperature 0.02 and 2
 epochs) and both are scored twice: among the held-out pairs only (the asset's check) and among all warm-up pairs
 (the trained ones as distractors). ``@k`` is recall (the share of a document's pairs in its top k); ``hit@k`` the
-share of documents with one of theirs there.
+share of documents with one of theirs there. Candidates are distinct QA texts: a text several documents yield is
+one candidate, relevant to each (the demo's 202 warm-up pairs are 94 distinct texts).
 
     .venv/bin/python benchmarks/embedder_recall.py [--seeds 0 1 2] [--epochs 2] [--learning-rate 2e-5]
 """
@@ -69,7 +70,8 @@ def main() -> None:
             rows = store.qa_pairs_with_documents([WARMUP_ROUND_ID])
         pairs = [TrainingPair(r["doc_id"], r["text"], render_qa(r["question"], r["answer"]))
                  for r in rows.iter_rows(named=True)]
-        print(f"{len(pairs)} warm-up pairs from {len({p.doc_id for p in pairs})} documents; "
+        print(f"{len(pairs)} warm-up pairs ({len({p.qa_text for p in pairs})} distinct texts) from "
+              f"{len({p.doc_id for p in pairs})} documents; "
               f"epochs {args.epochs}, learning rate {args.learning_rate}", flush=True)
         print("| seed | held-out docs / pairs | pool | base @1 | tuned @1 | base @10 | tuned @10 | base hit@10 | tuned hit@10 |")
         print("|---:|---|---|---:|---:|---:|---:|---:|---:|")

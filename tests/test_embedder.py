@@ -109,3 +109,82 @@ def test_recall_is_the_share_of_a_documents_pairs_in_its_top_k():
     Fixed.vectors["c1"] = [1, 0.01]
     with_distractor = recall_at_k(Fixed(), pairs, ks=(1, 2), distractors=[TrainingPair("c", "doc c", "c1")] + pairs)
     assert with_distractor["@2"] < recall["@2"]
+
+
+class GivenVectors:
+    """An embedder whose vectors are given, normalized."""
+
+    def __init__(self, vectors):
+        self.vectors = vectors
+
+    def encode(self, texts):
+        import numpy as np
+
+        rows = np.array([self.vectors[t] for t in texts], dtype=float)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_a_qa_text_several_documents_yield_is_one_candidate_relevant_to_each():
+    # pages a and b both carry the FAQ entry "shared"; b also has "b1". Counted per row, a's top 1 would be
+    # whichever copy of "shared" won the tie; counted per text, "shared" is a's, whoever else yields it.
+    embedder = GivenVectors({"page a": [1, 0], "page b": [0.6, 0.8], "shared": [1, 0], "b1": [0, 1]})
+    pairs = [TrainingPair("a", "page a", "shared"), TrainingPair("b", "page b", "shared"), TrainingPair("b", "page b", "b1")]
+    recall = recall_at_k(embedder, pairs, ks=(1, 2))
+    assert recall == {"@1": round((1 + 1 / 2) / 2, 4), "hit@1": 1.0, "@2": 1.0, "hit@2": 1.0}
+    # the same pairs again as distractors add no candidate
+    assert recall_at_k(embedder, pairs, ks=(1, 2), distractors=pairs) == recall
+
+
+def test_hard_negatives_are_never_a_documents_own_qa_text():
+    from equal_dagster.core.contrastive import hard_negative_texts
+
+    # b is a's nearest page, and its first entry is one a has too: the negative is b's next entry
+    embedder = GivenVectors({"page a": [1, 0, 0], "page b": [0.9, 0.1, 0], "page c": [0, 0.1, 1]})
+    pairs = [TrainingPair("a", "page a", "returns"), TrainingPair("a", "page a", "shipping"),
+             TrainingPair("b", "page b", "shipping"), TrainingPair("b", "page b", "invoices"),
+             TrainingPair("c", "page c", "reverse a list")]
+    negatives = hard_negative_texts(embedder, pairs)
+    assert negatives == ["invoices", "invoices", "returns", "returns", "shipping"]
+    for pair, negative in zip(pairs, negatives):
+        assert negative not in {p.qa_text for p in pairs if p.doc_id == pair.doc_id}
+    # one page alone has no negative to give
+    assert hard_negative_texts(embedder, pairs[:2]) is None
+
+
+def test_batches_never_hold_two_documents_that_share_a_qa_text():
+    import random
+
+    from datasets import Dataset
+
+    from equal_dagster.core.contrastive_batches import NoSharedPairsBatchSampler
+
+    # 30 FAQ pages of 3 to 6 entries drawn from 12: many pages share entries, as copied FAQs do
+    rng = random.Random(0)
+    entries = [f"Q: question {i}\nA: answer {i}" for i in range(12)]
+    rows = {"anchor": [], "positive": [], "negative": []}
+    for page in range(30):
+        own = rng.sample(entries, rng.randint(3, 6))
+        for entry in own:
+            rows["anchor"].append(f"page {page}")
+            rows["positive"].append(entry)
+            rows["negative"].append(rng.choice([e for e in entries if e not in own]))
+    texts_of = {}
+    for anchor, positive in zip(rows["anchor"], rows["positive"]):
+        texts_of.setdefault(anchor, set()).add(positive)
+    sampler = NoSharedPairsBatchSampler(Dataset.from_dict(rows), batch_size=8, drop_last=False, seed=3)
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert sorted(i for batch in batches for i in batch) == list(range(len(rows["anchor"])))  # each row once
+        for batch in batches:
+            for i in batch:
+                for j in batch:
+                    if i != j:  # j's positive and negative are true negatives for i's page
+                        assert rows["positive"][j] not in texts_of[rows["anchor"][i]]
+                        assert rows["negative"][j] not in texts_of[rows["anchor"][i]]
+        if epoch == 0:
+            assert len(batches) == len(sampler)
+            first = batches
+    assert batches != first  # reshuffled per epoch
+    sampler.set_epoch(0)
+    assert list(sampler) == first  # and the same again for the same seed and epoch
