@@ -29,7 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/extraction.py
 	$(BIN)/python benchmarks/embed.py
-	$(BIN)/python benchmarks/embedder_recall.py
+	$(BIN)/python benchmarks/embedder_recall.py --clusters
 	$(BIN)/python benchmarks/cluster.py
 	$(BIN)/python benchmarks/selection.py
 

@@ -9,7 +9,11 @@ epochs) and both are scored twice: among the held-out pairs only (the asset's ch
 share of documents with one of theirs there. Candidates are distinct QA texts: a text several documents yield is
 one candidate, relevant to each (the demo's 202 warm-up pairs are 94 distinct texts).
 
-    .venv/bin/python benchmarks/embedder_recall.py [--seeds 0 1 2] [--epochs 2] [--learning-rate 2e-5]
+With ``--clusters``, also what the warm-up is for: every demo document is embedded by the base and by each tuned
+embedder and clustered with the `clusters` asset's defaults (PCA to 5 dimensions, HDBSCAN, min_cluster_size 15),
+and the clusters are scored by the adjusted Rand index against the generated kinds.
+
+    .venv/bin/python benchmarks/embedder_recall.py [--seeds 0 1 2] [--epochs 2] [--learning-rate 2e-5] [--clusters]
 """
 
 from __future__ import annotations
@@ -46,11 +50,19 @@ def warm_up_demo(home: Path) -> Path:
     return paths.store
 
 
+def cluster_agreement(embedder, texts: list[str], kinds: list[str]) -> tuple[float, int]:
+    from equal_dagster.core.clustering import ClusteringParams, adjusted_rand_index, cluster_vectors
+
+    assignment = cluster_vectors(embedder.encode(texts), ClusteringParams())
+    return round(adjusted_rand_index(kinds, assignment.labels), 3), assignment.n_clusters
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument("--clusters", action="store_true", help="also cluster the corpus with each embedder (ARI)")
     args = parser.parse_args()
 
     from equal_dagster.core.contrastive import (
@@ -64,10 +76,13 @@ def main() -> None:
     from equal_dagster.core.embedding import Embedder
     from equal_dagster.core.rounds import WARMUP_ROUND_ID
     from equal_dagster.core.store import Store
+    from equal_dagster.demo.corpus import kinds_by_doc_id
 
     with tempfile.TemporaryDirectory() as tmp:
-        with Store.open(warm_up_demo(Path(tmp) / "home"), read_only=True) as store:
+        home = Path(tmp) / "home"
+        with Store.open(warm_up_demo(home), read_only=True) as store:
             rows = store.qa_pairs_with_documents([WARMUP_ROUND_ID])
+            documents = store.documents() if args.clusters else None
         pairs = [TrainingPair(r["doc_id"], r["text"], render_qa(r["question"], r["answer"]))
                  for r in rows.iter_rows(named=True)]
         print(f"{len(pairs)} warm-up pairs ({len({p.qa_text for p in pairs})} distinct texts) from "
@@ -76,16 +91,29 @@ def main() -> None:
         print("| seed | held-out docs / pairs | pool | base @1 | tuned @1 | base @10 | tuned @10 | base hit@10 | tuned hit@10 |")
         print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
         base = Embedder()
+        tuned_locations = {}
         for seed in args.seeds:
             _, held = split_by_document(pairs, 0.2, seed)
             params = ContrastiveParams(seed=seed, epochs=args.epochs, learning_rate=args.learning_rate,
                                        keep_base_if_worse=False)
             report = tune_embedder(base, pairs, params, Path(tmp) / "embedders")
             tuned = Embedder(report.location)
+            tuned_locations[seed] = report.location
             for pool_name, distractors in (("held-out pairs", ()), ("all warm-up pairs", pairs)):
                 b, t = recall_at_k(base, held, distractors=distractors), recall_at_k(tuned, held, distractors=distractors)
                 print(f"| {seed} | {len({p.doc_id for p in held})} / {len(held)} | {pool_name} | {b['@1']} | {t['@1']} | "
                       f"{b['@10']} | {t['@10']} | {b['hit@10']} | {t['hit@10']} |", flush=True)
+
+        if args.clusters:
+            kind_of = kinds_by_doc_id(home / "crawls")
+            texts, kinds = documents["text"].to_list(), [kind_of[d] for d in documents["doc_id"]]
+            print(f"\nClusters of all {len(texts):,} documents against their {len(set(kinds))} generated kinds:")
+            print("| embedder | clusters | adjusted Rand index |\n|---|---:|---:|")
+            ari, n = cluster_agreement(base, texts, kinds)
+            print(f"| base | {n} | {ari} |", flush=True)
+            for seed, location in tuned_locations.items():
+                ari, n = cluster_agreement(Embedder(location), texts, kinds)
+                print(f"| tuned, seed {seed} | {n} | {ari} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,8 @@ def test_a_tuned_embedder_is_saved_reported_and_used_by_embeddings(paths, warmed
     assert meta["warmup_pairs"] == 48 and meta["train_pairs"] + meta["held_out_pairs"] == 48
     assert len(meta["loss_per_epoch"]) == 1 and meta["loss_per_epoch"][0] > 0
     assert "| base |" in meta["held_out_recall"] and "| tuned |" in meta["held_out_recall"]
+    # 5 held-out documents with 10 pairs: any top 10 holds them all, and the report says the check is moot
+    assert meta["held_out_pairs"] == 10 and "the held-out check cannot tell base and tuned apart" in meta["reason"]
     saved = paths.home / "embedders" / meta["embedder_id"]
     info = json.loads((saved / EMBEDDER_INFO).read_text())
     assert info["base"] == "all-MiniLM-L6-v2" and set(info["recall"]) == {"base", "tuned"}

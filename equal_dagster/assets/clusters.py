@@ -18,7 +18,8 @@ class ClustersConfig(dg.Config):
     recluster: bool = Field(False, description="cluster everything again under a new clustering_id (else: new "
                                                 "documents join the current clustering's nearest centroid)")
     method: str = Field("hdbscan", description="hdbscan | kmeans")
-    dimension: int = Field(5, description="PCA dimension the vectors are reduced to before clustering")
+    dimension: int = Field(ClusteringParams.dimension,
+                           description="PCA dimension the vectors are reduced to before clustering")
     min_cluster_size: int = Field(15, description="hdbscan: smallest cluster")
     min_samples: Optional[int] = Field(None, description="hdbscan: neighbourhood size (default: min_cluster_size)")
     n_clusters: int = Field(1000, description="kmeans: number of clusters (EQUAL used 1,000)")
