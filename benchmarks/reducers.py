@@ -31,10 +31,10 @@ SETTINGS = [  # (reducer, UMAP n_neighbors, HDBSCAN min_cluster_size)
 
 
 def umap_reducer(n_neighbors: int):
-    import umap
+    from umap import UMAP
 
     def reduce(vectors: np.ndarray, dimension: int, seed: int) -> np.ndarray:
-        return umap.UMAP(n_components=dimension, n_neighbors=n_neighbors, min_dist=0.0, metric="cosine",
+        return UMAP(n_components=dimension, n_neighbors=n_neighbors, min_dist=0.0, metric="cosine",
                          random_state=seed).fit_transform(vectors)
 
     return reduce
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--umap-size", type=int, default=100_000)
     args = parser.parse_args()
     try:
-        import umap  # noqa: F401
+        from umap import UMAP  # noqa: F401
     except ImportError:
         sys.exit("benchmarks/reducers.py needs umap-learn: .venv/bin/pip install umap-learn")
 
