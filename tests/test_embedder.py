@@ -153,40 +153,26 @@ def test_hard_negatives_are_never_a_documents_own_qa_text():
     assert hard_negative_texts(embedder, pairs[:2]) is None
 
 
-def test_batches_never_hold_two_documents_that_share_a_qa_text():
-    import random
+def test_the_loss_leaves_a_documents_own_texts_out_of_its_negatives():
+    import torch
+    import torch.nn.functional as F
+    from sentence_transformers import SentenceTransformer
 
-    from datasets import Dataset
+    from equal_dagster.core.contrastive_loss import OwnPairsMaskedRankingLoss
 
-    from equal_dagster.core.contrastive_batches import NoSharedPairsBatchSampler
-
-    # 30 FAQ pages of 3 to 6 entries drawn from 12: many pages share entries, as copied FAQs do
-    rng = random.Random(0)
-    entries = [f"Q: question {i}\nA: answer {i}" for i in range(12)]
-    rows = {"anchor": [], "positive": [], "negative": []}
-    for page in range(30):
-        own = rng.sample(entries, rng.randint(3, 6))
-        for entry in own:
-            rows["anchor"].append(f"page {page}")
-            rows["positive"].append(entry)
-            rows["negative"].append(rng.choice([e for e in entries if e not in own]))
-    texts_of = {}
-    for anchor, positive in zip(rows["anchor"], rows["positive"]):
-        texts_of.setdefault(anchor, set()).add(positive)
-    sampler = NoSharedPairsBatchSampler(Dataset.from_dict(rows), batch_size=8, drop_last=False, seed=3)
-    for epoch in (0, 1):
-        sampler.set_epoch(epoch)
-        batches = list(sampler)
-        assert sorted(i for batch in batches for i in batch) == list(range(len(rows["anchor"])))  # each row once
-        for batch in batches:
-            for i in batch:
-                for j in batch:
-                    if i != j:  # j's positive and negative are true negatives for i's page
-                        assert rows["positive"][j] not in texts_of[rows["anchor"][i]]
-                        assert rows["negative"][j] not in texts_of[rows["anchor"][i]]
-        if epoch == 0:
-            assert len(batches) == len(sampler)
-            first = batches
-    assert batches != first  # reshuffled per epoch
-    sampler.set_epoch(0)
-    assert list(sampler) == first  # and the same again for the same seed and epoch
+    # page A has entries "shipping" and "returns"; page B has "returns" too. In a batch of A's row (shipping) and
+    # B's row (returns), B's positive is A's own entry: not a negative for A. Hard negatives: "invoices", "hours".
+    rows = [("page A: shipping and returns", "shipping", "invoices"), ("page B: returns", "returns", "hours")]
+    own = [{"shipping", "returns"}, {"returns"}]
+    model = SentenceTransformer(Embedder().resolved.location, device="cpu")
+    model.eval()  # no dropout: the loss can be recomputed by hand
+    loss = OwnPairsMaskedRankingLoss(model, 50.0, [r[1:] for r in rows], own)
+    assert loss.own_candidate_mask([0, 1]).tolist() == [[False, True, False, False], [False, False, False, False]]
+    features = [model.tokenize([r[c] for r in rows]) for c in range(3)]
+    value = loss(features, torch.tensor([0, 1]))
+    with torch.no_grad():
+        anchors, positives, negatives = (model.encode([r[c] for r in rows], convert_to_tensor=True) for c in range(3))
+        scores = 50.0 * F.normalize(anchors) @ F.normalize(torch.cat([positives, negatives])).T
+        expected = (F.cross_entropy(scores[0:1, [0, 2, 3]], torch.tensor([0]))  # A without "returns"
+                    + F.cross_entropy(scores[1:2], torch.tensor([1]))) / 2  # B against all four
+    assert abs(value.item() - expected.item()) < 1e-4

@@ -7,10 +7,11 @@ Rules:
 * Held-out: a seeded share of the *documents* (default 20%) with all their pairs, never trained on.
 * Positives: a document and one of its QA pairs. Negatives: every other pair in the batch (in-batch), plus one
   hard negative per couple: a QA pair of the nearest other document under the base embedder. A negative is never
-  one of the document's own QA texts: the hard negative skips them, and a batch never holds two documents that
-  share a QA text (copied FAQ entries, near-duplicate pages; ``NoSharedPairsBatchSampler``).
-* Loss: sentence-transformers' MultipleNegativesRankingLoss (InfoNCE) with scale = 1 / temperature (paper: 0.02),
-  trained with SentenceTransformerTrainer for ``epochs`` (paper: 2).
+  one of the document's own QA texts (copied FAQ entries, near-duplicate pages): the hard negative skips them,
+  and the loss leaves them out of the anchor's softmax (``OwnPairsMaskedRankingLoss``).
+* Loss: sentence-transformers' MultipleNegativesRankingLoss (InfoNCE) with scale = 1 / temperature (paper: 0.02)
+  and that mask, trained with SentenceTransformerTrainer for ``epochs`` (paper: 2), batches without duplicate
+  texts (NoDuplicatesBatchSampler).
 * Check: recall@1 and recall@10 from each held-out document to its own QA pairs (the share of them in its top k),
   among all held-out QA texts (a text several documents yield is one candidate, relevant to each), for the base
   and the tuned embedder; also the hit rate (at least one of them there).
@@ -175,9 +176,10 @@ def tune_embedder(
     from datasets import Dataset
     from transformers import PrinterCallback
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    from equal_dagster.core.contrastive_batches import NoSharedPairsBatchSampler
+    from sentence_transformers.training_args import BatchSamplers
+
+    from equal_dagster.core.contrastive_loss import OwnPairsMaskedRankingLoss
 
     columns = {"anchor": [p.document for p in train], "positive": [p.qa_text for p in train]}
     negatives = hard_negative_texts(base, train) if params.hard_negatives else None
@@ -185,6 +187,9 @@ def tune_embedder(
         columns["negative"] = negatives
     elif params.hard_negatives:
         say("contrastive warm-up: no hard negatives (a document shares every QA text of the others)")
+    candidate_texts = list(zip(*[columns[name] for name in ("positive", "negative") if name in columns]))
+    own = own_qa_texts(train)
+    columns["label"] = list(range(len(train)))  # the row, for the loss's mask of a document's own texts
     steps = math.ceil(len(train) / params.batch_size) * params.epochs
     model = SentenceTransformer(base.resolved.location, device=str(base.model.device))
     model.max_seq_length = base.model.max_seq_length
@@ -192,13 +197,14 @@ def tune_embedder(
         args = SentenceTransformerTrainingArguments(
             output_dir=scratch, num_train_epochs=params.epochs, per_device_train_batch_size=params.batch_size,
             learning_rate=params.learning_rate, warmup_steps=math.ceil(0.1 * steps), seed=params.seed, data_seed=params.seed,
-            batch_sampler=NoSharedPairsBatchSampler, logging_strategy="epoch", save_strategy="no",
+            batch_sampler=BatchSamplers.NO_DUPLICATES, logging_strategy="epoch", save_strategy="no",
             report_to="none", disable_tqdm=True, dataloader_num_workers=0,
             use_cpu=str(base.model.device) == "cpu",
         )
         trainer = SentenceTransformerTrainer(
             model=model, args=args, train_dataset=Dataset.from_dict(columns),
-            loss=MultipleNegativesRankingLoss(model, scale=1.0 / params.temperature),
+            loss=OwnPairsMaskedRankingLoss(model, 1.0 / params.temperature, candidate_texts,
+                                           [own[p.doc_id] for p in train]),
         )
         trainer.remove_callback(PrinterCallback)  # the loss per epoch goes to ``log``, not to stdout
         trainer.train()
