@@ -176,7 +176,6 @@ def tune_embedder(
     from datasets import Dataset
     from transformers import PrinterCallback
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-
     from sentence_transformers.training_args import BatchSamplers
 
     from equal_dagster.core.contrastive_loss import OwnPairsMaskedRankingLoss
@@ -190,13 +189,14 @@ def tune_embedder(
     candidate_texts = list(zip(*[columns[name] for name in ("positive", "negative") if name in columns]))
     own = own_qa_texts(train)
     columns["label"] = list(range(len(train)))  # the row, for the loss's mask of a document's own texts
-    steps = math.ceil(len(train) / params.batch_size) * params.epochs
     model = SentenceTransformer(base.resolved.location, device=str(base.model.device))
     model.max_seq_length = base.model.max_seq_length
+    steps = math.ceil(len(train) / params.batch_size) * params.epochs
     with tempfile.TemporaryDirectory(prefix="equal-embedder-") as scratch:
         args = SentenceTransformerTrainingArguments(
             output_dir=scratch, num_train_epochs=params.epochs, per_device_train_batch_size=params.batch_size,
-            learning_rate=params.learning_rate, warmup_steps=math.ceil(0.1 * steps), seed=params.seed, data_seed=params.seed,
+            learning_rate=params.learning_rate, warmup_steps=math.ceil(0.1 * steps), seed=params.seed,
+            data_seed=params.seed,
             batch_sampler=BatchSamplers.NO_DUPLICATES, logging_strategy="epoch", save_strategy="no",
             report_to="none", disable_tqdm=True, dataloader_num_workers=0,
             use_cpu=str(base.model.device) == "cpu",
