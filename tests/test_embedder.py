@@ -93,26 +93,6 @@ def test_held_out_split_is_by_document_and_recall_is_measured_per_document():
     assert recall["@1"] <= 0.5  # at most one of a document's two pairs can be its top 1
 
 
-def test_recall_is_the_share_of_a_documents_pairs_in_its_top_k():
-    import numpy as np
-
-    class Fixed:  # an embedder whose vectors are given: documents a, b; pairs a1, a2, a3 and b1
-        vectors = {"doc a": [1, 0], "doc b": [0, 1], "a1": [1, 0], "a2": [0.9, 0.1], "a3": [0, 1], "b1": [0.1, 0.9]}
-
-        def encode(self, texts):
-            rows = np.array([self.vectors[t] for t in texts], dtype=float)
-            return rows / np.linalg.norm(rows, axis=1, keepdims=True)
-
-    pairs = [TrainingPair("a", "doc a", q) for q in ("a1", "a2", "a3")] + [TrainingPair("b", "doc b", "b1")]
-    recall = recall_at_k(Fixed(), pairs, ks=(1, 2))
-    # a ranks a1, a2, b1, a3: 1/3 of its pairs at k=1, 2/3 at k=2; b ranks a3, b1: 0 at k=1, 1 at k=2
-    assert recall == {"@1": round((1 / 3 + 0) / 2, 4), "hit@1": 0.5, "@2": round((2 / 3 + 1) / 2, 4), "hit@2": 1.0}
-    # distractors: pairs of other documents join the pool; a's pairs now compete with c1, which sits on a
-    Fixed.vectors["c1"] = [1, 0.01]
-    with_distractor = recall_at_k(Fixed(), pairs, ks=(1, 2), distractors=[TrainingPair("c", "doc c", "c1")] + pairs)
-    assert with_distractor["@2"] < recall["@2"]
-
-
 class GivenVectors:
     """An embedder whose vectors are given, normalized."""
 
@@ -124,6 +104,20 @@ class GivenVectors:
 
         rows = np.array([self.vectors[t] for t in texts], dtype=float)
         return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_recall_is_the_share_of_a_documents_pairs_in_its_top_k():
+    # documents a, b; pairs a1, a2, a3 and b1
+    embedder = GivenVectors({"doc a": [1, 0], "doc b": [0, 1], "a1": [1, 0], "a2": [0.9, 0.1], "a3": [0, 1],
+                             "b1": [0.1, 0.9]})
+    pairs = [TrainingPair("a", "doc a", q) for q in ("a1", "a2", "a3")] + [TrainingPair("b", "doc b", "b1")]
+    recall = recall_at_k(embedder, pairs, ks=(1, 2))
+    # a ranks a1, a2, b1, a3: 1/3 of its pairs at k=1, 2/3 at k=2; b ranks a3, b1: 0 at k=1, 1 at k=2
+    assert recall == {"@1": round((1 / 3 + 0) / 2, 4), "hit@1": 0.5, "@2": round((2 / 3 + 1) / 2, 4), "hit@2": 1.0}
+    # distractors: pairs of other documents join the pool; a's pairs now compete with c1, which sits on a
+    embedder.vectors["c1"] = [1, 0.01]
+    with_distractor = recall_at_k(embedder, pairs, ks=(1, 2), distractors=[TrainingPair("c", "doc c", "c1")] + pairs)
+    assert with_distractor["@2"] < recall["@2"]
 
 
 def test_a_qa_text_several_documents_yield_is_one_candidate_relevant_to_each():
