@@ -9,7 +9,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from equal_dagster.core.bandit import POLICIES, BanditParams
 from equal_dagster.core.settings import EqualPaths
+from equal_dagster.core.warmup import WARMUP_FRACTION
 
 
 def _paths(args: argparse.Namespace) -> EqualPaths:
@@ -153,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
                                      "budget; prints one JSON summary")
     run.add_argument("--crawl-dir", required=True, help="folder whose subfolders are the crawls")
     run.add_argument("--reference", required=True, help="JSONL of question/answer pairs: the goal")
-    run.add_argument("--policy", default="equal_ucb", help="equal_ucb | thompson | epsilon_greedy | random | all")
+    run.add_argument("--policy", default=BanditParams.policy, choices=POLICIES)
     run.add_argument("--budget", default="10%", help="documents for all extraction, warm-up included: 500 or 10%%")
     run.add_argument("--budget-tokens", type=int, default=None, help="LLM tokens for all extraction (optional)")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--arms-per-round", type=int, default=10)
-    run.add_argument("--docs-per-arm", type=int, default=10)
-    run.add_argument("--warmup-fraction", type=float, default=0.05)
+    run.add_argument("--arms-per-round", type=int, default=None, help="default: from the number of arms")
+    run.add_argument("--docs-per-arm", type=int, default=None, help="default: from the budget (10 to 30 rounds)")
+    run.add_argument("--warmup-fraction", type=float, default=WARMUP_FRACTION)
     run.add_argument("--no-tune", action="store_true", help="keep the base embedder (skip the contrastive step)")
     run.set_defaults(func=cmd_run)
 
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                                            "unless given (stops when the budget is spent)")
     rounds.add_argument("count", type=int)
     rounds.add_argument("--budget", default=None, help="a new budget (raise it to go on once it is spent)")
-    rounds.add_argument("--policy", default=None, help="another policy from now on")
+    rounds.add_argument("--policy", default=None, choices=POLICIES, help="another policy from now on")
     rounds.add_argument("--arms-per-round", type=int, default=None)
     rounds.add_argument("--docs-per-arm", type=int, default=None)
     rounds.set_defaults(func=cmd_rounds)

@@ -43,6 +43,11 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value.strip() else default
 
 
+def _optional_int(name: str) -> int | None:
+    value = _env(name)
+    return int(value) if value else None
+
+
 def extraction_resource_from_env() -> ExtractionResource:
     """The llm resource from EQUAL_LLM_* variables (docs/configuration.md); the API key stays an EnvVar."""
     max_model_len = _env("EQUAL_LLM_MAX_MODEL_LEN")
@@ -74,8 +79,8 @@ def bandit_resource_from_env(paths: EqualPaths) -> BanditResource:
     budget_tokens = _env("EQUAL_BUDGET_TOKENS")
     return BanditResource(
         policy=_env("EQUAL_BANDIT_POLICY", "equal_ucb"),
-        arms_per_round=int(_env("EQUAL_BANDIT_ARMS_PER_ROUND", "50")),
-        docs_per_arm=int(_env("EQUAL_BANDIT_DOCS_PER_ARM", "10")),
+        arms_per_round=_optional_int("EQUAL_BANDIT_ARMS_PER_ROUND"),
+        docs_per_arm=_optional_int("EQUAL_BANDIT_DOCS_PER_ARM"),
         alpha=float(_env("EQUAL_BANDIT_ALPHA", "1.0")),
         alpha_decay=_env("EQUAL_BANDIT_ALPHA_DECAY", "1").lower() in ("1", "true", "yes"),
         share_threshold=float(share_threshold) if share_threshold else None,

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from equal_dagster.core.bandit import Budget
 from equal_dagster.core.embedding import Embedder
 from equal_dagster.core.rounds import harvest_summary, round_key
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.store import Store
+from equal_dagster.core.warmup import WARMUP_FRACTION
 from equal_dagster.definitions import build_definitions
 from equal_dagster.instance import persistent_instance
 from equal_dagster.partitions import crawls_partitions, rounds_partitions
@@ -97,9 +97,9 @@ def run_headless(
     budget: str,
     seed: int,
     home: Path,
-    arms_per_round: int = 10,
-    docs_per_arm: int = 10,
-    warmup_fraction: float = 0.05,
+    arms_per_round: int | None = None,
+    docs_per_arm: int | None = None,
+    warmup_fraction: float = WARMUP_FRACTION,
     tune_embedder: bool = True,
     budget_tokens: int | None = None,
     say: Callable[[str], None] = _stderr,
@@ -117,7 +117,6 @@ def run_headless(
             if store.rounds().filter(store.rounds()["round_no"] >= 1).height:
                 raise HeadlessRunError(f"{home} already holds bandit rounds: `equal run` starts from nothing; give a fresh "
                                        "--home (or go on with `equal rounds N`)")
-    parsed_budget = Budget.parse(budget, budget_tokens)
     bandit = BanditResource(policy=policy, budget=budget, budget_tokens=budget_tokens, seed=seed, reference=str(reference),
                             arms_per_round=arms_per_round, docs_per_arm=docs_per_arm)
     bandit.round_settings()  # a bad policy or budget fails here, before any work
@@ -139,10 +138,8 @@ def run_headless(
         stage("ingest", "ingest_crawl", partition_key=crawl)
     with Store.open(paths.store, read_only=True) as store:
         corpus_documents = store.document_count()
-    limit = parsed_budget.document_limit(corpus_documents)
-    warmup_cap = 2000 if limit is None else max(1, min(2000, limit))
     stage("warm-up", "warmup", run_config={"ops": {"warmup_extractions": {"config": {
-        "fraction": warmup_fraction, "max_documents": warmup_cap, "seed": seed}}}})
+        "fraction": warmup_fraction, "seed": seed}}}})
     if tune_embedder:
         stage("embedder", "tune_embedder", run_config={"ops": {"embedder": {"config": {"seed": seed}}}})
     for crawl in crawls:
@@ -163,7 +160,8 @@ def run_headless(
         "tokens": harvest.tokens, "qa_pairs": harvest.qa_pairs,
         "ot_distance_to_reference": None if harvest.ot_distance is None else round(harvest.ot_distance, 6),
         "ot_embedder": harvest.ot_embedder_id, "rounds": harvest.rounds, "per_round": harvest.per_round,
-        "last_round": rounds[-1]["round_no"] if rounds else None, "timings_s": timings,
+        "last_round": rounds[-1]["round_no"] if rounds else None,
+        "round_shape": rounds[0]["round_shape"] if rounds else None, "timings_s": timings,
         "elapsed_s": round(time.perf_counter() - began, 2),
     }
 

@@ -32,7 +32,7 @@ def blobs(n_per=60, centers=4, dim=32, seed=0):
 def test_hdbscan_puts_every_vector_in_one_cluster_and_flags_joined_noise():
     x, truth = blobs()
     outlier = np.ones((1, x.shape[1]), dtype=np.float32) / np.sqrt(x.shape[1])
-    result = cluster_vectors(np.vstack([x, outlier]), ClusteringParams(dimension=5, min_cluster_size=10))
+    result = cluster_vectors(np.vstack([x, outlier]), ClusteringParams(method="hdbscan", dimension=5, min_cluster_size=10))
     assert (result.labels >= 0).all() and result.n_clusters == 4
     assert adjusted_rand_index(truth, result.labels[:-1]) > 0.95
     joined = [i for i, how in enumerate(result.how) if how == "noise_joined"]
@@ -42,7 +42,7 @@ def test_hdbscan_puts_every_vector_in_one_cluster_and_flags_joined_noise():
 
 def test_all_noise_becomes_one_cluster_and_kmeans_is_an_option():
     x, truth = blobs(n_per=5, centers=2)
-    few = cluster_vectors(x, ClusteringParams(min_cluster_size=15))
+    few = cluster_vectors(x, ClusteringParams(method="hdbscan", min_cluster_size=15))
     assert few.n_clusters == 1 and set(few.how) == {"noise_joined"} and "no cluster" in few.notes[0]
     x, truth = blobs()
     km = cluster_vectors(x, ClusteringParams(method="kmeans", n_clusters=4))
@@ -53,7 +53,7 @@ def test_all_noise_becomes_one_cluster_and_kmeans_is_an_option():
 
 def test_new_vectors_join_the_nearest_centroid():
     x, truth = blobs()
-    result = cluster_vectors(x, ClusteringParams(dimension=5, min_cluster_size=10))
+    result = cluster_vectors(x, ClusteringParams(method="hdbscan", dimension=5, min_cluster_size=10))
     later, later_truth = blobs(n_per=3, seed=0)
     joined = assign_new(later, result.centroids)
     assert adjusted_rand_index(later_truth, joined.labels) == 1.0 and set(joined.how) == {"new_document"}

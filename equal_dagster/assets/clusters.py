@@ -1,7 +1,7 @@
 """Asset ``clusters``: documents grouped into bandit arms (EQUAL's clustering step)."""
 
 import json
-from typing import Optional
+from typing import Literal, Optional
 
 import dagster as dg
 from pydantic import Field
@@ -17,12 +17,13 @@ from equal_dagster.resources.store import StoreResource
 class ClustersConfig(dg.Config):
     recluster: bool = Field(False, description="cluster everything again under a new clustering_id (else: new "
                                                 "documents join the current clustering's nearest centroid)")
-    method: str = Field("hdbscan", description="hdbscan | kmeans")
+    method: Literal["kmeans", "hdbscan"] = Field(ClusteringParams.method, description="kmeans (faiss) | hdbscan")
     dimension: int = Field(ClusteringParams.dimension,
-                           description="PCA dimension the vectors are reduced to before clustering")
-    min_cluster_size: int = Field(15, description="hdbscan: smallest cluster")
+                           description="hdbscan: PCA dimension the vectors are reduced to before clustering")
+    min_cluster_size: int = Field(ClusteringParams.min_cluster_size, description="hdbscan: smallest cluster")
     min_samples: Optional[int] = Field(None, description="hdbscan: neighbourhood size (default: min_cluster_size)")
-    n_clusters: int = Field(1000, description="kmeans: number of clusters (EQUAL used 1,000)")
+    n_clusters: Optional[int] = Field(None, description="kmeans: number of arms; none: one per 5 warm-up documents "
+                                                        "(at most 1,000, EQUAL's)")
     seed: int = 0
 
 
@@ -39,13 +40,13 @@ def clusters_table(report: ClusteringReport, limit: int = 40) -> str:
 @dg.asset(
     deps=[embeddings],
     group_name="embed",
-    kinds={"duckdb", "scikitlearn"},
+    kinds={"duckdb", "faiss"},
     pool="duckdb",
     # runs by itself once the default_automation_condition_sensor is switched on (off by default)
     automation_condition=dg.AutomationCondition.eager(),
     description=(
-        "Every embedded document in exactly one cluster (a bandit arm): PCA, then HDBSCAN with noise joined to the "
-        "nearest centroid (or MiniBatchKMeans). Documents of new crawls join the nearest existing centroid; "
+        "Every embedded document in exactly one cluster (a bandit arm): faiss k-means with one arm per 5 warm-up "
+        "documents (or PCA and HDBSCAN). Documents of new crawls join the nearest existing centroid; "
         "`recluster: true` starts a new clustering_id."
     ),
 )

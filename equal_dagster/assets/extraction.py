@@ -9,14 +9,23 @@ from equal_dagster.assets.corpus import corpus
 from equal_dagster.assets.metadata import markdown_table
 from equal_dagster.core.extraction import STATUSES, StoreResponseCache
 from equal_dagster.core.rounds import WARMUP_ROUND_ID
-from equal_dagster.core.warmup import WarmupReport, run_warmup
+from equal_dagster.core.warmup import (
+    WARMUP_FRACTION,
+    WARMUP_MAX_BUDGET_SHARE,
+    WARMUP_MAX_DOCUMENTS,
+    WarmupReport,
+    run_warmup,
+)
+from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.llm import ExtractionResource
 from equal_dagster.resources.store import StoreResource
 
 
 class WarmupConfig(dg.Config):
-    fraction: float = Field(0.05, description="share of the corpus to extract (EQUAL: 5%)")
-    max_documents: int = Field(2000, description="cap on the sample, whatever the corpus size")
+    fraction: float = Field(WARMUP_FRACTION, description="share of the corpus to extract (EQUAL: 5%)")
+    max_documents: int = Field(WARMUP_MAX_DOCUMENTS, description="cap on the sample, whatever the corpus size")
+    max_budget_share: float = Field(WARMUP_MAX_BUDGET_SHARE,
+                                    description="cap on the sample as a share of the bandit's document budget")
     seed: int = Field(0, description="sampling seed: the same seed over the same corpus gives the same sample")
     strategy: Optional[str] = Field(None, description="equal | reinstruct; default: the llm resource's")
     refine: Optional[bool] = Field(None, description="EQUAL's refine pass; default: the llm resource's")
@@ -64,20 +73,27 @@ def extraction_metadata(report: WarmupReport, qa_preview: list[dict], qa_columns
     kinds={"duckdb", "python"},
     pool="duckdb",
     description=(
-        "EQUAL's warm-up: a seeded random sample of the corpus (default 5%, capped) extracted with the configured "
+        "EQUAL's warm-up: a seeded random sample of the corpus (default 5%, at most a fifth of the budget) extracted with the configured "
         "backend and stored as round 0 (`extractions`, `qa_pairs`, `rounds`). Calls already paid for come from "
         "`llm_cache`; re-materializing replaces round 0."
     ),
 )
 def warmup_extractions(
-    context: dg.AssetExecutionContext, config: WarmupConfig, store: StoreResource, llm: ExtractionResource
+    context: dg.AssetExecutionContext, config: WarmupConfig, store: StoreResource, llm: ExtractionResource,
+    bandit: BanditResource,
 ) -> dg.MaterializeResult:
+    try:
+        budget = bandit.round_settings().budget
+    except ValueError as exc:
+        raise dg.Failure(description=str(exc)) from exc
     with store.open_store() as db:
         extractor = llm.build_extractor(StoreResponseCache(db), log=context.log.info, strategy=config.strategy,
                                         refine=config.refine)
         try:
             report = run_warmup(db, extractor, fraction=config.fraction, max_documents=config.max_documents,
-                                seed=config.seed, dagster_run_id=context.run_id, log=context.log.info)
+                                budget_documents=budget.document_limit(db.document_count()),
+                                max_budget_share=config.max_budget_share, seed=config.seed,
+                                dagster_run_id=context.run_id, log=context.log.info)
         except ValueError as exc:
             raise dg.Failure(description=str(exc)) from exc
         preview = db.qa_pairs(WARMUP_ROUND_ID).head(5).to_dicts()

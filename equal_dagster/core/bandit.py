@@ -23,6 +23,18 @@ Rules:
 * Only playable arms are chosen: an arm with no unextracted document left is exhausted and leaves the game; when
   a new crawl brings it documents it is playable again, with its pull counts intact.
 * The documents of a round are at most ``arms_per_round * docs_per_arm``, and never more than the budget leaves.
+
+The round's shape follows from the data (:func:`round_shape`), so that the defaults fit a corpus nobody tuned them
+for; a setting given explicitly wins:
+
+* **Arms per round**: EQUAL's ratio, 5% of the arms (its 50 of 1,000), at least 1.
+* **Documents per arm**: EQUAL's 10, as long as the budget left for the rounds (the budget less the warm-up's
+  spend) makes between ``MIN_ROUNDS`` (10) and ``MAX_ROUNDS`` (30) rounds of that shape. Fewer: documents per arm
+  shrink (to 1 at least), then arms per round, until there are 10 rounds: a bandit needs rounds to learn in. More:
+  documents per arm grow until there are 30 rounds, since every round costs a run of its own.
+* Policies that do not learn from rewards (``random``, ``all``, ``knn_reference``, ``classifier``) play
+  ``MIN_ROUNDS`` rounds of equal size: how they cut the budget into rounds changes nothing they choose.
+* With no document budget (a token budget alone, or none), the rounds take EQUAL's shape unchanged.
 """
 
 from __future__ import annotations
@@ -34,15 +46,68 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-POLICIES = ("equal_ucb", "thompson", "epsilon_greedy", "random", "all")
+POLICIES = ("equal_ucb", "thompson", "epsilon_greedy", "random", "all", "knn_reference", "classifier")
 ARM_POLICIES = frozenset({"equal_ucb", "thompson", "epsilon_greedy"})
+
+ARM_SHARE_PER_ROUND = 0.05  # EQUAL: 50 of its 1,000 arms each round ...
+DOCS_PER_ARM = 10  # ... and 10 documents from each
+MIN_ROUNDS = 10  # rounds the bandit gets to learn in, at least
+MAX_ROUNDS = 30  # documents per arm grow beyond 10 rather than play more rounds than this
+
+
+@dataclass(frozen=True)
+class RoundShape:
+    """How many arms a round plays and how many documents it draws from each, and why."""
+
+    arms_per_round: int
+    docs_per_arm: int
+    expected_rounds: int | None  # None: no document budget to divide
+    reason: str
+
+    @property
+    def documents(self) -> int:
+        return self.arms_per_round * self.docs_per_arm
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def round_shape(n_arms: int, round_budget: int | None, *, learns: bool = True, arms_per_round: int | None = None,
+                docs_per_arm: int | None = None) -> RoundShape:
+    """The shape of every round (see the module's rules): ``n_arms`` arms in the clustering, ``round_budget`` documents
+    for all rounds (the budget less the warm-up's documents; None: no document budget)."""
+    arms = arms_per_round or max(1, round(ARM_SHARE_PER_ROUND * n_arms))
+    docs = docs_per_arm or DOCS_PER_ARM
+    why = [f"{arms} arm(s) a round ({'set' if arms_per_round else f'5% of {n_arms}'}), "
+           f"{docs} document(s) each ({'set' if docs_per_arm else 'EQUAL'})"]
+    if round_budget is None:
+        return RoundShape(arms, docs, None, why[0] + "; no document budget to divide")
+    budget = max(1, round_budget)
+    if not learns:
+        if arms_per_round and docs_per_arm:
+            return RoundShape(arms, docs, math.ceil(budget / (arms * docs)), why[0])
+        docs = math.ceil(budget / MIN_ROUNDS / (arms_per_round or 1))
+        return RoundShape(arms_per_round or 1, docs, math.ceil(budget / ((arms_per_round or 1) * docs)),
+                          f"{MIN_ROUNDS} equal rounds of the {budget:,} documents left: the policy does not learn "
+                          "from rewards")
+    if budget < MIN_ROUNDS * arms * docs and not docs_per_arm:
+        docs = max(1, budget // (MIN_ROUNDS * arms))
+        why.append(f"documents per arm cut to {docs} for {MIN_ROUNDS} rounds")
+    elif budget > MAX_ROUNDS * arms * docs and not docs_per_arm:
+        docs = math.ceil(budget / (MAX_ROUNDS * arms))
+        why.append(f"documents per arm raised to {docs} for at most {MAX_ROUNDS} rounds")
+    if budget < MIN_ROUNDS * arms * docs and not arms_per_round:
+        arms = max(1, budget // (MIN_ROUNDS * docs))
+        why.append(f"arms per round cut to {arms} for {MIN_ROUNDS} rounds")
+    rounds = math.ceil(budget / (arms * docs))
+    return RoundShape(arms, docs, rounds, "; ".join(why) + f": about {rounds} rounds of the {budget:,} documents left")
 
 
 @dataclass(frozen=True)
 class BanditParams:
     policy: str = "equal_ucb"
-    arms_per_round: int = 50  # EQUAL: 50 arms ...
-    docs_per_arm: int = 10  # ... of 10 documents each
+    arms_per_round: int | None = None  # None: from the data (round_shape)
+    docs_per_arm: int | None = None  # None: from the data (round_shape)
     alpha: float = 1.0
     alpha_decay: bool = True  # EQUAL: alpha = 1 / (N + 1)
     share_threshold: float | None = None  # cosine distance between centroids; None: no sharing
@@ -54,8 +119,9 @@ class BanditParams:
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
-        if self.arms_per_round < 1 or self.docs_per_arm < 1:
-            raise ValueError("arms_per_round and docs_per_arm must be at least 1")
+        if (self.arms_per_round is not None and self.arms_per_round < 1) or (
+                self.docs_per_arm is not None and self.docs_per_arm < 1):
+            raise ValueError("arms_per_round and docs_per_arm must be at least 1 (or unset: derived from the data)")
         if self.alpha < 0:
             raise ValueError("alpha must not be negative")
         if not 0 <= self.epsilon <= 1:

@@ -1,48 +1,68 @@
 """Clusters of documents as bandit arms (EQUAL, arXiv 2505.12250, section 3.3: the paper clusters the tuned
-document embeddings with k-means into 1,000 arms; here HDBSCAN by default, k-means as an option).
+document embeddings with k-means into about 1,000 arms for 1.46M documents).
 
 Rules:
 
-* Vectors are reduced with PCA to ``dimension`` (default 5) before clustering: HDBSCAN on the raw 384-dimensional
-  vectors ran for over 17 minutes at 100k documents on two cores without finishing; on 10 dimensions it takes
-  under a minute.
-* ``hdbscan``: the ``hdbscan`` package with ``min_cluster_size`` (and ``min_samples``). Points it leaves as
-  noise join the cluster whose centroid is nearest (cosine, in the full embedding space), flagged
-  ``noise_joined``, so that every document is in exactly one arm. If HDBSCAN finds no cluster at all, every
-  document goes to one cluster and the report says so.
-* ``kmeans``: scikit-learn's MiniBatchKMeans with ``n_clusters`` (the paper: 1,000), for very large corpora.
-* Centroids are the normalized means of each cluster's (normalized) vectors in the full space. Documents that
-  arrive later (a new crawl) join the nearest centroid (``new_document``) without re-clustering, so existing
-  assignments and the bandit's statistics stay; a full re-cluster makes a new ``clustering_id``.
+* ``kmeans`` (the default): faiss's spherical k-means on the full (normalized) vectors, trained on at most 256
+  vectors per centroid (a seeded sample), then every vector assigned to its nearest centroid. The number of arms is
+  ``n_clusters`` when given, else :func:`arms_for`: one arm per ``WARMUP_DOCS_PER_ARM`` (5) documents of the
+  warm-up, at least 2, at most ``MAX_ARMS`` (1,000, EQUAL's). The bandit's first pull of an arm is the warm-up's
+  documents in it; an arm the warm-up missed must be explored in the rounds, one round slot each, so more arms
+  than the warm-up can cover spend the round budget on exploration (measured in docs/benchmarks.md: at 2 warm-up
+  documents per arm the bandit harvested a third less than at 5). Empty centroids are dropped.
+* ``hdbscan``: vectors reduced with PCA to ``dimension`` (default 5) first (HDBSCAN on the raw 384-dimensional
+  vectors ran for over 17 minutes at 100k documents on two cores without finishing); the ``hdbscan`` package with
+  ``min_cluster_size`` (and ``min_samples``). Points it leaves as noise join the cluster whose centroid is nearest
+  (cosine, in the full embedding space), flagged ``noise_joined``, so that every document is in exactly one arm.
+  If HDBSCAN finds no cluster at all, every document goes to one cluster and the report says so.
+* Centroids are the normalized means of each cluster's (normalized) vectors in the full space; each cluster also
+  keeps the per-dimension standard deviation of its vectors (``spread``), for the bandit's neighbour sharing.
+  Documents that arrive later (a new crawl) join the nearest centroid (``new_document``) without re-clustering, so
+  existing assignments and the bandit's statistics stay; a full re-cluster makes a new ``clustering_id``.
 * Per cluster: size, top terms by class-based TF-IDF over a seeded sample of its texts (at most 300 each), and
   the first lines of three sample documents.
+* faiss's bundled OpenBLAS mis-detects some processors and runs about 4x slower; unless ``OPENBLAS_CORETYPE`` is
+  set, it is set from the processor's flags before faiss is first imported (:func:`import_faiss`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import platform
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
 from equal_dagster.core.store import table_frame
+from equal_dagster.core.warmup import warmup_sample_size
 
-METHODS = ("hdbscan", "kmeans")
+METHODS = ("kmeans", "hdbscan")
+WARMUP_DOCS_PER_ARM = 5
+MAX_ARMS = 1000  # EQUAL's
+MAX_POINTS_PER_CENTROID = 256
+
+
+def arms_for(warmup_documents: int) -> int:
+    """The number of k-means arms when none is given: one per 5 warm-up documents, within [2, 1,000]."""
+    return int(min(MAX_ARMS, max(2, round(warmup_documents / WARMUP_DOCS_PER_ARM))))
 
 
 @dataclass
 class ClusteringParams:
-    method: str = "hdbscan"
-    dimension: int = 5
-    min_cluster_size: int = 15
-    min_samples: int | None = None
-    n_clusters: int = 1000
+    method: str = "kmeans"
+    dimension: int = 5  # hdbscan: PCA dimension
+    min_cluster_size: int = 15  # hdbscan
+    min_samples: int | None = None  # hdbscan
+    n_clusters: int | None = None  # kmeans; None: arms_for(the warm-up's documents)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -50,6 +70,37 @@ class ClusteringParams:
             raise ValueError(f"unknown clustering method {self.method!r}: choose one of {', '.join(METHODS)}")
         if self.dimension < 2:
             raise ValueError("dimension must be at least 2")
+        if self.n_clusters is not None and self.n_clusters < 1:
+            raise ValueError("n_clusters must be at least 1 (or unset: from the warm-up)")
+
+
+def import_faiss():
+    """faiss, with OpenBLAS told the processor's kind when it would mis-detect it (see the module's rules)."""
+    if "faiss" not in sys.modules and not os.environ.get("OPENBLAS_CORETYPE") and platform.machine() == "x86_64":
+        try:
+            flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+        except OSError:
+            flags = ""
+        kind = "SkylakeX" if " avx512f" in flags else "Haswell" if " avx2" in flags else None
+        if kind:
+            os.environ["OPENBLAS_CORETYPE"] = kind
+    import faiss
+
+    return faiss
+
+
+def kmeans_labels(vectors: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """faiss spherical k-means: labels of every vector (centroids trained on a seeded sample)."""
+    faiss = import_faiss()
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    model = faiss.Kmeans(x.shape[1], k, niter=20, seed=seed + 1, spherical=True, verbose=False,
+                         max_points_per_centroid=MAX_POINTS_PER_CENTROID)
+    model.train(x)
+    labels = np.empty(len(x), dtype=np.int32)
+    for start in range(0, len(x), 65536):
+        _, nearest = model.index.search(x[start:start + 65536], 1)
+        labels[start:start + 65536] = nearest[:, 0]
+    return labels
 
 
 @dataclass
@@ -92,20 +143,22 @@ def cluster_vectors(vectors: np.ndarray, params: ClusteringParams) -> ClusterAss
     if n == 0:
         raise ValueError("no vectors to cluster: materialize embeddings first")
     notes: list[str] = []
-    reduced = reduce_dimensions(vectors, params.dimension, params.seed) if n > 2 else vectors
     if params.method == "kmeans":
-        from sklearn.cluster import MiniBatchKMeans
-
-        k = min(params.n_clusters, n)
-        if k < params.n_clusters:
-            notes.append(f"{params.n_clusters} clusters asked, {n} documents: k = {k}")
-        model = MiniBatchKMeans(n_clusters=k, random_state=params.seed, n_init=3, batch_size=4096).fit(reduced)
-        labels = model.labels_.astype(np.int32)
+        if params.n_clusters is None:
+            raise ValueError("k-means needs n_clusters (build_clustering derives it from the warm-up)")
+        wanted = params.n_clusters
+        k = min(wanted, n)
+        if k < wanted:
+            notes.append(f"{wanted} clusters asked, {n} documents: k = {k}")
+        labels = kmeans_labels(vectors, k, params.seed) if k > 1 else np.zeros(n, dtype=np.int32)
         probabilities = np.full(n, np.nan)
         how = ["clustered"] * n
+        if len(np.unique(labels)) < k:
+            notes.append(f"{k - len(np.unique(labels))} empty centroid(s) dropped")
     else:
         import hdbscan
 
+        reduced = reduce_dimensions(vectors, params.dimension, params.seed) if n > 2 else vectors
         if n < 2 * params.min_cluster_size:
             labels = np.full(n, -1, dtype=np.int32)
             probabilities = np.zeros(n)
@@ -185,12 +238,6 @@ def adjusted_rand_index(truth: Sequence[str], labels: Sequence[int]) -> float:
     return float(adjusted_rand_score(list(truth), list(labels)))
 
 
-def entropy_bits(labels: Sequence[int]) -> float:
-    counts = np.bincount(np.asarray(labels))
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log2(p)).sum()) if len(p) else math.nan
-
-
 # -- with the store -------------------------------------------------------------------------------------
 @dataclass
 class ClusteringReport:
@@ -258,10 +305,18 @@ def build_clustering(store, embedder_id: str, params: ClusteringParams, log=None
     if not doc_ids:
         raise ValueError(f"no document has a vector from embedder {embedder_id}: materialize embeddings first")
     loaded = time.perf_counter()
+    derived = []
+    if params.method == "kmeans" and params.n_clusters is None:
+        warmup = store.spent_before(1)[0]
+        params = replace(params, n_clusters=arms_for(warmup or warmup_sample_size(len(doc_ids))))
+        derived.append(f"{params.n_clusters} arms: one per {WARMUP_DOCS_PER_ARM} of the warm-up's "
+                       f"{warmup or 'expected ' + str(warmup_sample_size(len(doc_ids)))} documents")
     if log:
-        log(f"clustering {len(doc_ids):,} documents ({vectors.shape[1]} dimensions, embedder {embedder_id}) with "
-            f"{params.method}, reduced to {params.dimension} dimensions")
+        how = (f"{params.n_clusters} k-means arms" if params.method == "kmeans"
+               else f"hdbscan, reduced to {params.dimension} dimensions")
+        log(f"clustering {len(doc_ids):,} documents ({vectors.shape[1]} dimensions, embedder {embedder_id}) into {how}")
     assignment = cluster_vectors(vectors, params)
+    assignment.notes[:0] = derived
     clustered = time.perf_counter()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     clustering_id = f"{params.method}-{embedder_id}-{stamp}"

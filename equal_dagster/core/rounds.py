@@ -17,6 +17,12 @@ Rules:
 * The budget (documents, or a share of the corpus, and optionally tokens) counts every extracted document,
   the warm-up's included. A round trims its documents to what the budget leaves; a round asked for when nothing is
   left is refused.
+* Every round has the same shape, from :func:`equal_dagster.core.bandit.round_shape` over the clustering's arms and
+  the documents the budget leaves for all rounds (the budget less the warm-up's documents; with a token budget
+  alone, the tokens left over the warm-up's tokens per document). The shape and its reason are part of the round's
+  record.
+* ``knn_reference`` and ``classifier`` rank every unextracted document (:mod:`equal_dagster.core.baselines`) and
+  take the best; ``random`` draws them, ``all`` takes them in source order.
 * The round (its ``rounds`` row with arms, scores, rewards, settings and timings; its extractions; its QA pairs) is
   written in one partition write: a failure before the end leaves no trace but the LLM calls already paid for
   (``llm_cache``) and the vectors already computed, so a re-run of the round makes the same choices and pays for
@@ -41,10 +47,13 @@ from equal_dagster.core.bandit import (
     BanditParams,
     BanditState,
     Budget,
+    RoundShape,
     allot_documents,
     make_policy,
     round_rng,
+    round_shape,
 )
+from equal_dagster.core.baselines import negatives_wanted, reference_classifier_scores, reference_similarity, top_documents
 from equal_dagster.core.extraction import Document, ExtractionRun
 from equal_dagster.core.extraction.ledger import extraction_rows, qa_pair_rows
 from equal_dagster.core.reward import OTSettings, ReferenceSet, embed_qa_pairs, embed_texts, ot_distance, ot_reward
@@ -142,6 +151,7 @@ class RoundReport:
     docs_left: int | None
     tokens_left: int | None
     candidates_left: int
+    shape: RoundShape
     warm_start: list[ArmReward] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -228,6 +238,41 @@ def check_round(store: Store, round_no: int, settings: RoundSettings) -> tuple[i
     return docs_spent, tokens_spent, docs_left, tokens_left
 
 
+def documents_for_rounds(store: Store, budget: Budget) -> int | None:
+    """The documents the budget leaves for all rounds: its document limit less the warm-up's documents; with a token
+    budget alone, the tokens left after the warm-up at the warm-up's tokens per document; None: no limit."""
+    warm_docs, warm_tokens = store.spent_before(1)
+    limit = budget.document_limit(store.document_count())
+    if limit is not None:
+        return max(0, limit - warm_docs)
+    if budget.tokens is not None and warm_docs and warm_tokens:
+        return max(0, (budget.tokens - warm_tokens) * warm_docs // warm_tokens)
+    return None
+
+
+def shape_of_rounds(store: Store, settings: RoundSettings, clustering_id: str | None) -> RoundShape:
+    """The shape every round of these settings takes (see the module's rules)."""
+    params = settings.bandit
+    n_arms = store.cluster_summaries(clustering_id).height if clustering_id else 0
+    return round_shape(n_arms, documents_for_rounds(store, settings.budget), learns=params.chooses_arms,
+                       arms_per_round=params.arms_per_round, docs_per_arm=params.docs_per_arm)
+
+
+def rank_documents(store: Store, policy: str, round_no: int, embedder, reference: ReferenceSet,
+                   reference_vectors: np.ndarray, n: int, seed: int):
+    """The ``n`` best unextracted documents for ``knn_reference`` or ``classifier`` (doc_id, text)."""
+    candidates = store.unextracted_documents(round_no, RETRY_STATUSES)
+    if candidates.height == 0:
+        return candidates
+    ids = candidates["doc_id"].to_list()
+    if policy == "knn_reference":
+        scores = reference_similarity(store.embedding_vectors(ids, embedder.embedder_id), reference_vectors)
+    else:
+        background = store.random_documents(negatives_wanted(len(reference.texts)), seed)["text"].to_list()
+        scores = reference_classifier_scores(reference.texts, background, candidates["text"].to_list(), seed)
+    return candidates[top_documents(ids, scores, n)]
+
+
 @dataclass
 class DrawnDocuments:
     sample: Any  # polars DataFrame: doc_id, text (and cluster_id for arm policies)
@@ -236,19 +281,22 @@ class DrawnDocuments:
     warm_start: list[ArmReward]
 
 
-def draw_documents(store: Store, round_no: int, settings: RoundSettings, clustering_id: str | None, embedder,
-                   reference_vectors: np.ndarray, docs_left: int | None, log: Callable[[str], None]) -> DrawnDocuments:
+def draw_documents(store: Store, round_no: int, settings: RoundSettings, shape: RoundShape, clustering_id: str | None,
+                   embedder, reference: ReferenceSet, reference_vectors: np.ndarray, docs_left: int | None,
+                   log: Callable[[str], None]) -> DrawnDocuments:
     """The documents of round ``round_no``: arms chosen by the policy from the rebuilt state, then a seeded draw of
-    their unextracted documents; or, for ``random`` and ``all``, unextracted documents directly."""
+    their unextracted documents; or, for the document policies, unextracted documents directly."""
     params = settings.bandit
     rng = round_rng(params.seed, round_no)
     sample_key = f"{params.seed}:{round_no}"
     if not params.chooses_arms:
-        wanted = params.arms_per_round * params.docs_per_arm
-        if docs_left is not None:
-            wanted = min(wanted, docs_left)
-        sample = store.sample_unextracted_documents(round_no, RETRY_STATUSES, wanted,
-                                                    sample_key=sample_key if params.policy == "random" else None)
+        wanted = shape.documents if docs_left is None else min(shape.documents, docs_left)
+        if params.policy in ("knn_reference", "classifier"):
+            sample = rank_documents(store, params.policy, round_no, embedder, reference, reference_vectors, wanted,
+                                    params.seed)
+        else:
+            sample = store.sample_unextracted_documents(round_no, RETRY_STATUSES, wanted,
+                                                        sample_key=sample_key if params.policy == "random" else None)
         if sample.height == 0:
             raise RoundRefused("no unextracted document is left in the corpus")
         arm_of = store.clusters_of(sample["doc_id"].to_list(), clustering_id) if clustering_id else {}
@@ -264,8 +312,8 @@ def draw_documents(store: Store, round_no: int, settings: RoundSettings, cluster
     if not playable:
         raise RoundRefused(f"every arm of clustering {clustering_id} is exhausted: no unextracted document is left "
                            "(a new crawl, once embedded and clustered, makes arms playable again)")
-    choices = allot_documents(policy.choose(state, playable, params.arms_per_round, rng), playable,
-                              params.docs_per_arm, docs_left)
+    choices = allot_documents(policy.choose(state, playable, shape.arms_per_round, rng), playable,
+                              shape.docs_per_arm, docs_left)
     sample = store.sample_unextracted_in_clusters(clustering_id, round_no, RETRY_STATUSES,
                                                   {c.arm: c.documents for c in choices}, sample_key)
     return DrawnDocuments(sample, dict(zip(sample["doc_id"].to_list(), sample["cluster_id"].to_list())), choices, warm)
@@ -292,11 +340,13 @@ def play_round(
         raise RoundRefused(f"policy {params.policy} chooses among clusters: materialize clusters first")
     clustering_id = clustering["clustering_id"] if clustering else None
     reference_vectors = embed_texts(store, embedder, reference.texts, say)
+    shape = shape_of_rounds(store, settings, clustering_id)
     timings = {"prepare_s": round(time.perf_counter() - began, 3)}
     notes: list[str] = []
 
     # choose: rebuild the state from the store, ask the policy, draw the documents
-    drawn = draw_documents(store, round_no, settings, clustering_id, embedder, reference_vectors, docs_left, say)
+    drawn = draw_documents(store, round_no, settings, shape, clustering_id, embedder, reference, reference_vectors,
+                           docs_left, say)
     sample, arm_of, choices, warm = drawn.sample, drawn.arm_of, drawn.choices, drawn.warm_start
     timings["choose_s"] = round(time.perf_counter() - began - timings["prepare_s"], 3)
     say(f"round {round_key(round_no)} ({params.policy}): {sample.height:,} documents"
@@ -332,7 +382,8 @@ def play_round(
                            "qa_pairs": qa_frame.height, "documents": len(documents)},
                  "arms": [r.as_json() for r in rewards],
                  "warm_start": [r.as_json() for r in warm]},
-        timings=timings, config=settings.as_json(reference, embedder.embedder_id), clustering_id=clustering_id,
+        timings=timings, config={**settings.as_json(reference, embedder.embedder_id), "shape": shape.as_json()},
+        clustering_id=clustering_id,
         embedder_id=embedder.embedder_id,
     )
     timings["write_s"] = round(time.perf_counter() - tick, 3)
@@ -343,11 +394,11 @@ def play_round(
         candidates_left = sum(store.unextracted_per_cluster(clustering_id, round_no + 1, RETRY_STATUSES).values())
     else:
         candidates_left = store.unextracted_count(round_no + 1, RETRY_STATUSES)
-    if docs_left is not None and sample.height < min(docs_left, params.arms_per_round * params.docs_per_arm):
+    if docs_left is not None and sample.height < min(docs_left, shape.documents):
         notes.append(f"{sample.height} documents drawn: fewer were left in the chosen arms than asked")
     return RoundReport(round_id, round_no, params.policy, clustering_id, choices, rewards, round_reward, round_distance,
                        len(documents), qa_frame.height, run, docs_after, tokens_after, docs_left_after,
-                       tokens_left_after, candidates_left, warm, notes, timings)
+                       tokens_left_after, candidates_left, shape, warm, notes, timings)
 
 
 @dataclass

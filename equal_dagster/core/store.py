@@ -890,6 +890,14 @@ class Store:
             [round_no, list(retry_statuses)],
         ).fetchone()[0]
 
+    def unextracted_documents(self, round_no: int, retry_statuses: Sequence[str]) -> pl.DataFrame:
+        """Every document not extracted before round ``round_no`` (doc_id, text), by doc_id."""
+        return self.conn.execute(
+            f"SELECT d.doc_id, d.text FROM documents d ANTI JOIN ({self._EXTRACTED_BEFORE}) x ON x.doc_id = d.doc_id "
+            "ORDER BY d.doc_id",
+            [round_no, list(retry_statuses)],
+        ).pl()
+
     def sample_unextracted_documents(self, round_no: int, retry_statuses: Sequence[str], n: int, *,
                                      sample_key: str | None) -> pl.DataFrame:
         """``n`` documents not extracted before round ``round_no``: drawn by md5(sample_key, doc_id) order, or, with

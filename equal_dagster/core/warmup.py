@@ -3,8 +3,12 @@
 
 Rules:
 
-* The sample is ``ceil(fraction * documents)`` documents, capped at ``max_documents``, at least one; it is
-  seeded (:meth:`Store.random_documents`), so the same seed over the same corpus gives the same sample.
+* The sample is ``ceil(fraction * documents)`` documents (the paper: 5%), capped at ``max_documents`` and at
+  ``max_budget_share`` (20%) of the extraction budget's documents, at least one. The warm-up is a uniform random
+  sample, as good as the ``random`` policy and no better: the share of the budget it takes is the share the bandit
+  cannot steer. The paper's 5% of 1.46M documents left its 5% round budget as large again; at a 10% budget on a
+  small corpus, 5% would take half of it (measured in docs/benchmarks.md). It is seeded
+  (:meth:`Store.random_documents`), so the same seed over the same corpus gives the same sample.
 * The sample is extracted with the configured extractor and stored as round 0 (``round-0``): a ``rounds`` row
   (policy ``warmup``), one ``extractions`` row per sampled document and its ``qa_pairs``, written as one partition
   (a re-run replaces round 0 whole; a crash leaves the previous round 0).
@@ -22,14 +26,27 @@ from equal_dagster.core.rounds import WARMUP_ROUND_ID, write_extraction_round
 from equal_dagster.core.store import Store
 
 
-def warmup_sample_size(documents: int, fraction: float, max_documents: int) -> int:
+WARMUP_FRACTION = 0.05  # EQUAL: 5% of the corpus
+WARMUP_MAX_DOCUMENTS = 2000
+WARMUP_MAX_BUDGET_SHARE = 0.2  # at most a fifth of the budget goes to the (unsteered) warm-up
+
+
+def warmup_sample_size(documents: int, fraction: float = WARMUP_FRACTION, max_documents: int = WARMUP_MAX_DOCUMENTS,
+                       budget_documents: int | None = None,
+                       max_budget_share: float = WARMUP_MAX_BUDGET_SHARE) -> int:
+    """The warm-up's documents (see the module's rules); ``budget_documents`` None: no document budget."""
     if not 0 < fraction <= 1:
         raise ValueError(f"warm-up fraction must be in (0, 1], got {fraction}")
     if max_documents < 1:
         raise ValueError(f"max_documents must be at least 1, got {max_documents}")
+    if not 0 < max_budget_share <= 1:
+        raise ValueError(f"the warm-up's share of the budget must be in (0, 1], got {max_budget_share}")
     if documents == 0:
         return 0
-    return max(1, min(max_documents, math.ceil(fraction * documents)))
+    n = min(max_documents, math.ceil(fraction * documents))
+    if budget_documents is not None:
+        n = min(n, math.floor(max_budget_share * budget_documents))
+    return max(1, n)
 
 
 @dataclass
@@ -44,8 +61,10 @@ def run_warmup(
     store: Store,
     extractor,
     *,
-    fraction: float = 0.05,
-    max_documents: int = 2000,
+    fraction: float = WARMUP_FRACTION,
+    max_documents: int = WARMUP_MAX_DOCUMENTS,
+    budget_documents: int | None = None,
+    max_budget_share: float = WARMUP_MAX_BUDGET_SHARE,
     seed: int = 0,
     dagster_run_id: str | None = None,
     log: Callable[[str], None] | None = None,
@@ -53,11 +72,13 @@ def run_warmup(
     total = store.document_count()
     if total == 0:
         raise ValueError("the store holds no documents: materialize the corpus (one crawl at least) first")
-    n = warmup_sample_size(total, fraction, max_documents)
+    n = warmup_sample_size(total, fraction, max_documents, budget_documents, max_budget_share)
     began = time.perf_counter()
     sample = store.random_documents(n, seed)
     if log:
-        log(f"warm-up: {sample.height:,} of {total:,} documents sampled (fraction {fraction:g}, cap {max_documents:,}, seed {seed})")
+        budget = "" if budget_documents is None else f", at most {max_budget_share:g} of the budget's {budget_documents:,}"
+        log(f"warm-up: {sample.height:,} of {total:,} documents sampled (fraction {fraction:g}, cap {max_documents:,}"
+            f"{budget}, seed {seed})")
     documents = [Document(doc_id, text) for doc_id, text in zip(sample["doc_id"], sample["text"])]
     run = extractor.extract(documents)
     extraction_s = time.perf_counter() - began

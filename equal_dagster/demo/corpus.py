@@ -26,11 +26,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from equal_dagster.demo import text_kinds as kinds
-from equal_dagster.demo.math_problems import MathProblem, math_problem
+from equal_dagster.demo.math_problems import MathProblem, math_problem, recorded_questions
 
 RELEVANT_KINDS = frozenset({"math_problem"})
 
-# kind -> (weight in the corpus, writer)
+# kind -> (weight in the demo corpus, writer)
 WRITERS: dict[str, tuple[float, Callable[[random.Random], str]]] = {
     "math_problem": (12, kinds.math_worked_problems),
     "math_explainer": (3, kinds.math_explainer),
@@ -44,6 +44,41 @@ WRITERS: dict[str, tuple[float, Callable[[random.Random], str]]] = {
     "forum": (10, kinds.forum_chatter),
 }
 NON_ENGLISH_WEIGHT = 4
+# kinds only the selection suite's corpora use (demo/suite.py); their weight is the mix's
+SUITE_WRITERS: dict[str, Callable[[random.Random], str]] = {
+    "math_thread": kinds.math_thread,
+    "math_chatter": kinds.math_chatter,
+    "math_news": kinds.math_news,
+    "trivia_quiz": kinds.trivia_quiz,
+}
+
+
+@dataclass(frozen=True)
+class CorpusMix:
+    """What a generated corpus is made of: the weight of each kind (``non_english`` included), and which kinds serve
+    the math goal of the reference set (benchmarks score selection with them; the pipeline never sees them)."""
+
+    name: str
+    weights: tuple[tuple[str, float], ...]
+    relevant: frozenset[str] = RELEVANT_KINDS
+    about: str = ""
+
+    def relevant_share(self) -> float:
+        total = sum(w for _, w in self.weights)
+        return sum(w for k, w in self.weights if k in self.relevant) / total
+
+
+DEMO_MIX = CorpusMix("demo", tuple((k, w) for k, (w, _) in WRITERS.items()) + (("non_english", NON_ENGLISH_WEIGHT),),
+                     about="the embedded demo's mix: worked math problems among ten other kinds")
+
+
+def write_page(kind: str, rng: random.Random) -> tuple[str, dict]:
+    """The text of one page of ``kind``, and its ``meta``."""
+    if kind == "non_english":
+        lang, text = kinds.non_english_page(rng)
+        return text, {"kind": kind, "lang": lang}
+    writer = WRITERS[kind][1] if kind in WRITERS else SUITE_WRITERS[kind]
+    return writer(rng), {"kind": kind}
 NEAR_DUPLICATE_SHARE = 0.05
 RECRAWL_SHARE = 0.015
 BROKEN_SHARE = 0.008
@@ -80,12 +115,19 @@ def _broken_rows(rng: random.Random, prefix: str, used_ids: list[str]) -> list[b
     ]
 
 
-def generate_demo_corpus(seed: int = 0, n_documents: int = 6000) -> DemoCorpus:
-    """About ``n_documents`` rows in two crawls (55% / 45%), broken rows included."""
+def generate_demo_corpus(seed: int = 0, n_documents: int = 6000, mix: CorpusMix = DEMO_MIX) -> DemoCorpus:
+    """About ``n_documents`` rows of ``mix`` in two crawls (55% / 45%), broken rows included."""
+    with recorded_questions() as questions:
+        corpus = _generate(seed, n_documents, mix)
+    corpus.math_questions = questions
+    return corpus
+
+
+def _generate(seed: int, n_documents: int, mix: CorpusMix) -> DemoCorpus:
     rng = random.Random(seed)
     corpus = DemoCorpus()
-    names = list(WRITERS) + ["non_english"]
-    weights = [w for w, _ in WRITERS.values()] + [NON_ENGLISH_WEIGHT]
+    names = [k for k, _ in mix.weights]
+    weights = [w for _, w in mix.weights]
     first_crawl_size = int(n_documents * 0.55)
     earlier: list[dict] = []
     for crawl_index, crawl in enumerate(CRAWL_NAMES):
@@ -107,12 +149,7 @@ def generate_demo_corpus(seed: int = 0, n_documents: int = 6000) -> DemoCorpus:
                        "text": kinds.near_duplicate(rng, source["text"]),
                        "meta": {"kind": "near_duplicate", "source_kind": source["meta"]["kind"], "copy_of": source["id"]}}
             else:
-                kind = rng.choices(names, weights)[0]
-                meta: dict = {"kind": kind}
-                if kind == "non_english":
-                    meta["lang"], text = kinds.non_english_page(rng)
-                else:
-                    text = WRITERS[kind][1](rng)
+                text, meta = write_page(rng.choices(names, weights)[0], rng)
                 row = {"id": doc_id, "url": f"https://{kinds.pick(rng, kinds.SITES)}/{_slug(text)}-{i}",
                        "text": text, "meta": meta}
             if "url" in row and rng.random() < 0.15:
@@ -125,23 +162,7 @@ def generate_demo_corpus(seed: int = 0, n_documents: int = 6000) -> DemoCorpus:
             rows.insert(rng.randrange(len(rows) + 1), _broken_rows(rng, prefix, ids)[j % 8])
             corpus.kinds["broken"] += 1
         corpus.crawls[crawl] = rows
-    for rows in corpus.crawls.values():
-        for row in rows:
-            if isinstance(row, dict) and row["meta"]["kind"] == "math_problem":
-                corpus.math_questions.update(_questions_in(row["text"]))
     return corpus
-
-
-def _questions_in(text: str) -> set[str]:
-    """The problem statements inside a math page (the sentence block after a problem marker)."""
-    found = set()
-    for line in text.split("\n"):
-        for marker in ("Problem: ", "Q: "):
-            if line.startswith(marker):
-                found.add(line[len(marker):])
-        if line.startswith(("Problem ", "Example ")) and ". " in line:
-            found.add(line.split(". ", 1)[1])
-    return found
 
 
 def _jsonl_bytes(rows: list[dict | bytes]) -> bytes:
@@ -163,10 +184,10 @@ def _write_parquet(path: Path, rows: list[dict]) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
-def write_demo_crawls(crawl_dir: Path, seed: int = 0, n_documents: int = 6000) -> DemoCorpus:
+def write_demo_crawls(crawl_dir: Path, seed: int = 0, n_documents: int = 6000, mix: CorpusMix = DEMO_MIX) -> DemoCorpus:
     """Write the two demo crawls under ``crawl_dir``: the first as plain and gzipped JSONL, the second as
     Parquet (clean rows) and JSONL (the rest, broken rows included)."""
-    corpus = generate_demo_corpus(seed, n_documents)
+    corpus = generate_demo_corpus(seed, n_documents, mix)
     first, second = (corpus.crawls[name] for name in CRAWL_NAMES)
     one, two = Path(crawl_dir) / CRAWL_NAMES[0], Path(crawl_dir) / CRAWL_NAMES[1]
     one.mkdir(parents=True, exist_ok=True)
@@ -269,8 +290,9 @@ def kinds_by_doc_id(crawl_dir: Path) -> dict[str, str]:
     return {row_id: meta["kind"] for row_id, meta in _generated_rows(crawl_dir)}
 
 
-def relevant_doc_ids(crawl_dir: Path) -> set[str]:
-    """Ids of the generated rows relevant to the demo goal: kinds in :data:`RELEVANT_KINDS`, and near-duplicates or
-    re-crawled copies of such rows (benchmarks use it to score selection; the pipeline never does)."""
+def relevant_doc_ids(crawl_dir: Path, relevant: frozenset[str] = RELEVANT_KINDS) -> set[str]:
+    """Ids of the generated rows relevant to the goal: kinds in ``relevant`` (the demo's: :data:`RELEVANT_KINDS`),
+    and near-duplicates or re-crawled copies of such rows (benchmarks use it to score selection; the pipeline never
+    does)."""
     return {row_id for row_id, meta in _generated_rows(crawl_dir)
-            if meta.get("kind") in RELEVANT_KINDS or meta.get("source_kind") in RELEVANT_KINDS}
+            if meta.get("kind") in relevant or meta.get("source_kind") in relevant}

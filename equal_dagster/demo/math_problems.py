@@ -7,8 +7,9 @@ these templates with separate random streams; the reference set keeps only quest
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 NAMES = ["Ava", "Liam", "Maya", "Noah", "Zara", "Omar", "Ines", "Kenji", "Lena", "Tomas", "Priya", "Felix",
@@ -199,5 +200,23 @@ TEMPLATES: list[Callable[[random.Random], MathProblem]] = [
 ]
 
 
+_recorders: list[set[str]] = []
+
+
+@contextlib.contextmanager
+def recorded_questions() -> Iterator[set[str]]:
+    """Every question :func:`math_problem` makes inside the block, whatever page it ends up on (the reference set is
+    kept disjoint from them)."""
+    questions: set[str] = set()
+    _recorders.append(questions)
+    try:
+        yield questions
+    finally:
+        _recorders.remove(questions)
+
+
 def math_problem(rng: random.Random) -> MathProblem:
-    return TEMPLATES[rng.randrange(len(TEMPLATES))](rng)
+    problem = TEMPLATES[rng.randrange(len(TEMPLATES))](rng)
+    for questions in _recorders:
+        questions.add(problem.question)
+    return problem

@@ -22,11 +22,6 @@ from equal_dagster.resources.evaluator import EvaluatorResource
 from equal_dagster.resources.llm import ExtractionResource
 from equal_dagster.resources.trainer import TrainerResource
 
-# The demo's bandit: about 25 clusters, so 2 arms x 15 documents a round (EQUAL: 50 of 1,000 arms x 10), within a
-# budget of 10% of the corpus, the warm-up's 5% included: about ten rounds.
-DEMO_ARMS_PER_ROUND = 2
-DEMO_DOCS_PER_ARM = 15
-DEMO_BUDGET = "10%"
 # The demo's model: a tiny Llama (64 hidden units, 2 layers) built from a config with a tokenizer trained on the demo
 # corpus, fully fine-tuned (LoRA on a randomly initialised model this small learns too slowly to show anything).
 DEMO_TRAINING = {"method": "full", "learning_rate": 3e-3, "epochs": 24, "batch_size": 8, "max_length": 256}
@@ -132,8 +127,7 @@ def run_demo(
         f"crawls in {paths.crawl_dir}, and the reference set {reference}")
 
     instance = persistent_instance(paths)
-    bandit = BanditResource(reference=str(reference), arms_per_round=DEMO_ARMS_PER_ROUND, docs_per_arm=DEMO_DOCS_PER_ARM,
-                            budget=DEMO_BUDGET, seed=seed)
+    bandit = BanditResource(reference=str(reference), seed=seed)  # the defaults: a user's first run
     trainer = TrainerResource(base_model=str(paths.home / "models" / "base"), models_dir=str(paths.home / "models"),
                               seed=seed, **DEMO_TRAINING)
     evaluator = EvaluatorResource(eval_data=str(paths.home / "evaluation" / "eval.jsonl"),
@@ -156,7 +150,8 @@ def run_demo(
         [(s.crawl_id, s.rows_read, s.documents_kept, s.duplicates, s.quarantined, s.run_id[:8]) for s in summaries],
     ))
     say("")
-    say("materializing warmup_extractions (5% of the corpus, rules backend) ...")
+    say(f"materializing warmup_extractions (5% of the corpus, at most a fifth of the budget ({bandit.budget}), rules "
+        "backend) ...")
     result = defs.resolve_job_def("warmup").execute_in_process(instance=instance)
     metadata = materialization_metadata(result, "warmup_extractions")
     warmup = WarmupSummary(metadata["documents_sampled"], metadata["qa_pairs"], metadata["documents_by_status"], result.run_id)
@@ -174,7 +169,7 @@ def run_demo(
     for crawl in CRAWL_NAMES:
         say(f"materializing embeddings[{crawl}] (on CPU: about half a minute each) ...")
         embed.execute_in_process(partition_key=crawl, instance=instance)
-    say("materializing clusters (PCA, then HDBSCAN) ...")
+    say("materializing clusters (faiss k-means, one arm per 5 warm-up documents) ...")
     result = defs.resolve_job_def("cluster").execute_in_process(instance=instance)
     clusters = materialization_metadata(result, "clusters")
     say(f"clusters {clusters['clustering_id']}: {clusters['dagster/row_count']:,} documents in {clusters['clusters']} "
@@ -187,9 +182,13 @@ def run_demo(
         say(f"bandit rounds already played in this home (r0001 to r{max(already):04d}); `equal rounds N --budget 15%` "
             "plays more")
     else:
-        say(f"playing bandit rounds (equal_ucb, {DEMO_ARMS_PER_ROUND} arms x {DEMO_DOCS_PER_ARM} documents) until the "
-            f"budget ({DEMO_BUDGET} of the corpus, warm-up included) is spent ...")
-        play_rounds(defs, instance, paths.store, None, say=lambda message: None)
+        say(f"playing bandit rounds ({bandit.policy}) until the budget ({bandit.budget} of the corpus, warm-up "
+            "included) is spent ...")
+        played = play_rounds(defs, instance, paths.store, None, say=lambda message: None)
+        if played:
+            shape = played[0]["round_shape"]
+            say(f"round shape, from the data: {shape['arms_per_round']} arm(s) x {shape['docs_per_arm']} documents "
+                f"a round ({shape['reason']})")
     with Store.open(paths.store, read_only=True) as store:
         say(rounds_table(store))
         last = max([n for n in store.rounds()["round_no"].to_list() if n >= 1], default=None)

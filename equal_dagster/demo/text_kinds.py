@@ -408,3 +408,102 @@ def near_duplicate(rng: random.Random, text: str) -> str:
     i = rng.randrange(len(words))
     words[i] = words[i].upper()
     return " ".join(words)
+
+
+# -- kinds of the selection suite (demo/suite.py): more forms of math, topical pages without pairs, many pairs
+# far from a math goal ----------------------------------------------------------------------------------
+MATH_THREAD_OPENERS = [
+    "Can someone check my working on this one?", "Stuck on my homework, any help appreciated.",
+    "My kid brought this home and I can't remember how to do it.", "The book's answer doesn't match mine.",
+    "How do you even start this kind of problem?", "",
+]
+
+
+def math_thread(rng: random.Random) -> str:
+    """A forum question about one math word problem, answered with the working (relevant to a math goal)."""
+    p = math_problem(rng)
+    asker, answerer = rng.sample(FIRST_NAMES, 2)
+    opener = pick(rng, MATH_THREAD_OPENERS)
+    steps = " ".join(p.steps)
+    votes = rng.randint(0, 300)
+    layout = rng.randrange(3)
+    if layout == 0:
+        return (f"Question: {p.question}\nAsked by {asker.lower()}{rng.randint(1, 999)}\n\n{opener}\n\n"
+                f"Answer ({votes} votes) by {answerer}:\n{steps} So the answer is {p.answer}.\n\n"
+                f"{rng.randint(0, 12)} comments")
+    if layout == 1:
+        return (f"{p.question}\n{opener}\n\nAccepted answer\n{steps} The answer is {p.answer}.\n\n"
+                f"{pick(rng, ['Thanks, makes sense now!', 'Marked as solved.', 'Great explanation.', ''])}")
+    return (f"Q: {p.question}\n{asker}, grade {rng.randint(3, 7)}\n\n{answerer} replied:\n{steps} "
+            f"That gives {p.answer}.\n\n{asker}: {pick(rng, ['Got it, thank you!', 'Oh I see my mistake now.', 'Thanks!'])}")
+
+
+MATH_CHATTER_LINES = [
+    "i hate word problems so much", "does anyone have the answers for page {n}", "our teacher gave us {n} problems for tomorrow",
+    "i got {n} but the book says something else", "fractions are the worst lol", "who else is doing the worksheet at midnight",
+    "my mom tried to help and made it worse", "is the test on chapter {n} or {m}", "just guess and check tbh",
+    "i asked the tutor and she said to draw it", "still don't get percentages", "this unit is so boring",
+]
+
+
+def math_chatter(rng: random.Random) -> str:
+    """Homework chatter around a math problem, with no answer given: on topic for a math goal, but no pairs."""
+    users = rng.sample(FIRST_NAMES, 3)
+    p = math_problem(rng)
+    values = {"n": rng.randint(2, 90), "m": rng.randint(2, 12)}
+    lines = [f"{users[0].lower()}{rng.randint(1, 99)}: can someone help with this one. {p.question} "
+             f"{pick(rng, ['i keep getting a weird number', 'no idea where to start', 'due tomorrow morning'])}"]
+    lines += [f"{pick(rng, users).lower()}{rng.randint(1, 99)}: " + line.format(**values)
+              for line in rng.sample(MATH_CHATTER_LINES, rng.randint(2, 5))]
+    title = pick(rng, ["Re: homework help", "Re: math homework thread", "Re: stuck on worksheet", "Re: test tomorrow"])
+    return f"{title}\n\n" + "\n".join(lines) + f"\n\nPage {rng.randint(1, 30)} of {rng.randint(30, 60)}"
+
+
+MATH_NEWS_EVENTS = [
+    "math scores rise at local schools", "district hires more math tutors", "students win regional math olympiad",
+    "new math curriculum divides parents", "free math club opens at the library", "calculator ban in exams debated",
+]
+
+
+def math_news(rng: random.Random) -> str:
+    """News about math education: on topic for a math goal, but no question/answer pairs."""
+    city = pick(rng, CITIES)
+    event = pick(rng, MATH_NEWS_EVENTS)
+    a, b = rng.randint(30, 70), rng.randint(2, 25)
+    body = " ".join(rng.sample([
+        f"The share of grade {rng.randint(3, 8)} pupils passing the state math test rose to {a} percent.",
+        f"Teachers say {b} extra hours of practice a month made the difference.",
+        "Parents were invited to an evening on how fractions and percentages are now taught.",
+        f"The program will cost about {b} thousand a year.",
+        "Officials will publish the full results in the spring.",
+    ], 3))
+    quote = f'"{pick(rng, ["Numbers matter", "We want every child to enjoy math", "The results speak for themselves"])}," said {pick(rng, FIRST_NAMES)} {pick(rng, NAME_PARTS)}{pick(rng, NAME_ENDS)}.'
+    return f"{city}: {event}\n{rng.randint(1, 28)} May 2026 | Education desk\n\n{body} {quote}"
+
+
+TRIVIA = [
+    ("Which planet is known as the Red Planet?", "Mars"), ("What is the largest ocean on Earth?", "The Pacific Ocean"),
+    ("Who painted the Mona Lisa?", "Leonardo da Vinci"), ("What gas do plants take in from the air?", "Carbon dioxide"),
+    ("Which country hosted the first modern Olympic Games?", "Greece"), ("What is the capital of Canada?", "Ottawa"),
+    ("How many players are on a football team on the pitch?", "Eleven"), ("What is the hardest natural substance?", "Diamond"),
+    ("Which instrument has 88 keys?", "The piano"), ("What is the longest river in Africa?", "The Nile"),
+    ("Who wrote Romeo and Juliet?", "William Shakespeare"), ("What is the chemical symbol for gold?", "Au"),
+    ("Which animal is the tallest in the world?", "The giraffe"), ("In which continent is the Sahara desert?", "Africa"),
+    ("What is the main language spoken in Brazil?", "Portuguese"), ("Which bird is a symbol of peace?", "The dove"),
+    ("What do bees make?", "Honey"), ("Which city is home to the Colosseum?", "Rome"),
+    ("What is frozen water called?", "Ice"), ("Which sport uses a shuttlecock?", "Badminton"),
+    ("What is the capital of Japan?", "Tokyo"), ("Who discovered penicillin?", "Alexander Fleming"),
+    ("Which organ pumps blood through the body?", "The heart"), ("What colour are the stars on the US flag?", "White"),
+    ("Which metal is liquid at room temperature?", "Mercury"), ("What is the smallest continent?", "Australia"),
+    ("Which composer wrote the Four Seasons?", "Antonio Vivaldi"), ("What is the national animal of Scotland?", "The unicorn"),
+    ("Which festival is known as the festival of lights?", "Diwali"), ("What is the capital of Kenya?", "Nairobi"),
+    ("Which famous ship sank in 1912?", "The Titanic"), ("What is a baby kangaroo called?", "A joey"),
+]
+
+
+def trivia_quiz(rng: random.Random) -> str:
+    """A pub quiz: many Q:/A: pairs of general knowledge, far from a math goal."""
+    entries = rng.sample(TRIVIA, rng.randint(6, 12))
+    title = pick(rng, ["Pub quiz night: round {n}", "General knowledge quiz #{n}", "Family trivia, set {n}",
+                       "Friday quiz - answers inside (round {n})"]).format(n=rng.randint(1, 40))
+    return f"{title}\n\n" + "\n\n".join(f"Q: {q}\nA: {a}." for q, a in entries) + "\n\nScore yourself: one point each."

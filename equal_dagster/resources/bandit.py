@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import dagster as dg
 from pydantic import Field
@@ -16,9 +16,14 @@ class BanditResource(dg.ConfigurableResource):
     """What `bandit_rounds`, `next_round_sensor` and the re-extraction schedule share: one place for the budget and
     the goal (the reference set), so that they agree on when to stop."""
 
-    policy: str = Field("equal_ucb", description="equal_ucb | thompson | epsilon_greedy | random | all")
-    arms_per_round: int = Field(50, description="arms chosen per round (EQUAL: 50); random/all: documents = arms x docs")
-    docs_per_arm: int = Field(10, description="documents drawn from each chosen arm (EQUAL: 10)")
+    policy: Literal["equal_ucb", "thompson", "epsilon_greedy", "random", "all", "knn_reference", "classifier"] = Field(
+        BanditParams.policy, description="equal_ucb | thompson | epsilon_greedy | random | all | knn_reference | "
+                                         "classifier")
+    arms_per_round: Optional[int] = Field(
+        None, description="arms chosen per round; none: 5% of the arms (EQUAL's 50 of 1,000), at least 1")
+    docs_per_arm: Optional[int] = Field(
+        None, description="documents drawn from each chosen arm; none: EQUAL's 10, fewer or more so that the budget "
+                          "left after the warm-up makes 10 to 30 rounds")
     alpha: float = Field(1.0, description="equal_ucb: exploration weight when alpha_decay is off")
     alpha_decay: bool = Field(True, description="equal_ucb: the paper's alpha = 1 / (total pulls + 1)")
     share_threshold: Optional[float] = Field(
