@@ -89,6 +89,34 @@ def play_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, store_path: 
     return results
 
 
+def run_stages_before_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, crawls: list[str], seed: int, *,
+                             warmup_fraction: float = WARMUP_FRACTION, tune_embedder: bool = True,
+                             say: Callable[[str], None] = _stderr) -> dict[str, float]:
+    """Ingest each crawl, then warm-up, embedder, embeddings and clusters (a fresh clustering): everything a bandit
+    round needs, whatever its policy. Returns the seconds of each stage."""
+    known = set(instance.get_dynamic_partitions(crawls_partitions.name))
+    instance.add_dynamic_partitions(crawls_partitions.name, [c for c in crawls if c not in known])
+    timings: dict[str, float] = {}
+
+    def stage(name: str, job: str, **kwargs) -> dg.ExecuteInProcessResult:
+        tick = time.perf_counter()
+        say(f"{name} ...")
+        result = _execute(defs, job, instance, **kwargs)
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - tick, 2)
+        return result
+
+    for crawl in crawls:
+        stage("ingest", "ingest_crawl", partition_key=crawl)
+    stage("warm-up", "warmup", run_config={"ops": {"warmup_extractions": {"config": {
+        "fraction": warmup_fraction, "seed": seed}}}})
+    if tune_embedder:
+        stage("embedder", "tune_embedder", run_config={"ops": {"embedder": {"config": {"seed": seed}}}})
+    for crawl in crawls:
+        stage("embeddings", "embed_crawl", partition_key=crawl)
+    stage("clusters", "cluster", run_config={"ops": {"clusters": {"config": {"recluster": True, "seed": seed}}}})
+    return timings
+
+
 def run_headless(
     crawl_dir: Path,
     reference: Path,
@@ -123,28 +151,10 @@ def run_headless(
     bandit.load_reference()
     instance = persistent_instance(paths)
     defs = build_definitions(paths, bandit=bandit)
-    known = set(instance.get_dynamic_partitions(crawls_partitions.name))
-    instance.add_dynamic_partitions(crawls_partitions.name, [c for c in crawls if c not in known])
-    timings: dict[str, float] = {}
-
-    def stage(name: str, job: str, **kwargs) -> dg.ExecuteInProcessResult:
-        tick = time.perf_counter()
-        say(f"{name} ...")
-        result = _execute(defs, job, instance, **kwargs)
-        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - tick, 2)
-        return result
-
-    for crawl in crawls:
-        stage("ingest", "ingest_crawl", partition_key=crawl)
+    timings = run_stages_before_rounds(defs, instance, crawls, seed, warmup_fraction=warmup_fraction,
+                                       tune_embedder=tune_embedder, say=say)
     with Store.open(paths.store, read_only=True) as store:
         corpus_documents = store.document_count()
-    stage("warm-up", "warmup", run_config={"ops": {"warmup_extractions": {"config": {
-        "fraction": warmup_fraction, "seed": seed}}}})
-    if tune_embedder:
-        stage("embedder", "tune_embedder", run_config={"ops": {"embedder": {"config": {"seed": seed}}}})
-    for crawl in crawls:
-        stage("embeddings", "embed_crawl", partition_key=crawl)
-    stage("clusters", "cluster", run_config={"ops": {"clusters": {"config": {"recluster": True, "seed": seed}}}})
     tick = time.perf_counter()
     rounds = play_rounds(defs, instance, paths.store, None, say)
     timings["rounds"] = round(time.perf_counter() - tick, 2)

@@ -291,3 +291,34 @@ def test_documents_whose_extraction_failed_stay_candidates_and_teach_nothing(hom
         assert store.unextracted_per_cluster(clustering_id, 2, RETRY_STATUSES) == candidates_before
         assert store.rounds()["docs_spent"][1] == 8  # the attempt still counts against the budget
     assert rewards and all(not r["counted"] and r["reward"] == 0.0 for r in rewards)
+
+
+def test_knn_reference_and_classifier_extract_their_best_ranked_documents_first(home, instance):
+    from equal_dagster.core.baselines import reference_similarity
+
+    reference = load_reference_set(home.reference_dir / "reference.jsonl")
+    for policy in ("knn_reference", "classifier"):
+        copy = home.home.parent / f"home-{policy}"
+        shutil.copytree(home.home, copy)
+        paths = EqualPaths(copy, copy / "crawls")
+        defs = build_definitions(paths, llm=ExtractionResource(), bandit=bandit_for(paths, policy=policy))
+        result = play(defs, instance, "r0001")
+        assert result.success
+        warm = set(store_docs(paths, "round-0"))
+        with Store.open(paths.store) as store:
+            drawn = store.extractions("r0001")["doc_id"].to_list()
+            row = store.rounds().to_dicts()[-1]
+            if policy == "knn_reference":  # the 8 embedded documents nearest a reference pair, none of the warm-up's
+                embedder = Embedder("all-MiniLM-L6-v2")
+                candidates = store.unextracted_documents(1, RETRY_STATUSES, embedded_by=embedder.embedder_id)
+                ids = candidates["doc_id"].to_list()
+                scores = reference_similarity(store.embedding_vectors(ids, embedder.embedder_id),
+                                              embed_texts(store, embedder, reference.texts))
+                expected = [ids[i] for i in sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))[:8]]
+                assert sorted(drawn) == sorted(expected)
+        assert len(drawn) == 8 and not set(drawn) & warm and row["policy"] == policy and json.loads(row["arms"]) == []
+        pairs = metadata(result)["qa_pairs"]
+        assert pairs >= 8  # the best-ranked pages are worked problems: each yields a pair or more
+        shape = json.loads(row["config"])["shape"]
+        assert (shape["arms_per_round"], shape["docs_per_arm"]) == (2, 4)  # set explicitly by this test's bandit
+        instance.delete_dynamic_partition(rounds_partitions.name, "r0001")

@@ -21,8 +21,9 @@ Rules:
   the documents the budget leaves for all rounds (the budget less the warm-up's documents; with a token budget
   alone, the tokens left over the warm-up's tokens per document). The shape and its reason are part of the round's
   record.
-* ``knn_reference`` and ``classifier`` rank every unextracted document (:mod:`equal_dagster.core.baselines`) and
-  take the best; ``random`` draws them, ``all`` takes them in source order.
+* ``knn_reference`` and ``classifier`` rank every unextracted document (:mod:`equal_dagster.core.baselines`;
+  ``knn_reference`` those with a vector from the current embedder) and take the best; ``random`` draws them, ``all``
+  takes them in source order.
 * The round (its ``rounds`` row with arms, scores, rewards, settings and timings; its extractions; its QA pairs) is
   written in one partition write: a failure before the end leaves no trace but the LLM calls already paid for
   (``llm_cache``) and the vectors already computed, so a re-run of the round makes the same choices and pays for
@@ -261,7 +262,8 @@ def shape_of_rounds(store: Store, settings: RoundSettings, clustering_id: str | 
 def rank_documents(store: Store, policy: str, round_no: int, embedder, reference: ReferenceSet,
                    reference_vectors: np.ndarray, n: int, seed: int):
     """The ``n`` best unextracted documents for ``knn_reference`` or ``classifier`` (doc_id, text)."""
-    candidates = store.unextracted_documents(round_no, RETRY_STATUSES)
+    candidates = store.unextracted_documents(round_no, RETRY_STATUSES,
+                                             embedded_by=embedder.embedder_id if policy == "knn_reference" else None)
     if candidates.height == 0:
         return candidates
     ids = candidates["doc_id"].to_list()

@@ -890,12 +890,15 @@ class Store:
             [round_no, list(retry_statuses)],
         ).fetchone()[0]
 
-    def unextracted_documents(self, round_no: int, retry_statuses: Sequence[str]) -> pl.DataFrame:
-        """Every document not extracted before round ``round_no`` (doc_id, text), by doc_id."""
+    def unextracted_documents(self, round_no: int, retry_statuses: Sequence[str],
+                              embedded_by: str | None = None) -> pl.DataFrame:
+        """Every document not extracted before round ``round_no`` (doc_id, text), by doc_id; with ``embedded_by``,
+        only those with a vector from that embedder."""
+        embedded = "SEMI JOIN embeddings e ON e.doc_id = d.doc_id AND e.embedder_id = ? " if embedded_by else ""
         return self.conn.execute(
             f"SELECT d.doc_id, d.text FROM documents d ANTI JOIN ({self._EXTRACTED_BEFORE}) x ON x.doc_id = d.doc_id "
-            "ORDER BY d.doc_id",
-            [round_no, list(retry_statuses)],
+            f"{embedded}ORDER BY d.doc_id",
+            [round_no, list(retry_statuses)] + ([embedded_by] if embedded_by else []),
         ).pl()
 
     def sample_unextracted_documents(self, round_no: int, retry_statuses: Sequence[str], n: int, *,
