@@ -4,6 +4,8 @@ for (``equal_dagster/demo/suite.py``), with the rules backend.
     .venv/bin/python benchmarks/selection.py [--corpora demo rare spread large] [--seeds 0 1 2] [--work DIR]
                                              [--generator-seed 1] [--policies ...]
 
+``--policies`` takes the policy names, and ``equal_ucb+share`` for equal_ucb with EQUAL's neighbour sharing on.
+
 Per corpus and seed, the stages that do not depend on the policy (ingest, warm-up, embedder, embeddings, clusters)
 run once through the Dagster jobs, exactly as `equal run` runs them; each policy then plays its rounds until the
 budget (10% of the corpus, the warm-up included) on a copy of that store. Every setting is the default: no round
@@ -152,8 +154,10 @@ def run_corpus(name: str, seeds: list[int], policies: list[str], work: Path, gen
             tick = time.perf_counter()
             paths = EqualPaths(home, crawl_dir)
             with dg.instance_for_test() as instance:
-                defs = build_definitions(paths, llm=ExtractionResource(backend="rules"),
-                                         bandit=BanditResource(reference=str(reference_path), seed=seed, policy=policy))
+                # "equal_ucb+share": EQUAL's neighbour sharing switched on (W2 threshold 0.2), to measure it
+                sharing = {"share_threshold": 0.2} if policy.endswith("+share") else {}
+                bandit = BanditResource(reference=str(reference_path), seed=seed, policy=policy.split("+")[0], **sharing)
+                defs = build_definitions(paths, llm=ExtractionResource(backend="rules"), bandit=bandit)
                 play_rounds(defs, instance, paths.store, None, say=quiet)
             row = {"corpus": name, **measure(home, policy, seed, relevant, yields, reference, yardstick, oracle,
                                              clustering["clustering_id"]), "arms": arms,

@@ -16,6 +16,7 @@ from equal_dagster.core.bandit import (
     EqualUCB,
     ThompsonSampling,
     allot_documents,
+    gaussian_w2,
     make_policy,
     round_rng,
 )
@@ -82,9 +83,18 @@ def test_thompson_and_epsilon_greedy_follow_the_rewards():
     assert [(c.arm, c.reason) for c in greedy] == [(3, "unplayed"), (0, "exploit")]
 
 
-def test_reward_sharing_reaches_arms_with_near_centroids():
-    centroids = {0: np.array([1.0, 0.0]), 1: np.array([0.99, 0.14]), 2: np.array([0.0, 1.0])}
-    policy = make_policy(BanditParams(share_threshold=0.05, share_weight=0.5), centroids)
+def test_w2_between_two_clusters_by_hand():
+    # means (0, 0) and (0.3, 0.4): |m1 - m2| = 0.5; spreads (0.1, 0.1) and (0.1, 0.22): |s1 - s2| = 0.12
+    distance = gaussian_w2([np.array([0.0, 0.0]), np.array([0.3, 0.4])], [np.array([0.1, 0.1]), np.array([0.1, 0.22])])
+    assert distance[0, 1] == distance[1, 0] == pytest.approx(0.514198, abs=1e-6)  # sqrt(0.25 + 0.0144)
+    assert distance[0, 0] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_reward_sharing_reaches_arms_within_the_w2_threshold():
+    spread = np.array([0.1, 0.1])
+    gaussians = {0: (np.array([1.0, 0.0]), spread), 1: (np.array([0.9, 0.1]), spread + 0.05),
+                 2: (np.array([0.0, 1.0]), spread)}  # W2(0, 1) = sqrt(0.02 + 0.005) = 0.158; W2(0, 2) = 1.41
+    policy = make_policy(BanditParams(share_threshold=0.2, share_weight=0.5), gaussians)
     state = BanditState()
     policy.update(state, [ArmReward(0, 0.8, 0.2, 10, 5)])
     assert state.stats(0).pulls == 1 and state.stats(1).pulls == 0.5 and state.stats(1).mean == pytest.approx(0.8)

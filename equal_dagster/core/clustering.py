@@ -18,7 +18,8 @@ Rules:
 * Centroids are the normalized means of each cluster's (normalized) vectors in the full space; each cluster also
   keeps the per-dimension standard deviation of its vectors (``spread``), for the bandit's neighbour sharing.
   Documents that arrive later (a new crawl) join the nearest centroid (``new_document``) without re-clustering, so
-  existing assignments and the bandit's statistics stay; a full re-cluster makes a new ``clustering_id``.
+  existing assignments, the clusters' Gaussians and the bandit's statistics stay; a full re-cluster makes a new
+  ``clustering_id``.
 * Per cluster: size, top terms by class-based TF-IDF over a seeded sample of its texts (at most 300 each), and
   the first lines of three sample documents.
 * faiss's bundled OpenBLAS mis-detects some processors and runs about 4x slower; unless ``OPENBLAS_CORETYPE`` is
@@ -110,6 +111,8 @@ class ClusterAssignment:
     how: list[str]  # clustered | noise_joined | new_document
     centroids: np.ndarray  # (clusters, dim) float32, normalized
     notes: list[str] = field(default_factory=list)
+    means: np.ndarray | None = None  # (clusters, dim): mean of each cluster's vectors
+    spreads: np.ndarray | None = None  # (clusters, dim): per-dimension standard deviation
 
     @property
     def n_clusters(self) -> int:
@@ -128,6 +131,19 @@ def centroids_of(vectors: np.ndarray, labels: np.ndarray, n_clusters: int) -> np
     np.add.at(sums, labels, vectors)
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     return (sums / np.where(norms == 0, 1, norms)).astype(np.float32)
+
+
+def gaussians_of(vectors: np.ndarray, labels: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each cluster's mean and per-dimension standard deviation."""
+    counts = np.maximum(np.bincount(labels, minlength=n_clusters), 1)[:, None]
+    sums = np.zeros((n_clusters, vectors.shape[1]), dtype=np.float64)
+    squares = np.zeros_like(sums)
+    for start in range(0, len(vectors), 65536):
+        part, part_labels = vectors[start:start + 65536].astype(np.float64), labels[start:start + 65536]
+        np.add.at(sums, part_labels, part)
+        np.add.at(squares, part_labels, part * part)
+    means = sums / counts
+    return means.astype(np.float32), np.sqrt(np.maximum(squares / counts - means * means, 0)).astype(np.float32)
 
 
 def nearest_centroid(vectors: np.ndarray, centroids: np.ndarray, chunk: int = 65536) -> np.ndarray:
@@ -183,7 +199,8 @@ def cluster_vectors(vectors: np.ndarray, params: ClusteringParams) -> ClusterAss
     if noise.any():
         labels[noise] = nearest_centroid(vectors[noise], centroids)
         notes.append(f"{int(noise.sum())} noise documents joined their nearest cluster")
-    return ClusterAssignment(labels, probabilities, how, centroids, notes)
+    means, spreads = gaussians_of(vectors, labels, len(found))
+    return ClusterAssignment(labels, probabilities, how, centroids, notes, means, spreads)
 
 
 def assign_new(vectors: np.ndarray, centroids: np.ndarray) -> ClusterAssignment:
@@ -267,6 +284,7 @@ def _summaries(store, clustering_id: str, embedder_id: str, doc_ids: Sequence[st
         rows.append({
             "clustering_id": clustering_id, "cluster_id": cluster, "embedder_id": embedder_id, "method": params.method,
             "size": int(sizes[cluster]), "centroid": assignment.centroids[cluster].tolist(),
+            "mean": assignment.means[cluster].tolist(), "spread": assignment.spreads[cluster].tolist(),
             "top_terms": json.dumps(terms.get(cluster, [])),
             "sample_lines": json.dumps([first_line(t) for t in sample[:3]]),
             "params": json.dumps(params.__dict__),

@@ -303,14 +303,15 @@ def draw_documents(store: Store, round_no: int, settings: RoundSettings, shape: 
             raise RoundRefused("no unextracted document is left in the corpus")
         arm_of = store.clusters_of(sample["doc_id"].to_list(), clustering_id) if clustering_id else {}
         return DrawnDocuments(sample, arm_of, [], [])
-    centroids = {int(r["cluster_id"]): np.asarray(r["centroid"], dtype=np.float32)
-                 for r in store.cluster_summaries(clustering_id).iter_rows(named=True)}
-    policy = make_policy(params, centroids)
+    summaries = store.cluster_summaries(clustering_id)
+    gaussians = {int(r["cluster_id"]): (np.asarray(r["mean"], dtype=np.float32), np.asarray(r["spread"], dtype=np.float32))
+                 for r in summaries.iter_rows(named=True) if r["mean"] is not None}
+    policy = make_policy(params, gaussians)
     state, warm, replayed = bandit_state(store, policy, clustering_id, round_no, embedder, reference_vectors,
                                          settings.ot, warm_start=params.warm_start, log=log)
     playable = {arm: n for arm, n in store.unextracted_per_cluster(clustering_id, round_no, RETRY_STATUSES).items() if n > 0}
     log(f"round {round_key(round_no)}: state from {replayed} earlier round(s){' and the warm-up' if warm else ''}; "
-        f"{len(playable)} playable arm(s), {len(centroids) - len(playable)} exhausted")
+        f"{len(playable)} playable arm(s), {summaries.height - len(playable)} exhausted")
     if not playable:
         raise RoundRefused(f"every arm of clustering {clustering_id} is exhausted: no unextracted document is left "
                            "(a new crawl, once embedded and clustered, makes arms playable again)")

@@ -32,7 +32,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Table name -> (column name -> DuckDB type), in column order; and the primary key.
 TABLES: dict[str, dict[str, str]] = {
@@ -84,6 +84,9 @@ TABLES: dict[str, dict[str, str]] = {
         "sample_lines": "JSON",
         "params": "JSON",
         "created_at": "TIMESTAMP NOT NULL",
+        # schema version 6: the cluster as a Gaussian (mean and per-dimension standard deviation of its vectors)
+        "mean": "FLOAT[]",
+        "spread": "FLOAT[]",
     },
     "rounds": {
         "round_id": "VARCHAR NOT NULL",
@@ -264,6 +267,8 @@ MIGRATIONS: dict[int, list[Any]] = {  # SQL strings, or functions of the connect
     4: _add_columns_sql("rounds", ["config", "clustering_id", "embedder_id"]) + _create_table_sql("text_embeddings"),
     # Fine-tuned models (issue 6): the pairs each was trained on.
     5: _create_table_sql("model_training_pairs"),
+    # Selection defaults (issue 13): clusters as Gaussians, for the bandit's neighbour sharing.
+    6: _add_columns_sql("cluster_summaries", ["mean", "spread"]),
 }
 
 
