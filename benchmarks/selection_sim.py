@@ -134,6 +134,7 @@ def main() -> None:
     variants += [(f"{m} warm-up docs per arm", {"docs_per_arm_of_warmup": m}) for m in (2, 3, 8, 12)]
     variants += [("reward x share of documents with pairs", {"weighted_by_yield": True}),
                  ("neighbour sharing, W2 <= 0.2", {"share_threshold": 0.2}),
+                 ("neighbour sharing, W2 <= 0.8", {"share_threshold": 0.8}),
                  ("knn_reference", {"policy": "knn_reference"})]
     print("command: .venv/bin/python benchmarks/selection_sim.py " + " ".join(sys.argv[1:]))
     print("| variant | " + " | ".join(args.corpora) + " |")

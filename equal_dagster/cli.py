@@ -75,6 +75,9 @@ def cmd_rounds(args: argparse.Namespace) -> int:
     except HeadlessRunError as exc:
         print(f"equal rounds: {exc}", file=sys.stderr)
         return 1
+    if played:
+        shape = played[0]["round_shape"]
+        print(f"round shape: {shape['arms_per_round']} arm(s) x {shape['docs_per_arm']} documents ({shape['reason']})")
     for metadata in played:
         print(f"r{metadata['round_no']:04d}: {metadata['documents']} documents, {metadata['qa_pairs']} QA pairs, "
               f"reward {metadata['round_reward']:.4f}, {metadata['documents_spent_total']} documents spent, "

@@ -35,13 +35,14 @@ def test_equal_demo_materializes_the_demo_crawls(tmp_path, monkeypatch, capsys):
                     "ingest_crawl", "ingest_crawl", "tune_embedder", "warmup"]
     assert sorted(instance.get_dynamic_partitions("crawls")) == sorted(CRAWL_NAMES)
 
-    # the warm-up: 5% of the corpus through the rules backend, stored as round 0
+    # the warm-up: 5% of the corpus, at most a fifth of the budget (10%), through the rules backend, as round 0
     with Store.open(paths.store, read_only=True) as store:
         extractions = store.extractions("round-0")
         pairs = store.qa_pairs("round-0")
         rounds = store.rounds()
     total = sum(c.documents for c in counts.values())
-    assert extractions.height == -(-total * 5 // 100)
+    assert extractions.height == min(-(-total * 5 // 100), total * 10 // 100 // 5)
+    assert "round shape, from the data: 1 arm(s) x " in out  # the defaults: 5% of the arms is fewer than one
     assert set(extractions["backend"]) == {"rules"} and set(extractions["prompt_version"]) == {"rules/v1"}
     assert pairs.height > 50 and set(pairs["doc_id"]) <= set(extractions["doc_id"])
     assert rounds["round_id"][0] == "round-0" and rounds["policy"][0] == "warmup"

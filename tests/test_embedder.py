@@ -40,13 +40,15 @@ def metadata(result, node):
 
 
 @pytest.fixture
-def warmed_up(paths):
+def warmed_up(paths, monkeypatch):
+    monkeypatch.setenv("EQUAL_BUDGET", "100%")  # the whole crawl as the warm-up: a budget that allows it
     math_crawl(paths)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(crawls_partitions.name, ["crawl-a"])
         defs = build_definitions(paths, llm=ExtractionResource())
         run(defs, instance, "ingest_crawl", partition_key="crawl-a")
-        run(defs, instance, "warmup", run_config={"ops": {"warmup_extractions": {"config": {"fraction": 1.0}}}})
+        run(defs, instance, "warmup", run_config={"ops": {"warmup_extractions": {"config": {
+            "fraction": 1.0, "max_budget_share": 1.0}}}})
         yield defs, instance
 
 
