@@ -191,6 +191,20 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def regret_table(rows: list[dict]) -> str:
+    """Regret against the oracle after rounds 1, 5, 10 and the last, mean of the seeds, and the pulls per arm."""
+    out = ["| corpus | policy | regret after round 1 | 5 | 10 | last | pulls per arm (seed 0) |", "|---|---|---:|---:|---:|---:|---|"]
+    for corpus in dict.fromkeys(r["corpus"] for r in rows):
+        for policy in dict.fromkeys(r["policy"] for r in rows if r["corpus"] == corpus):
+            mine = [r["regret_per_round"] for r in rows if r["corpus"] == corpus and r["policy"] == policy]
+            at = [statistics.mean(r[min(i, len(r)) - 1] for r in mine) for i in (1, 5, 10)]
+            last = statistics.mean(r[-1] for r in mine)
+            pulls = next((r["pulls_per_arm"] for r in rows if r["corpus"] == corpus and r["policy"] == policy), {})
+            shown = ", ".join(f"{a}: {n}" for a, n in sorted(pulls.items(), key=lambda x: -x[1])) or "(documents, not arms)"
+            out.append(f"| {corpus} | {policy} | {at[0]:,.1f} | {at[1]:,.1f} | {at[2]:,.1f} | {last:,.1f} | {shown} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--corpora", nargs="+", default=[c.mix.name for c in SELECTION_SUITE])
@@ -199,7 +213,14 @@ def main() -> None:
     parser.add_argument("--generator-seed", type=int, default=1)
     parser.add_argument("--work", default=None, help="folder for the crawls and the homes (default: a temporary one)")
     parser.add_argument("--out", default=None, help="also write every run's row as JSON lines here")
+    parser.add_argument("--tables-from", default=None, help="print the tables of rows written by --out, and stop")
     args = parser.parse_args()
+    if args.tables_from:
+        rows = [json.loads(line) for line in Path(args.tables_from).read_text().splitlines() if line.strip()]
+        print(tables(rows))
+        print()
+        print(regret_table(rows))
+        return
     work = Path(args.work or tempfile.mkdtemp(prefix="equal-selection-"))
     rows = []
     for name in args.corpora:
@@ -210,6 +231,8 @@ def main() -> None:
     print()
     print("command: .venv/bin/python benchmarks/selection.py " + " ".join(sys.argv[1:]))
     print(tables(rows))
+    print()
+    print(regret_table(rows))
 
 
 if __name__ == "__main__":
