@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 from equal_dagster.core.bandit import ArmReward, BanditParams, BanditState, make_policy, round_rng, round_shape  # noqa: E402
 from equal_dagster.core.baselines import reference_similarity  # noqa: E402
-from equal_dagster.core.clustering import kmeans_labels  # noqa: E402
+from equal_dagster.core.clustering import ClusteringParams, cluster_vectors, kmeans_labels  # noqa: E402
 from equal_dagster.core.contrastive import render_qa  # noqa: E402
 from equal_dagster.core.extraction.rules import extract_structured_pairs  # noqa: E402
 from equal_dagster.core.reward import ot_reward  # noqa: E402
@@ -77,7 +77,7 @@ def pull_reward(c: dict, docs: np.ndarray, weighted_by_yield: bool) -> float:
 
 
 def simulate(c: dict, seed: int, *, warmup_share: float, docs_per_arm_of_warmup: float, policy: str = "equal_ucb",
-             weighted_by_yield: bool = False, share_threshold: float | None = None) -> int:
+             weighted_by_yield: bool = False, share_threshold: float | None = None, hdbscan: bool = False) -> int:
     rng = np.random.default_rng(seed)
     n = len(c["dv"])
     budget = int(BUDGET * n)
@@ -92,8 +92,10 @@ def simulate(c: dict, seed: int, *, warmup_share: float, docs_per_arm_of_warmup:
         scores = reference_similarity(c["dv"], c["rv"])
         scores[extracted] = -np.inf
         return harvest(c, np.r_[warm, np.argsort(-scores)[:left]])
-    k = max(2, round(warm_n / docs_per_arm_of_warmup))
-    labels = kmeans_labels(c["dv"], k, seed)
+    if hdbscan:  # the clusters asset's HDBSCAN option with its defaults
+        labels = cluster_vectors(c["dv"], ClusteringParams(method="hdbscan", seed=seed)).labels
+    else:
+        labels = kmeans_labels(c["dv"], max(2, round(warm_n / docs_per_arm_of_warmup)), seed)
     arms = np.unique(labels)
     gaussians = {int(a): (c["dv"][labels == a].mean(0), c["dv"][labels == a].std(0)) for a in arms}
     bandit = make_policy(BanditParams(share_threshold=share_threshold), gaussians)
@@ -132,7 +134,8 @@ def main() -> None:
     variants = [("default: warm-up <= 0.2 of the budget, 5 warm-up docs per arm", {})]
     variants += [(f"warm-up <= {w} of the budget", {"warmup_share": w}) for w in (0.1, 0.3, 0.5)]
     variants += [(f"{m} warm-up docs per arm", {"docs_per_arm_of_warmup": m}) for m in (2, 3, 8, 12)]
-    variants += [("reward x share of documents with pairs", {"weighted_by_yield": True}),
+    variants += [("HDBSCAN arms (PCA 5, min_cluster_size 15)", {"hdbscan": True}),
+                 ("reward x share of documents with pairs", {"weighted_by_yield": True}),
                  ("neighbour sharing, W2 <= 0.2", {"share_threshold": 0.2}),
                  ("neighbour sharing, W2 <= 0.8", {"share_threshold": 0.8}),
                  ("knn_reference", {"policy": "knn_reference"})]
