@@ -17,7 +17,7 @@ Rules:
   is also observed, with weight ``share_weight``, on every arm within ``share_threshold`` of ``i`` (the paper:
   0.2). Measured off and on (docs/benchmarks.md): no gain on the suite's corpora, so it is off by default. The
   reward is EQUAL's ``1 - W`` (its offset of 1 turns the distance into a reward; a constant offset changes no UCB
-  choice); a reward weighted by the share of documents that yielded pairs was measured and lost.
+  choice); a reward weighted by the share of documents that yielded pairs was measured and did not win.
 * ``thompson``: each arm's mean reward has a Beta(1 + reward sum, 1 + pulls - reward sum) posterior (rewards lie in
   [0, 1]); one draw per arm, the highest draws win.
 * ``epsilon_greedy``: unplayed arms first; then each slot takes, with probability ``epsilon``, an arm drawn
@@ -38,7 +38,8 @@ for; a setting given explicitly wins:
   documents per arm grow until there are 30 rounds, since every round costs a run of its own.
 * Policies that do not learn from rewards (``random``, ``all``, ``knn_reference``, ``classifier``) play
   ``MIN_ROUNDS`` rounds of equal size: how they cut the budget into rounds changes nothing they choose.
-* With no document budget (a token budget alone, or none), the rounds take EQUAL's shape unchanged.
+* With a token budget alone, the documents left are estimated from the warm-up's tokens per document
+  (:func:`equal_dagster.core.rounds.documents_for_rounds`); with no budget at all, the rounds take EQUAL's shape.
 """
 
 from __future__ import annotations

@@ -305,7 +305,7 @@ def draw_documents(store: Store, round_no: int, settings: RoundSettings, shape: 
         return DrawnDocuments(sample, arm_of, [], [])
     summaries = store.cluster_summaries(clustering_id)
     gaussians = {int(r["cluster_id"]): (np.asarray(r["mean"], dtype=np.float32), np.asarray(r["spread"], dtype=np.float32))
-                 for r in summaries.iter_rows(named=True) if r["mean"] is not None}
+                 for r in summaries.iter_rows(named=True) if r["mean"] is not None} if params.share_threshold is not None else None
     policy = make_policy(params, gaussians)
     state, warm, replayed = bandit_state(store, policy, clustering_id, round_no, embedder, reference_vectors,
                                          settings.ot, warm_start=params.warm_start, log=log)
