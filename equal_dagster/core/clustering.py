@@ -50,6 +50,7 @@ METHODS = ("kmeans", "hdbscan")
 WARMUP_DOCS_PER_ARM = 5
 MAX_ARMS = 1000  # EQUAL's
 MAX_POINTS_PER_CENTROID = 256
+LOAD_MEMORY_BYTES = 512 * 2**20
 
 
 def arms_for(warmup_documents: int) -> int:
@@ -129,21 +130,30 @@ def reduce_dimensions(vectors: np.ndarray, dimension: int, seed: int) -> np.ndar
 def centroids_of(vectors: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
     sums = np.zeros((n_clusters, vectors.shape[1]), dtype=np.float64)
     np.add.at(sums, labels, vectors)
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    return (sums / np.where(norms == 0, 1, norms)).astype(np.float32)
+    return normalized(sums)
 
 
 def gaussians_of(vectors: np.ndarray, labels: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each cluster's mean and per-dimension standard deviation."""
+    """Each cluster's mean and per-dimension standard deviation (sums as sparse one-hot products, 100k rows at a
+    time, so memory stays at one chunk in float64)."""
+    from scipy import sparse
+
     counts = np.maximum(np.bincount(labels, minlength=n_clusters), 1)[:, None]
     sums = np.zeros((n_clusters, vectors.shape[1]), dtype=np.float64)
     squares = np.zeros_like(sums)
-    for start in range(0, len(vectors), 65536):
-        part, part_labels = vectors[start:start + 65536].astype(np.float64), labels[start:start + 65536]
-        np.add.at(sums, part_labels, part)
-        np.add.at(squares, part_labels, part * part)
+    for start in range(0, len(vectors), 100_000):
+        part = vectors[start:start + 100_000].astype(np.float64)
+        rows = labels[start:start + 100_000]
+        one_hot = sparse.csr_matrix((np.ones(len(rows)), (rows, np.arange(len(rows)))), shape=(n_clusters, len(rows)))
+        sums += one_hot @ part
+        squares += one_hot @ (part * part)
     means = sums / counts
     return means.astype(np.float32), np.sqrt(np.maximum(squares / counts - means * means, 0)).astype(np.float32)
+
+
+def normalized(rows: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return (rows / np.where(norms == 0, 1, norms)).astype(np.float32)
 
 
 def nearest_centroid(vectors: np.ndarray, centroids: np.ndarray, chunk: int = 65536) -> np.ndarray:
@@ -194,12 +204,15 @@ def cluster_vectors(vectors: np.ndarray, params: ClusteringParams) -> ClusterAss
     remap = np.full(int(labels.max()) + 1 if len(found) else 1, -1, dtype=np.int32)
     remap[found] = np.arange(len(found), dtype=np.int32)
     labels = np.where(labels >= 0, remap[np.maximum(labels, 0)], -1).astype(np.int32)
-    centroids = centroids_of(vectors[labels >= 0], labels[labels >= 0], len(found))
     noise = labels < 0
     if noise.any():
+        centroids = centroids_of(vectors[~noise], labels[~noise], len(found))
         labels[noise] = nearest_centroid(vectors[noise], centroids)
         notes.append(f"{int(noise.sum())} noise documents joined their nearest cluster")
-    means, spreads = gaussians_of(vectors, labels, len(found))
+        means, spreads = gaussians_of(vectors, labels, len(found))
+    else:  # the centroid is the normalized mean: one pass gives both
+        means, spreads = gaussians_of(vectors, labels, len(found))
+        centroids = normalized(means)
     return ClusterAssignment(labels, probabilities, how, centroids, notes, means, spreads)
 
 
@@ -319,7 +332,8 @@ def _write(store, clustering_id: str, doc_ids: Sequence[str], assignment: Cluste
 def build_clustering(store, embedder_id: str, params: ClusteringParams, log=None) -> ClusteringReport:
     """Cluster every current document that has a vector from ``embedder_id``; a new clustering_id."""
     began = time.perf_counter()
-    doc_ids, vectors = store.embedding_matrix(embedder_id)
+    with store.bounded_memory(LOAD_MEMORY_BYTES):  # DuckDB sorts and streams the vectors within this, spilling past it
+        doc_ids, vectors = store.embedding_matrix(embedder_id)
     if not doc_ids:
         raise ValueError(f"no document has a vector from embedder {embedder_id}: materialize embeddings first")
     loaded = time.perf_counter()

@@ -770,13 +770,23 @@ class Store:
         ).fetchall())
 
     def embedding_matrix(self, embedder_id: str, crawl_id: str | None = None) -> tuple[list[str], Any]:
-        """(doc_ids, float32 matrix) of one embedder's vectors of current documents, ordered by doc_id."""
-        table = _arrow_table(self.conn.execute(
-            "SELECT e.doc_id, e.vector FROM embeddings e JOIN documents d ON d.doc_id = e.doc_id "
-            "WHERE e.embedder_id = ? AND (? IS NULL OR d.crawl_id = ?) ORDER BY e.doc_id",
-            [embedder_id, crawl_id, crawl_id],
-        ))
-        return table.column("doc_id").to_pylist(), _vector_matrix(table)
+        """(doc_ids, float32 matrix) of one embedder's vectors of current documents, ordered by doc_id. The rows
+        stream into one preallocated matrix, 65,536 at a time: the whole result never exists twice."""
+        import numpy as np
+
+        where = "WHERE e.embedder_id = ? AND (? IS NULL OR d.crawl_id = ?)"
+        joined = "FROM embeddings e JOIN documents d ON d.doc_id = e.doc_id"
+        rows, dimension = self.conn.execute(f"SELECT count(*), max(len(e.vector)) {joined} {where}",
+                                            [embedder_id, crawl_id, crawl_id]).fetchone()
+        matrix = np.empty((rows, dimension or 0), dtype=np.float32)
+        doc_ids: list[str] = []
+        reader = self.conn.execute(f"SELECT e.doc_id, e.vector {joined} {where} ORDER BY e.doc_id",
+                                   [embedder_id, crawl_id, crawl_id]).fetch_record_batch(65_536)
+        for batch in reader:
+            table = pa.Table.from_batches([batch])
+            matrix[len(doc_ids):len(doc_ids) + batch.num_rows] = _vector_matrix(table)
+            doc_ids += table.column("doc_id").to_pylist()
+        return doc_ids, matrix
 
 
     # -- clusters --------------------------------------------------------------------------------------
