@@ -44,7 +44,7 @@ def test_equal_demo_materializes_the_demo_crawls(tmp_path, monkeypatch, capsys):
     assert extractions.height == min(-(-total * 5 // 100), total * 10 // 100 // 5)
     assert "round shape, from the data: 1 arm(s) x " in out  # the defaults: 5% of the arms is fewer than one
     assert set(extractions["backend"]) == {"rules"} and set(extractions["prompt_version"]) == {"rules/v1"}
-    assert pairs.height > 50 and set(pairs["doc_id"]) <= set(extractions["doc_id"])
+    assert pairs.height > 20 and set(pairs["doc_id"]) <= set(extractions["doc_id"])  # 58 documents, 2% of the corpus
     assert rounds["round_id"][0] == "round-0" and rounds["policy"][0] == "warmup"
     # every document embedded and in exactly one cluster
     with Store.open(paths.store, read_only=True) as store:

