@@ -73,9 +73,9 @@ def extraction_metadata(report: WarmupReport, qa_preview: list[dict], qa_columns
     kinds={"duckdb", "python"},
     pool="duckdb",
     description=(
-        "EQUAL's warm-up: a seeded random sample of the corpus (default 5%, at most a fifth of the budget) extracted with the configured "
-        "backend and stored as round 0 (`extractions`, `qa_pairs`, `rounds`). Calls already paid for come from "
-        "`llm_cache`; re-materializing replaces round 0."
+        "EQUAL's warm-up: a seeded random sample of the corpus (default 5%, at most a fifth of the budget) "
+        "extracted with the configured backend and stored as round 0 (`extractions`, `qa_pairs`, `rounds`). Calls "
+        "already paid for come from `llm_cache`; re-materializing replaces round 0."
     ),
 )
 def warmup_extractions(
