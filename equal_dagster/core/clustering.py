@@ -128,9 +128,7 @@ def reduce_dimensions(vectors: np.ndarray, dimension: int, seed: int) -> np.ndar
 
 
 def centroids_of(vectors: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
-    sums = np.zeros((n_clusters, vectors.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, vectors)
-    return normalized(sums)
+    return normalized(gaussians_of(vectors, labels, n_clusters)[0])
 
 
 def gaussians_of(vectors: np.ndarray, labels: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
@@ -179,8 +177,9 @@ def cluster_vectors(vectors: np.ndarray, params: ClusteringParams) -> ClusterAss
         labels = kmeans_labels(vectors, k, params.seed) if k > 1 else np.zeros(n, dtype=np.int32)
         probabilities = np.full(n, np.nan)
         how = ["clustered"] * n
-        if len(np.unique(labels)) < k:
-            notes.append(f"{k - len(np.unique(labels))} empty centroid(s) dropped")
+        empty = k - len(np.unique(labels))
+        if empty:
+            notes.append(f"{empty} empty centroid(s) dropped")
     else:
         import hdbscan
 
@@ -205,13 +204,12 @@ def cluster_vectors(vectors: np.ndarray, params: ClusteringParams) -> ClusterAss
     remap[found] = np.arange(len(found), dtype=np.int32)
     labels = np.where(labels >= 0, remap[np.maximum(labels, 0)], -1).astype(np.int32)
     noise = labels < 0
-    if noise.any():
+    if noise.any():  # the centroids of the clustered points decide where noise goes
         centroids = centroids_of(vectors[~noise], labels[~noise], len(found))
         labels[noise] = nearest_centroid(vectors[noise], centroids)
         notes.append(f"{int(noise.sum())} noise documents joined their nearest cluster")
-        means, spreads = gaussians_of(vectors, labels, len(found))
-    else:  # the centroid is the normalized mean: one pass gives both
-        means, spreads = gaussians_of(vectors, labels, len(found))
+    means, spreads = gaussians_of(vectors, labels, len(found))
+    if not noise.any():  # the centroid is the normalized mean: the same pass gives it
         centroids = normalized(means)
     return ClusterAssignment(labels, probabilities, how, centroids, notes, means, spreads)
 
