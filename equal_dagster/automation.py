@@ -7,6 +7,7 @@ import dagster as dg
 from equal_dagster.core.crawls import scan_crawl_folder
 from equal_dagster.core.rounds import RETRY_STATUSES, RoundRefused, round_key, round_no_of
 from equal_dagster.core.store import StoreError
+from equal_dagster.instance import release_dead_runs
 from equal_dagster.partitions import crawls_partitions, rounds_partitions
 from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.crawls import CrawlFolder
@@ -171,3 +172,19 @@ def reextraction_schedule(context: dg.ScheduleEvaluationContext, store: StoreRes
     key = round_key(next_no)
     context.instance.add_dynamic_partitions(rounds_partitions.name, [key])  # schedules cannot return partition requests
     return dg.RunRequest(partition_key=key, run_key=f"round:{key}")
+
+
+@dg.sensor(
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Frees the store after a crash: a run whose process is gone (killed with SIGKILL, a machine that went down) "
+        "stays STARTED in Dagster and keeps its slot of the duckdb pool, so every later write would wait for ever. "
+        "Fails such runs with the reason and frees their slots. `equal recover` does the same from a shell."
+    ),
+)
+def dead_run_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    released = release_dead_runs(context.instance, context.log.warning)
+    if released:
+        return dg.SkipReason(f"released {len(released)} dead run(s): " + ", ".join(d.run_id for d in released))
+    return dg.SkipReason("no dead run")

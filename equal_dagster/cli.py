@@ -131,6 +131,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    from equal_dagster.instance import persistent_instance, release_dead_runs
+
+    paths = _paths(args)
+    released = release_dead_runs(persistent_instance(paths), print)
+    if not released:
+        print("no dead run: nothing holds the store's duckdb pool without a live process")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from equal_dagster.instance import prepare_dagster_home
 
@@ -190,11 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--system", default=None, help="a system message for chat and ShareGPT rows")
     export.set_defaults(func=cmd_export)
 
+    recover = sub.add_parser("recover", help="after a crash: fail the runs whose process is gone and free their slot of "
+                                              "the duckdb pool (every `equal` command does this first)")
+    recover.set_defaults(func=cmd_recover)
+
     ui = sub.add_parser("ui", help="start the Dagster UI on 127.0.0.1 with this home's persistent instance")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)
 
-    for command in (demo, run, rounds, lineage, export, ui):  # --home also after the command (equal run ... --home DIR)
+    for command in (demo, run, rounds, lineage, export, recover, ui):  # --home also after the command (equal run ... --home DIR)
         command.add_argument("--home", default=argparse.SUPPRESS, help="EQUAL_HOME for this command")
     args = parser.parse_args(argv)
     return args.func(args)

@@ -17,6 +17,7 @@ from equal_dagster.assets.training import eval_scores, fine_tuned_model
 from equal_dagster.automation import (
     bandit_round_job,
     clusters_job,
+    dead_run_sensor,
     dataset_job,
     embed_crawl_job,
     embedder_job,
@@ -144,7 +145,7 @@ def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource |
                 eval_scores],
         jobs=[ingest_crawl_job, warmup_job, embedder_job, embed_crawl_job, clusters_job, bandit_round_job, dataset_job,
               fine_tune_job, evaluate_job],
-        sensors=[new_crawl_sensor, next_round_sensor],
+        sensors=[new_crawl_sensor, next_round_sensor, dead_run_sensor],
         schedules=[reextraction_schedule],
         resources={
             "store": StoreResource(database=str(paths.store)),

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.utils import make_new_run_id
 
 from equal_dagster.core.embedding import Embedder
 from equal_dagster.core.rounds import harvest_summary, round_key
@@ -18,7 +19,7 @@ from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.store import Store
 from equal_dagster.core.warmup import WARMUP_FRACTION
 from equal_dagster.definitions import build_definitions
-from equal_dagster.instance import persistent_instance
+from equal_dagster.instance import PoolWatch, persistent_instance, release_dead_runs
 from equal_dagster.partitions import crawls_partitions, rounds_partitions
 from equal_dagster.resources.bandit import BanditResource
 
@@ -39,9 +40,15 @@ def materialization_metadata(result: dg.ExecuteInProcessResult, node: str) -> di
 
 
 def _execute(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, *, partition_key: str | None = None,
-             run_config: dict | None = None) -> dg.ExecuteInProcessResult:
-    result = defs.resolve_job_def(job).execute_in_process(
-        instance=instance, partition_key=partition_key, run_config=run_config or {}, raise_on_error=False)
+             run_config: dict | None = None, say: Callable[[str], None] = _stderr) -> dg.ExecuteInProcessResult:
+    """Run ``job`` in this process on the home's instance. Runs whose process died are failed first (their slot of
+    the duckdb pool freed), and :class:`PoolWatch` keeps watch while this run may wait for the pool."""
+    release_dead_runs(instance, say)
+    run_id = make_new_run_id()
+    with PoolWatch(instance, run_id, say):
+        result = defs.resolve_job_def(job).execute_in_process(
+            instance=instance, partition_key=partition_key, run_config=run_config or {}, raise_on_error=False,
+            run_id=run_id)
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
         why = failures[0].step_failure_data.error.message.strip() if failures and failures[0].step_failure_data.error else ""

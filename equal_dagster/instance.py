@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import dagster as dg
+import psutil
+from dagster._utils.interrupts import check_captured_interrupt
 
 from equal_dagster.core.settings import EqualPaths
 
@@ -22,3 +28,123 @@ def prepare_dagster_home(paths: EqualPaths) -> Path:
 
 def persistent_instance(paths: EqualPaths) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(prepare_dagster_home(paths)))
+
+
+# -- runs that died --------------------------------------------------------------------------------------------------
+# A process killed with SIGKILL (or a machine that went down) leaves its Dagster run STARTED for ever, holding its slot
+# of the `duckdb` pool, so every later write waits behind it (Dagster frees slots only for runs that end). A run whose
+# process is gone is failed here with the reason, and its slots freed. Dagster's run monitoring cannot see it: the
+# default run launcher and in-process runs have no worker health check.
+LIVE_STATUSES = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
+
+
+@dataclass(frozen=True)
+class DeadRun:
+    run_id: str
+    job_name: str
+    pid: int | None
+    reason: str
+
+
+def run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The process that executes the run (the pid on its RUN_START event); None before it started."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START, limit=1).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event is not None and event.pid is not None:
+            return int(event.pid)
+    return None
+
+
+def _process_alive(pid: int, started_at: float | None) -> bool:
+    """Whether ``pid`` is alive and is the process that started the run (not a later process given the same pid)."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started_at is None or process.create_time() <= started_at + 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
+    """Runs the instance thinks are running whose process is gone."""
+    found = []
+    for record in instance.get_run_records(dg.RunsFilter(statuses=list(LIVE_STATUSES))):
+        run = record.dagster_run
+        pid = run_pid(instance, run.run_id)
+        if pid is None:
+            continue  # not started yet (a launcher or the daemon is still on it)
+        if not _process_alive(pid, record.start_time):
+            found.append(DeadRun(run.run_id, run.job_name, pid, f"its process (pid {pid}) is gone"))
+    return found
+
+
+def release_dead_runs(instance: dg.DagsterInstance, say: Callable[[str], None] | None = None) -> list[DeadRun]:
+    """Fail every dead run (see above) with the reason and free its concurrency slots; returns them."""
+    released = dead_runs(instance)
+    for dead in released:
+        run = instance.get_run_by_id(dead.run_id)
+        if run is not None and run.status in LIVE_STATUSES:
+            instance.report_run_failed(run, f"equal-dagster: {dead.reason}; the run is marked failed and its slot of "
+                                            "the duckdb pool freed so that later runs can write")
+        instance.event_log_storage.free_concurrency_slots_for_run(dead.run_id)
+        if say is not None:
+            say(f"run {dead.run_id} ({dead.job_name}) had died: {dead.reason}; marked failed, its duckdb slot freed")
+    return released
+
+
+def pool_holders(instance: dg.DagsterInstance, pool: str = "duckdb") -> list[str]:
+    """The runs holding a slot of ``pool``."""
+    return [slot.run_id for slot in instance.event_log_storage.get_concurrency_info(pool).claimed_slots]
+
+
+class PoolWatch:
+    """Runs beside a run of this process that may wait for the ``duckdb`` pool: every ``every_s`` seconds it frees
+    the slots of dead runs (so a holder killed meanwhile does not block this run), and when a SIGTERM or SIGINT came
+    while this run was still waiting for the pool (Dagster's wait ignores them), it marks this run failed, frees
+    its place in the queue and ends the process (exit 143): nothing of the step has run yet."""
+
+    def __init__(self, instance: dg.DagsterInstance, run_id: str, say: Callable[[str], None] | None = None,
+                 every_s: float = 2.0):
+        self.instance, self.run_id, self.say, self.every_s = instance, run_id, say, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="equal-pool-watch", daemon=True)
+        self._told: set[str] = set()
+
+    def __enter__(self) -> PoolWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self._check()
+            except Exception:  # noqa: BLE001 - the watch must never take the run down
+                continue
+
+    def _check(self) -> None:
+        info = self.instance.event_log_storage.get_concurrency_info("duckdb")
+        holders = {slot.run_id for slot in info.claimed_slots}
+        waiting = self.run_id not in holders and any(p.run_id == self.run_id for p in info.pending_steps)
+        if not waiting:
+            return
+        if check_captured_interrupt():
+            run = self.instance.get_run_by_id(self.run_id)
+            if run is not None:
+                self.instance.report_run_failed(run, "stopped by a signal while waiting for the duckdb pool")
+            self.instance.event_log_storage.free_concurrency_slots_for_run(self.run_id)
+            if self.say:
+                self.say(f"run {self.run_id} stopped by a signal while it waited for the store")
+            os._exit(143)
+        release_dead_runs(self.instance, self.say)
+        for holder in holders - self._told:
+            self._told.add(holder)
+            if self.say:
+                run = self.instance.get_run_by_id(holder)
+                self.say(f"waiting for run {holder} ({run.job_name if run else '?'}, pid "
+                         f"{run_pid(self.instance, holder)}), which is writing to the store")
