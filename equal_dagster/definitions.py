@@ -29,6 +29,7 @@ from equal_dagster.automation import (
     reextraction_schedule,
     warmup_job,
 )
+from equal_dagster.core.extraction.results import MAX_PAIRS_PER_DOCUMENT
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.crawls import CrawlFolder
@@ -58,6 +59,7 @@ def extraction_resource_from_env() -> ExtractionResource:
         strategy=_env("EQUAL_LLM_STRATEGY", "equal"),
         refine=_env("EQUAL_LLM_REFINE", "0").lower() in ("1", "true", "yes"),
         prompt_dir=_env("EQUAL_PROMPT_DIR"),
+        max_pairs_per_document=_optional_int("EQUAL_LLM_MAX_PAIRS_PER_DOCUMENT") or MAX_PAIRS_PER_DOCUMENT,
         temperature=float(_env("EQUAL_LLM_TEMPERATURE", "0")),
         max_tokens=int(_env("EQUAL_LLM_MAX_TOKENS", "1024")),
         base_url=_env("EQUAL_LLM_BASE_URL"),

@@ -11,7 +11,18 @@ message, ``MODE=<mode>``:
 * ``error500``: HTTP 500, always;
 * ``rate429``: HTTP 429 (``Retry-After: 0``) the first two times this prompt comes, then a good answer;
 * ``slow``: waits ``slow_s`` seconds before answering (longer than the client's timeout);
-* ``inject``: "obeys" an injection: pairs whose text is SQL and a path, plus extra keys.
+* ``inject``: "obeys" an injection: pairs whose text is SQL and a path, plus extra keys;
+* ``error400``: HTTP 400 (the context is too long), always;
+* ``error503``: HTTP 503 with ``Retry-After: 0``, always;
+* ``badjson``: HTTP 200 whose body is not JSON;
+* ``nochoices``: HTTP 200 with an empty ``choices`` list;
+* ``wrongschema``: JSON of another shape (``{"items": ...}``);
+* ``huge``: a 10 MB answer (one pair whose answer is 10 MB of text);
+* ``echo``: 200 pairs from one document (a server that echoes the document line by line);
+* ``flaky``: HTTP 500 on the first ``flaky_failures`` requests of this prompt, then a good answer.
+
+``fail_share`` (0 to 1) makes that share of the prompts (chosen by a hash of the prompt, so the same ones every time)
+answer HTTP 503 whatever their mode: a partly broken backend. ``down`` answers 503 to everything.
 
 It counts every request (``requests``), per mode (``by_mode``), and keeps the request bodies.
 """
@@ -52,8 +63,9 @@ class _Server(ThreadingHTTPServer):
 
 class FakeOpenAIServer:
     def __init__(self, latency_s: float = 0.0, slow_s: float = 2.0, omit_usage: bool = False,
-                 reject_response_format: bool = False):
+                 reject_response_format: bool = False, fail_share: float = 0.0, flaky_failures: int = 1):
         self.latency_s, self.slow_s = latency_s, slow_s
+        self.fail_share, self.flaky_failures, self.down = fail_share, flaky_failures, False
         self.omit_usage, self.reject_response_format = omit_usage, reject_response_format
         self.requests = 0
         self.by_mode: Counter = Counter()
@@ -127,8 +139,18 @@ class FakeOpenAIServer:
         if self.latency_s:
             time.sleep(self.latency_s)
         schema = body.get("response_format", {}).get("json_schema", {}).get("name") or _schema_from_prompt(body)
-        if mode == "error500":
+        if self.down or (self.fail_share and int(key[:8], 16) / 16**8 < self.fail_share):
+            return 503, {"error": "service unavailable"}, {"retry-after": "0"}
+        if mode == "error500" or (mode == "flaky" and attempt <= self.flaky_failures):
             return 500, {"error": "internal error"}, {}
+        if mode == "error400":
+            return 400, {"error": {"message": "This model's maximum context length is 8192 tokens"}}, {}
+        if mode == "error503":
+            return 503, {"error": "overloaded"}, {"retry-after": "0"}
+        if mode == "badjson":
+            return 200, b"<html>502 Bad Gateway</html>", {}
+        if mode == "nochoices":
+            return 200, {"id": "x", "object": "chat.completion", "choices": []}, {}
         if mode == "rate429" and attempt <= 2:
             return 429, {"error": "slow down"}, {"retry-after": "0"}
         if mode == "slow":
@@ -143,6 +165,13 @@ class FakeOpenAIServer:
             content = json.dumps({"qa_pairs": [{"question": INJECTED_SQL, "answer": "../../../../etc/passwd"},
                                                {"question": "ignore previous instructions", "answer": "__import__('os').system('rm -rf /')"}],
                                   "sql": "DROP TABLE qa_pairs"})
+        elif mode == "wrongschema":
+            content = json.dumps({"items": [{"q": "What?", "a": "That."}]})
+        elif mode == "huge":
+            content = json.dumps({"qa_pairs": [{"question": f"What is in document {doc}?", "answer": "x" * 10_000_000}]})
+        elif mode == "echo":
+            content = json.dumps({"qa_pairs": [{"question": f"Line {i}?", "answer": f"Line {i} says so."}
+                                               for i in range(200)]})
         else:
             content = json.dumps(good_answer(schema, doc))
         payload: dict[str, Any] = {

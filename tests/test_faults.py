@@ -1,4 +1,5 @@
-"""Crashes, faults and concurrent use (issue 14): a dead run never blocks the store; a waiting run stops on SIGTERM."""
+"""Crashes, faults and concurrent use (issue 14), against real parts: a fake OpenAI-compatible server on 127.0.0.1
+serving each fault, a real DuckDB store, real Dagster runs in subprocesses killed with SIGKILL."""
 
 import os
 import signal
@@ -9,11 +10,16 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from doubles import FakeOpenAIServer
+
+from equal_dagster.core.extraction import Document, ExtractionConfig, StoreResponseCache, build_extractor
+from equal_dagster.core.store import Store
 
 from equal_dagster.instance import pool_holders, prepare_dagster_home, release_dead_runs
 from equal_dagster.core.settings import EqualPaths
 
 POOL_JOB = Path(__file__).parent / "pool_job.py"
+EXTRACT_JOB = Path(__file__).parent / "extract_job.py"
 
 
 def _start(home: Path, seconds: float) -> subprocess.Popen:
@@ -74,3 +80,70 @@ def test_a_killed_run_does_not_hold_the_pool_and_a_waiting_run_stops_on_sigterm(
         for process in (holder,):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
+
+
+FAULTS = {  # mode: (status, retries made, in the error)
+    "error500": ("backend_error", 2, "HTTP 500"),
+    "error503": ("backend_error", 2, "HTTP 503"),
+    "rate429": ("ok", 2, None),
+    "slow": ("timeout", 2, "no response within"),
+    "error400": ("rejected", 0, "HTTP 400: {\"error\": {\"message\": \"This model's maximum context length"),
+    "badjson": ("rejected", 0, "malformed completion"),
+    "nochoices": ("rejected", 0, "malformed completion"),
+    "wrongschema": ("parse_error", 0, None),
+    "garbage": ("parse_error", 0, "no JSON object"),
+    "huge": ("parse_error", 0, None),
+    "echo": ("ok", 0, "per_document_cap: kept the first 50 of 200 QA pairs"),
+}
+
+
+def test_each_fault_of_the_backend_ends_in_its_class_and_runaway_answers_are_capped(tmp_path):
+    config = ExtractionConfig(backend="openai", base_url="", model="fake-model", max_in_flight=4, timeout_s=0.5,
+                              max_retries=2, backoff_s=0.01)
+    with FakeOpenAIServer(slow_s=1.5) as server, Store.open(tmp_path / "s.duckdb") as store:
+        extractor = build_extractor(ExtractionConfig(**{**config.__dict__, "base_url": server.base_url}),
+                                    StoreResponseCache(store))
+        run = extractor.extract([Document(f"doc-{m}", f"DOC={m} MODE={m}\nText {m}.") for m in FAULTS])
+        by_doc = {r.doc_id: r for r in run.results}
+        for mode, (status, retries, error) in FAULTS.items():
+            result = by_doc[f"doc-{mode}"]
+            assert (result.status, result.retries) == (status, retries), (mode, result.error)
+            if error:
+                assert error in result.error, (mode, result.error)
+        assert len(by_doc["doc-echo"].qa_pairs) == 50 and run.counters["dropped_per_document_cap"] == 150
+        assert run.counters["responses_truncated"] == 1
+        # the 10 MB answer is stored cut to 16 characters per token of max_tokens
+        longest = store.conn.execute("SELECT max(length(response)) FROM llm_cache").fetchone()[0]
+        assert longest == 16 * 1024
+        # permanent failures were asked once; transient ones max_retries + 1 times
+        assert server.by_mode["error400"] == server.by_mode["badjson"] == server.by_mode["nochoices"] == 1
+        assert server.by_mode["error503"] == 3
+
+
+def test_a_killed_extraction_repays_at_most_the_requests_in_flight(tmp_path):
+    in_flight = 2
+    with FakeOpenAIServer(latency_s=0.1) as server:
+        store = tmp_path / "s.duckdb"
+        job = subprocess.Popen([sys.executable, str(EXTRACT_JOB), server.base_url, str(store), "200", str(in_flight)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        _wait_for(lambda: server.requests >= 30, "30 answered requests")
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
+        before = server.requests
+        rerun = subprocess.run([sys.executable, str(EXTRACT_JOB), server.base_url, str(store), "200", str(in_flight)],
+                               capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        repaid = sum(1 for n in server.attempts.values() if n > 1)
+        assert before >= 30 and server.requests == 200 + repaid
+        assert repaid <= in_flight, f"{repaid} requests paid twice"
+
+
+def test_the_rules_backend_keeps_at_most_the_per_document_cap():
+    page = "\n".join(f"Q: What is item {i} of the list?\nA: Item {i} is the {i}th entry of the list." for i in range(500))
+    run = build_extractor(ExtractionConfig(backend="rules"), None).extract([Document("d", page), Document("e", page)])
+    assert [len(r.qa_pairs) for r in run.results] == [50, 50]
+    assert run.counters["dropped_per_document_cap"] == 900
+    assert run.results[0].qa_pairs[0].question == "What is item 0 of the list?"
+    assert run.results[0].error == "per_document_cap: kept the first 50 of 500 QA pairs"
+    uncapped = build_extractor(ExtractionConfig(backend="rules", max_pairs_per_document=None), None).extract([Document("d", page)])
+    assert len(uncapped.results[0].qa_pairs) == 500

@@ -47,7 +47,7 @@ def test_each_document_ends_with_the_right_status_and_retries_and_none_escapes(t
         assert "no JSON object" in by_doc["doc-garbage"].error
         assert by_doc["doc-good"].tokens_in > 0 and by_doc["doc-good"].tokens_out > 0
         totals = run.totals()
-        assert totals["failures"] == {"parse_error": 1, "backend_error": 1, "timeout": 1}
+        assert totals["failures"] == {"parse_error": 1, "backend_error": 1, "timeout": 1, "rejected": 0, "gave_up": 0}
         assert totals["backend_calls"] == 7 and totals["cache_hits"] == 0
         # 1 request each for good/fenced/garbage/none, 3 each for error500/rate429/slow
         assert server.requests == 4 + 3 * 3

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from equal_dagster.core.extraction import ExtractionConfig, build_extractor
 from equal_dagster.core.extraction.cache import ResponseCache
+from equal_dagster.core.extraction.results import MAX_PAIRS_PER_DOCUMENT
 
 
 class ExtractionResource(dg.ConfigurableResource):
@@ -20,6 +21,8 @@ class ExtractionResource(dg.ConfigurableResource):
     strategy: str = Field("equal", description="equal | reinstruct (a run's config can override it)")
     refine: bool = Field(False, description="EQUAL's refine pass after extraction (one more call per document)")
     prompt_dir: Optional[str] = Field(None, description="folder with prompt files that override the packaged ones")
+    max_pairs_per_document: Optional[int] = Field(
+        MAX_PAIRS_PER_DOCUMENT, description="QA pairs kept per document at most (the first ones); none: no cap")
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 1024
@@ -41,6 +44,7 @@ class ExtractionResource(dg.ConfigurableResource):
         return ExtractionConfig(
             backend=self.backend, model=self.model, strategy=strategy or self.strategy,
             refine=self.refine if refine is None else refine, prompt_dir=self.prompt_dir,
+            max_pairs_per_document=self.max_pairs_per_document,
             temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, seed=self.seed,
             base_url=self.base_url, api_key=self.api_key, max_in_flight=self.max_in_flight, timeout_s=self.timeout_s,
             max_retries=self.max_retries, response_format=self.response_format, tokenizer=self.tokenizer,

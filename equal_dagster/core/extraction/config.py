@@ -8,6 +8,7 @@ from equal_dagster.core.extraction.backends.base import SamplingSettings
 from equal_dagster.core.extraction.cache import ResponseCache
 from equal_dagster.core.extraction.extractor import STRATEGIES, Log, LLMExtractor, RuleExtractor
 from equal_dagster.core.extraction.reinstruct import ReinstructRules
+from equal_dagster.core.extraction.results import MAX_PAIRS_PER_DOCUMENT
 
 BACKENDS = ("rules", "openai", "transformers", "vllm")
 
@@ -19,6 +20,7 @@ class ExtractionConfig:
     strategy: str = "equal"
     refine: bool = False
     prompt_dir: str | None = None
+    max_pairs_per_document: int | None = MAX_PAIRS_PER_DOCUMENT
     # sampling (part of every cache key)
     temperature: float = 0.0
     top_p: float = 1.0
@@ -78,6 +80,8 @@ def build_extractor(config: ExtractionConfig, cache: ResponseCache, log: Log | N
     if config.strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {config.strategy!r}: choose one of {', '.join(STRATEGIES)}")
     if config.backend == "rules":
-        return RuleExtractor(strategy=config.strategy, reinstruct_rules=reinstruct_rules, log=log)
+        return RuleExtractor(strategy=config.strategy, reinstruct_rules=reinstruct_rules,
+                             max_pairs_per_document=config.max_pairs_per_document, log=log)
     return LLMExtractor(build_backend(config), cache, strategy=config.strategy, refine=config.refine,
-                        sampling=config.sampling(), prompt_dir=config.prompt_dir, reinstruct_rules=reinstruct_rules, log=log)
+                        sampling=config.sampling(), prompt_dir=config.prompt_dir, reinstruct_rules=reinstruct_rules,
+                        max_pairs_per_document=config.max_pairs_per_document, log=log)

@@ -11,7 +11,11 @@
   ``reinstruct-rewrite`` call answers that instruction from the text; the post-filter drops bad pairs.
 
 For every call: render the versioned prompt, compute the cache key, answer from the cache when it can, send
-only the misses to the backend in batches (saving each batch's responses to the cache at once), parse.
+only the misses to the backend, save each answer to the cache as it arrives (a backend with ``generate_stream``;
+else after each batch), parse. Two caps keep one runaway answer from owning the run: an answer is cut to
+:data:`RESPONSE_CHARS_PER_TOKEN` characters per token of ``max_tokens`` before it is cached or parsed (a server that
+ignores ``max_tokens``; counter ``responses_truncated``), and at most ``max_pairs_per_document`` pairs are kept per
+document (:data:`~.results.MAX_PAIRS_PER_DOCUMENT`; counter ``dropped_per_document_cap``).
 :class:`RuleExtractor` is the ``rules`` backend: no model, no calls (:mod:`.rules`).
 
 Counters (kept, dropped and why) are returned with the results in :class:`ExtractionRun`.
@@ -31,10 +35,20 @@ from equal_dagster.core.extraction.cache import CachedResponse, ResponseCache, c
 from equal_dagster.core.extraction.parsing import SCHEMAS, ParsedResponse, parse_response
 from equal_dagster.core.extraction.prompts import Prompt, load_prompt
 from equal_dagster.core.extraction.reinstruct import ReinstructRules, post_filter, select_text
-from equal_dagster.core.extraction.results import STATUSES, CallRecord, Document, ExtractionResult, QAPair
+from equal_dagster.core.extraction.results import (
+    FAILURES,
+    MAX_PAIRS_PER_DOCUMENT,
+    STATUSES,
+    CallRecord,
+    Document,
+    ExtractionResult,
+    QAPair,
+    cap_pairs,
+)
 from equal_dagster.core.extraction.rules import RULES_VERSION, extract_structured_pairs
 
 STRATEGIES = ("equal", "reinstruct")
+RESPONSE_CHARS_PER_TOKEN = 16  # a token is rarely more than 16 characters: longer answers ignored max_tokens
 Log = Callable[[str], None]
 
 
@@ -54,7 +68,7 @@ class ExtractionRun:
             "documents": len(self.results),
             "qa_pairs": sum(len(r.qa_pairs) for r in self.results),
             "status": {s: by_status.get(s, 0) for s in STATUSES},
-            "failures": {s: by_status.get(s, 0) for s in ("parse_error", "backend_error", "timeout")},
+            "failures": {s: by_status.get(s, 0) for s in FAILURES},
             "calls": len(calls),
             "backend_calls": len(paid),
             "cache_hits": len(calls) - len(paid),
@@ -97,12 +111,15 @@ class LLMExtractor:
         sampling: SamplingSettings = SamplingSettings(),
         prompt_dir: str | None = None,
         reinstruct_rules: ReinstructRules = ReinstructRules(),
+        max_pairs_per_document: int | None = MAX_PAIRS_PER_DOCUMENT,
         log: Log | None = None,
     ):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
         self.backend, self.cache, self.strategy, self.refine = backend, cache, strategy, refine
         self.sampling, self.reinstruct_rules, self.log = sampling, reinstruct_rules, log
+        self.max_pairs_per_document = max_pairs_per_document
+        self.max_response_chars = RESPONSE_CHARS_PER_TOKEN * sampling.max_tokens
         if strategy == "equal":
             self.prompts = [load_prompt("equal-qa", prompt_dir=prompt_dir)]
             if refine:
@@ -126,21 +143,8 @@ class LLMExtractor:
             first_index.setdefault(key, index)
         cached = self.cache.get_many(list(first_index)) if first_index else {}
         missing = [key for key in first_index if key not in cached]
-        generations: dict[str, Generation] = {}
-        progress = _ProgressLog(self.log, f"{prompt.version_id} calls", len(missing))
-        batch_size = self.backend.batch_size or max(len(missing), 1)
-        schema = SCHEMAS[prompt.output]
-        for start in range(0, len(missing), batch_size):
-            batch = missing[start : start + batch_size]
-            requests = [GenerationRequest(messages[first_index[k]], schema, prompt.output) for k in batch]
-            answers = self.backend.generate(requests, self.sampling)
-            generations.update(zip(batch, answers, strict=True))
-            self.cache.put_many(
-                CachedResponse(k, self.backend.name, self.backend.model, prompt.version_id, g.text or "",
-                               g.tokens_in, g.tokens_out, g.latency_s)
-                for k, g in zip(batch, answers, strict=True) if g.status == "ok"
-            )
-            progress.update(start + len(batch), force=start + len(batch) == len(missing))
+        requests = {k: GenerationRequest(messages[first_index[k]], SCHEMAS[prompt.output], prompt.output) for k in missing}
+        generations = self._generate(prompt, requests, counters)
         out: list[tuple[CallRecord, ParsedResponse]] = []
         for index, key in enumerate(keys):
             if key in cached or first_index[key] != index:
@@ -167,6 +171,42 @@ class LLMExtractor:
             out.append((record, parsed))
         return out
 
+    def _generate(self, prompt: Prompt, requests: dict[str, GenerationRequest], counters: Counter) -> dict[str, Generation]:
+        """The backend's answers to ``requests`` (cache key -> request), each cached as soon as it arrives (see the
+        module doc), over-long answers cut first."""
+        generations: dict[str, Generation] = {}
+        progress = _ProgressLog(self.log, f"{prompt.version_id} calls", len(requests))
+        keys = list(requests)
+        batch_size = self.backend.batch_size or max(len(keys), 1)
+        stream = getattr(self.backend, "generate_stream", None)
+        for start in range(0, len(keys), batch_size):
+            batch = keys[start : start + batch_size]
+            wanted = [requests[k] for k in batch]
+            arrivals = stream(wanted, self.sampling) if stream else [list(enumerate(self.backend.generate(wanted, self.sampling)))]
+            for arrived in arrivals:
+                answered = [(batch[i], self._cut(g, counters)) for i, g in arrived]
+                generations.update(answered)
+                self.cache.put_many(
+                    CachedResponse(k, self.backend.name, self.backend.model, prompt.version_id, g.text or "",
+                                   g.tokens_in, g.tokens_out, g.latency_s)
+                    for k, g in answered if g.status == "ok"
+                )
+                progress.update(len(generations), force=len(generations) == len(keys))
+        return generations
+
+    def _cut(self, generation: Generation, counters: Counter) -> Generation:
+        if generation.text is not None and len(generation.text) > self.max_response_chars:
+            counters["responses_truncated"] += 1
+            generation.text = generation.text[: self.max_response_chars]
+        return generation
+
+    def _capped(self, pairs: list[QAPair], result: ExtractionResult, counters: Counter) -> list[QAPair]:
+        kept, dropped = cap_pairs(pairs, self.max_pairs_per_document)
+        if dropped:
+            counters["dropped_per_document_cap"] += dropped
+            result.error = f"per_document_cap: kept the first {len(kept)} of {len(pairs)} QA pairs"
+        return kept
+
     # -- strategies --------------------------------------------------------------------------------------
     def extract(self, documents: Sequence[Document]) -> ExtractionRun:
         start = time.perf_counter()
@@ -190,7 +230,7 @@ class LLMExtractor:
         for result, (record, parsed) in zip(results, self._call(qa_prompt, [{"document": d.text} for d in documents], counters)):
             result.calls.append(record)
             result.status, result.error = parsed.status, parsed.error or ("; ".join(parsed.notes) or None)
-            result.qa_pairs = list(parsed.value or []) if parsed.status == "ok" else []
+            result.qa_pairs = self._capped(list(parsed.value or []), result, counters) if parsed.status == "ok" else []
         if not self.refine:
             return
         todo = [i for i, r in enumerate(results) if r.status == "ok"]
@@ -204,7 +244,7 @@ class LLMExtractor:
             result = results[i]
             result.calls.append(record)
             if parsed.status == "ok":
-                result.qa_pairs = list(parsed.value)
+                result.qa_pairs = self._capped(list(parsed.value), result, counters)
                 counters["refined"] += 1
             elif parsed.status == "no_qa":
                 result.status, result.qa_pairs = "no_qa", []
@@ -255,10 +295,12 @@ class RuleExtractor:
     name = "rules"
     model = None
 
-    def __init__(self, *, strategy: str = "equal", reinstruct_rules: ReinstructRules = ReinstructRules(), log: Log | None = None):
+    def __init__(self, *, strategy: str = "equal", reinstruct_rules: ReinstructRules = ReinstructRules(),
+                 max_pairs_per_document: int | None = MAX_PAIRS_PER_DOCUMENT, log: Log | None = None):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
         self.strategy, self.reinstruct_rules, self.log = strategy, reinstruct_rules, log
+        self.max_pairs_per_document = max_pairs_per_document
         self.prompt_version = RULES_VERSION
 
     def extract(self, documents: Sequence[Document]) -> ExtractionRun:
@@ -283,7 +325,10 @@ class RuleExtractor:
                         if why is None:
                             kept.append(pair)
                     pairs = kept
-                result.qa_pairs = pairs
+                result.qa_pairs, dropped = cap_pairs(pairs, self.max_pairs_per_document)
+                if dropped:
+                    counters["dropped_per_document_cap"] += dropped
+                    result.error = f"per_document_cap: kept the first {len(result.qa_pairs)} of {len(pairs)} QA pairs"
                 result.status = "ok" if pairs else "no_qa"
             counters[f"status_{result.status}"] += 1
             results.append(result)

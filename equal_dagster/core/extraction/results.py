@@ -6,8 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Status = Literal["ok", "no_qa", "parse_error", "backend_error", "timeout"]
-STATUSES: tuple[str, ...] = ("ok", "no_qa", "parse_error", "backend_error", "timeout")
+Status = Literal["ok", "no_qa", "parse_error", "backend_error", "timeout", "rejected", "gave_up"]
+STATUSES: tuple[str, ...] = ("ok", "no_qa", "parse_error", "backend_error", "timeout", "rejected", "gave_up")
+# Failures, by what a later round may do about them:
+# * transient (``backend_error``: HTTP 429 or 5xx or a lost connection, after the backend's own retries; ``timeout``):
+#   the document may be drawn again, up to a limit (:data:`equal_dagster.core.rounds.MAX_ATTEMPTS`), then ``gave_up``;
+# * permanent (``rejected``: an HTTP 4xx such as a context too long, a completion that is not JSON or has no choices;
+#   ``parse_error``: an answer that holds no valid JSON): the same request would fail the same way, so the document is
+#   not drawn again.
+TRANSIENT_FAILURES: tuple[str, ...] = ("backend_error", "timeout")
+FAILURES: tuple[str, ...] = ("parse_error", "backend_error", "timeout", "rejected", "gave_up")
+# At most this many QA pairs are kept from one document (the first ones): a runaway answer (a server that echoes the
+# document, a page of thousands of lines) cannot own the dataset. Drop reason ``per_document_cap``.
+MAX_PAIRS_PER_DOCUMENT = 50
 
 
 @dataclass(frozen=True)
@@ -22,6 +33,13 @@ class Document:
 class QAPair:
     question: str
     answer: str
+
+
+def cap_pairs(pairs: list[QAPair], limit: int | None) -> tuple[list[QAPair], int]:
+    """The first ``limit`` pairs (None: all) and how many were dropped (reason ``per_document_cap``)."""
+    if limit is None or len(pairs) <= limit:
+        return pairs, 0
+    return pairs[:limit], len(pairs) - limit
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ class GenerationRequest:
 class Generation:
     """A backend's answer to one request. ``text`` is None unless status is ``ok``."""
 
-    status: str  # ok | backend_error | timeout
+    status: str  # ok | backend_error | timeout (transient) | rejected (permanent): see results.TRANSIENT_FAILURES
     text: str | None = None
     error: str | None = None
     tokens_in: int | None = None
@@ -58,7 +58,9 @@ class ModelBackend(Protocol):
     name: str
     model: str | None
     # How many requests the extractor hands over at once (None: the whole round in one batch). The extractor
-    # saves responses to the cache after every batch, so a crash loses at most one batch of paid calls.
+    # saves responses to the cache after every batch; a backend that also has ``generate_stream`` (an iterator of
+    # lists of (request index, Generation) as they arrive) gets each answer cached as it arrives, so a crash repays
+    # at most the requests in flight.
     batch_size: int | None
 
     def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings) -> list[Generation]: ...

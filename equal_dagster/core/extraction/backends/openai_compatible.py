@@ -5,9 +5,12 @@ Rules it keeps:
 
 * At most ``max_in_flight`` requests are open at once (as many worker threads, sharing one httpx connection pool).
 * Each request has a timeout; a timeout, a connection error, HTTP 429 and HTTP 5xx are retried up to
-  ``max_retries`` times with exponential backoff and jitter, honouring a ``Retry-After`` header. Other HTTP errors
-  (400, 401, 404, ...) are not retried. What is left failing after the retries becomes a ``timeout`` or
-  ``backend_error`` generation; nothing raises out of :meth:`generate` for one request.
+  ``max_retries`` times with exponential backoff and jitter, honouring a ``Retry-After`` header. What is left
+  failing after the retries becomes a ``timeout`` or ``backend_error`` generation (transient: a later round may
+  try the document again). Other HTTP errors (400 such as a context too long, 401, 404, ...) and a completion
+  that is not JSON or has no choices are ``rejected`` at once (permanent: the same request fails the same way).
+  Nothing raises out of :meth:`generate` for one request.
+* :meth:`generate_stream` hands answers over as they arrive, so that the extractor caches each one at once.
 * The JSON schema of the expected answer goes in ``response_format`` (``json_schema``), or ``json_object``, or
   nothing, as configured. A server that rejects the field with HTTP 400 gets the request again without it, and
   the backend stops sending it for the rest of the run (parsing copes with free text).
@@ -21,7 +24,7 @@ import concurrent.futures
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,15 +75,31 @@ class OpenAICompatibleBackend:
         """One generation per request, in order. ``max_in_flight`` worker threads share one httpx connection
         pool. (httpx's asyncio pool spent most of its time scanning its own queue: 63 requests/s at 32 in flight
         against a 50 ms server, where threads reach several hundred.)"""
+        out: list[Generation | None] = [None] * len(requests)
+        for arrived in self.generate_stream(requests, sampling):
+            for index, generation in arrived:
+                out[index] = generation
+        return out  # type: ignore[return-value]
+
+    def generate_stream(self, requests: Sequence[GenerationRequest],
+                        sampling: SamplingSettings) -> Iterator[list[tuple[int, Generation]]]:
+        """The generations as they arrive: each item lists (request index, generation) of every request answered
+        since the previous item. Requests not yet sent are cancelled if the consumer stops early."""
         if not requests:
-            return []
+            return
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight)
         with httpx.Client(base_url=self.base_url, headers=headers, timeout=httpx.Timeout(self.timeout_s),
                           limits=limits) as client:
-            with concurrent.futures.ThreadPoolExecutor(max_workers=self.max_in_flight,
-                                                       thread_name_prefix="equal-openai") as pool:
-                return list(pool.map(lambda request: self._one(client, request, sampling), requests))
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="equal-openai")
+            try:
+                index_of = {pool.submit(self._one, client, request, sampling): i for i, request in enumerate(requests)}
+                pending = set(index_of)
+                while pending:
+                    done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+                    yield [(index_of[future], future.result()) for future in done]
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
         return None
@@ -137,7 +156,7 @@ class OpenAICompatibleBackend:
                     continue
                 status, error = "backend_error", f"HTTP {response.status_code}: {detail}"
                 if response.status_code != 429 and response.status_code < 500:
-                    return Generation(status, error=error, latency_s=time.perf_counter() - start, retries=retries)
+                    return Generation("rejected", error=error, latency_s=time.perf_counter() - start, retries=retries)
                 retry_after = response.headers.get("retry-after")
             if retries >= self.max_retries:
                 return Generation(status, error=error, latency_s=time.perf_counter() - start, retries=retries)
@@ -151,7 +170,7 @@ class OpenAICompatibleBackend:
             text = payload["choices"][0]["message"].get("content") or ""
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             return Generation(
-                "backend_error", error=f"malformed completion ({type(exc).__name__}): {response.text[:200]}",
+                "rejected", error=f"malformed completion ({type(exc).__name__}): {response.text[:200]}",
                 latency_s=latency, retries=retries,
             )
         usage = payload.get("usage") or {}
