@@ -13,6 +13,8 @@ from equal_dagster.core.bandit import POLICIES, BanditParams
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.warmup import WARMUP_FRACTION
 
+READER_WAIT_S = 10.0  # `equal export` and `equal lineage` wait this long for a store another process writes
+
 
 def _paths(args: argparse.Namespace) -> EqualPaths:
     if args.home:
@@ -91,13 +93,13 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     import json
 
     from equal_dagster.core.lineage import LineageNotFound, format_lineage, qa_lineage
-    from equal_dagster.core.store import Store, StoreError
+    from equal_dagster.core.store import Store
 
     paths = _paths(args)
     try:
-        with Store.open(paths.store, read_only=True) as store:
+        with Store.open(paths.store, read_only=True, wait_s=READER_WAIT_S) as store:
             chain = qa_lineage(store, args.qa_id)
-    except (LineageNotFound, StoreError) as exc:
+    except LineageNotFound as exc:
         print(f"equal lineage: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 1
     print(json.dumps(chain, indent=1, default=str) if args.json else format_lineage(chain))
@@ -106,15 +108,11 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from equal_dagster.core.export import dataset_hash, export_dataset
-    from equal_dagster.core.store import Store, StoreError
+    from equal_dagster.core.store import Store
 
     paths = _paths(args)
-    try:
-        with Store.open(paths.store, read_only=True) as store:
-            rows = store.kept_pairs()
-    except StoreError as exc:
-        print(f"equal export: {exc}", file=sys.stderr)
-        return 1
+    with Store.open(paths.store, read_only=True, wait_s=READER_WAIT_S) as store:
+        rows = store.kept_pairs()
     if rows.height == 0:
         print("equal export: no kept QA pair: materialize qa_dataset first", file=sys.stderr)
         return 1
@@ -211,7 +209,19 @@ def main(argv: list[str] | None = None) -> int:
     for command in (demo, run, rounds, lineage, export, recover, ui):  # --home also after the command (equal run ... --home DIR)
         command.add_argument("--home", default=argparse.SUPPRESS, help="EQUAL_HOME for this command")
     args = parser.parse_args(argv)
-    return args.func(args)
+    from equal_dagster.core.store import StoreError
+
+    try:
+        return args.func(args)
+    except StoreError as exc:  # busy, not a DuckDB file, a folder that cannot be written: one line, no traceback
+        print(f"equal {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:  # the home or the Dagster instance cannot be created or written
+        if exc.filename is None:
+            raise
+        print(f"equal {args.command}: cannot write {exc.filename}: {exc.strerror}; EQUAL_HOME (or --home) must be a "
+              "folder this user can write", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from equal_dagster.automation import (
     warmup_job,
 )
 from equal_dagster.core.extraction.results import MAX_PAIRS_PER_DOCUMENT
+from equal_dagster.core.rounds import MAX_FAILURE_SHARE
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.crawls import CrawlFolder
@@ -94,6 +95,7 @@ def bandit_resource_from_env(paths: EqualPaths) -> BanditResource:
         budget_tokens=int(budget_tokens) if budget_tokens else None,
         reference=_env("EQUAL_REFERENCE", str(paths.reference_dir / "reference.jsonl")),
         ot_cost=_env("EQUAL_OT_COST", "cosine"),
+        max_failure_share=float(_env("EQUAL_MAX_FAILURE_SHARE", str(MAX_FAILURE_SHARE))),
     )
 
 

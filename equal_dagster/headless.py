@@ -24,6 +24,8 @@ from equal_dagster.partitions import crawls_partitions, rounds_partitions
 from equal_dagster.resources.bandit import BanditResource
 
 MAX_ROUNDS = 100_000
+READ_WAIT_S = 600.0  # between runs, how long `equal run` / `equal rounds` wait for a store another process writes
+MAX_ROUNDS_TAKEN = 100  # rounds another run may take from under `equal rounds` before it gives up
 
 
 class HeadlessRunError(RuntimeError):
@@ -59,7 +61,7 @@ def _execute(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, *, pa
 def bandit_settings_of_last_round(store_path: Path) -> dict | None:
     """The bandit resource's settings the latest round was played with (None: no round yet), so that `equal rounds`
     goes on as the rounds before it went."""
-    with Store.open(store_path, read_only=True) as store:
+    with Store.open(store_path, read_only=True, wait_s=READ_WAIT_S) as store:
         rows = [r for r in store.rounds().iter_rows(named=True) if r["round_no"] >= 1 and r["config"]]
     if not rows:
         return None
@@ -78,22 +80,46 @@ def play_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, store_path: 
                 say: Callable[[str], None] = _stderr) -> list[dict]:
     """Play the next ``count`` rounds in order (None: until the budget or the candidates are spent); returns each
     round's metadata. Stops early, without error, once a round reports the budget spent."""
-    with Store.open(store_path, read_only=True) as store:
-        played = [n for n in store.rounds()["round_no"].to_list() if n >= 1]
-    next_no = max(played, default=0) + 1
     results = []
-    for _ in range(count if count is not None else MAX_ROUNDS):
-        key = round_key(next_no)
-        if key not in instance.get_dynamic_partitions(rounds_partitions.name):
-            instance.add_dynamic_partitions(rounds_partitions.name, [key])
-        metadata = materialization_metadata(_execute(defs, "bandit_round", instance, partition_key=key), "bandit_rounds")
+    taken = 0
+    while len(results) < (count if count is not None else MAX_ROUNDS):
+        key = round_key(_next_round(store_path))
+        ensure_partitions(instance, rounds_partitions.name, [key])
+        try:
+            result = _execute(defs, "bandit_round", instance, partition_key=key, say=say)
+        except HeadlessRunError as exc:
+            # another run played this round while this one waited for the store: go on with the next one
+            if "was already played" not in str(exc) or taken >= MAX_ROUNDS_TAKEN:
+                raise
+            taken += 1
+            say(f"round {key} was played by another run meanwhile; going on with the next round")
+            continue
+        metadata = materialization_metadata(result, "bandit_rounds")
         results.append(metadata)
         say(f"round {key}: {metadata['documents']} documents, {metadata['qa_pairs']} QA pairs, reward "
             f"{metadata['round_reward']:.4f}; {metadata['documents_spent_total']} documents spent")
-        next_no += 1
         if metadata["budget_spent"]:
             break
     return results
+
+
+def ensure_partitions(instance: dg.DagsterInstance, name: str, keys: list[str]) -> None:
+    """Add the missing ``keys`` to dynamic partitions ``name``; another process adding the same ones at the same
+    time is fine."""
+    missing = [k for k in keys if k not in set(instance.get_dynamic_partitions(name))]
+    if not missing:
+        return
+    try:
+        instance.add_dynamic_partitions(name, missing)
+    except Exception:  # noqa: BLE001 - a concurrent add (a unique constraint); anything else shows below
+        still = [k for k in keys if k not in set(instance.get_dynamic_partitions(name))]
+        if still:
+            raise
+
+
+def _next_round(store_path: Path) -> int:
+    with Store.open(store_path, read_only=True, wait_s=READ_WAIT_S) as store:
+        return max((n for n in store.rounds()["round_no"].to_list() if n >= 1), default=0) + 1
 
 
 def run_stages_before_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, crawls: list[str], seed: int, *,
@@ -101,8 +127,7 @@ def run_stages_before_rounds(defs: dg.Definitions, instance: dg.DagsterInstance,
                              say: Callable[[str], None] = _stderr) -> dict[str, float]:
     """Ingest each crawl, then warm-up, embedder, embeddings and clusters (a fresh clustering): everything a bandit
     round needs, whatever its policy. Returns the seconds of each stage."""
-    known = set(instance.get_dynamic_partitions(crawls_partitions.name))
-    instance.add_dynamic_partitions(crawls_partitions.name, [c for c in crawls if c not in known])
+    ensure_partitions(instance, crawls_partitions.name, crawls)
     timings: dict[str, float] = {}
 
     def stage(name: str, job: str, **kwargs) -> dg.ExecuteInProcessResult:

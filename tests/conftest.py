@@ -30,3 +30,36 @@ def copy_fixture(name: str, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(FIXTURES / name, dest)
     return dest
+
+
+def bandit_for(paths: EqualPaths, **overrides):
+    from equal_dagster.resources.bandit import BanditResource
+
+    settings = {"arms_per_round": 2, "docs_per_arm": 4, "budget": "100%", "seed": 0}
+    settings.update(overrides)
+    return BanditResource(reference=str(paths.reference_dir / "reference.jsonl"), **settings)
+
+
+@pytest.fixture(scope="session")
+def clustered(tmp_path_factory) -> EqualPaths:
+    """Both demo crawls (1,500 rows) ingested, the rules warm-up, the first crawl embedded (base MiniLM), clusters.
+    Shared by the tests of rounds and of faults: copy it before writing (``shutil.copytree``)."""
+    import dagster as dg
+
+    from equal_dagster.definitions import build_definitions
+    from equal_dagster.demo.corpus import CRAWL_NAMES, write_demo_data
+    from equal_dagster.partitions import crawls_partitions
+    from equal_dagster.resources.llm import ExtractionResource
+
+    home = tmp_path_factory.mktemp("clustered")
+    paths = EqualPaths(home, home / "crawls")
+    write_demo_data(paths.crawl_dir, paths.reference_dir / "reference.jsonl", seed=0, n_documents=1500)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(crawls_partitions.name, list(CRAWL_NAMES))
+        defs = build_definitions(paths, llm=ExtractionResource(), bandit=bandit_for(paths))
+        for crawl in CRAWL_NAMES:
+            assert defs.resolve_job_def("ingest_crawl").execute_in_process(partition_key=crawl, instance=instance).success
+        assert defs.resolve_job_def("warmup").execute_in_process(instance=instance).success
+        assert defs.resolve_job_def("embed_crawl").execute_in_process(partition_key=CRAWL_NAMES[0], instance=instance).success
+        assert defs.resolve_job_def("cluster").execute_in_process(instance=instance).success
+    return paths

@@ -22,7 +22,8 @@ message, ``MODE=<mode>``:
 * ``flaky``: HTTP 500 on the first ``flaky_failures`` requests of this prompt, then a good answer.
 
 ``fail_share`` (0 to 1) makes that share of the prompts (chosen by a hash of the prompt, so the same ones every time)
-answer HTTP 503 whatever their mode: a partly broken backend. ``down`` answers 503 to everything.
+answer HTTP 503 whatever their mode: a partly broken backend; ``reject_share`` makes the next share of them answer
+HTTP 400 (a context too long). ``down`` answers 503 to everything.
 
 It counts every request (``requests``), per mode (``by_mode``), and keeps the request bodies.
 """
@@ -63,9 +64,10 @@ class _Server(ThreadingHTTPServer):
 
 class FakeOpenAIServer:
     def __init__(self, latency_s: float = 0.0, slow_s: float = 2.0, omit_usage: bool = False,
-                 reject_response_format: bool = False, fail_share: float = 0.0, flaky_failures: int = 1):
+                 reject_response_format: bool = False, fail_share: float = 0.0, reject_share: float = 0.0,
+                 flaky_failures: int = 1):
         self.latency_s, self.slow_s = latency_s, slow_s
-        self.fail_share, self.flaky_failures, self.down = fail_share, flaky_failures, False
+        self.fail_share, self.reject_share, self.flaky_failures, self.down = fail_share, reject_share, flaky_failures, False
         self.omit_usage, self.reject_response_format = omit_usage, reject_response_format
         self.requests = 0
         self.by_mode: Counter = Counter()
@@ -139,8 +141,11 @@ class FakeOpenAIServer:
         if self.latency_s:
             time.sleep(self.latency_s)
         schema = body.get("response_format", {}).get("json_schema", {}).get("name") or _schema_from_prompt(body)
-        if self.down or (self.fail_share and int(key[:8], 16) / 16**8 < self.fail_share):
+        position = int(key[:8], 16) / 16**8  # where this prompt falls in [0, 1), the same every time
+        if self.down or position < self.fail_share:
             return 503, {"error": "service unavailable"}, {"retry-after": "0"}
+        if position < self.fail_share + self.reject_share:
+            return 400, {"error": {"message": "This model's maximum context length is 8192 tokens"}}, {}
         if mode == "error500" or (mode == "flaky" and attempt <= self.flaky_failures):
             return 500, {"error": "internal error"}, {}
         if mode == "error400":

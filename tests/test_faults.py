@@ -2,6 +2,7 @@
 serving each fault, a real DuckDB store, real Dagster runs in subprocesses killed with SIGKILL."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,3 +148,87 @@ def test_the_rules_backend_keeps_at_most_the_per_document_cap():
     assert run.results[0].error == "per_document_cap: kept the first 50 of 500 QA pairs"
     uncapped = build_extractor(ExtractionConfig(backend="rules", max_pairs_per_document=None), None).extract([Document("d", page)])
     assert len(uncapped.results[0].qa_pairs) == 500
+
+
+def _equal(home: Path, server: FakeOpenAIServer, *arguments: str) -> subprocess.Popen:
+    env = {**os.environ, "EQUAL_LLM_BACKEND": "openai", "EQUAL_LLM_BASE_URL": server.base_url, "EQUAL_LLM_MODEL": "m",
+           "EQUAL_LLM_MAX_IN_FLIGHT": "2", "EQUAL_LLM_MAX_RETRIES": "0", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "equal_dagster.cli", "--home", str(home), *arguments], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_concurrent_rounds_play_one_round_each_and_a_killed_round_repays_only_its_calls_in_flight(clustered, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(clustered.home, home)
+    store = home / "equal.duckdb"
+    with FakeOpenAIServer(latency_s=0.3) as server:
+        # two `equal rounds 1` started together: two rounds, one after the other, not the same one twice
+        first, second = _equal(home, server, "rounds", "1"), _equal(home, server, "rounds", "1")
+        outputs = [p.communicate(timeout=400)[0] for p in (first, second)]
+        assert [p.returncode for p in (first, second)] == [0, 0], outputs
+        with Store.open(store, read_only=True) as db:
+            rounds = db.rounds().filter(db.rounds()["round_no"] >= 1)
+            assert rounds["round_id"].to_list() == ["r0001", "r0002"]
+            assert int(rounds["docs_spent"].sum()) == db.extractions().filter(
+                db.extractions()["round_id"] != "round-0")["doc_id"].n_unique()
+        assert any("played by another run meanwhile" in out for out in outputs), outputs
+        assert max(server.attempts.values()) == 1  # no call paid twice
+
+        # SIGKILL in the middle of round 3, then the next `equal rounds 1` plays it at once
+        before = server.requests
+        killed = _equal(home, server, "rounds", "1")
+        _wait_for(lambda: server.requests >= before + 3, "round r0003 to be under way", timeout_s=300)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=30)
+        answered = server.requests - before
+        rerun = _equal(home, server, "rounds", "1")
+        out = rerun.communicate(timeout=400)[0]
+        assert rerun.returncode == 0, out
+        assert "had died: its process" in out and "r0003:" in out
+        repaid = sum(1 for n in server.attempts.values() if n > 1)
+        assert answered >= 3 and repaid <= 2, f"{repaid} of {answered} calls paid twice"
+        with Store.open(store, read_only=True) as db:
+            assert db.rounds()["round_id"].to_list()[-1] == "r0003"
+            assert db.rounds()["tokens_spent"].to_list()[-1] > 0
+
+
+def test_a_store_that_cannot_be_opened_gets_one_clear_line(tmp_path, capsys):
+    from equal_dagster.cli import main
+
+    # not a DuckDB file
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "equal.duckdb").write_text("these are my notes, not a database\n" * 50)
+    assert main(["--home", str(home), "export"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is not a DuckDB store" in err and str(home / "equal.duckdb") in err
+    assert main(["--home", str(home), "rounds", "1"]) == 2
+    assert "is not a DuckDB store" in capsys.readouterr().err
+
+    # busy: another process writes to it
+    busy = tmp_path / "busy"
+    with Store.open(busy / "equal.duckdb"):
+        pass
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('holding', flush=True); time.sleep(120)", str(busy / "equal.duckdb")],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        assert main(["--home", str(busy), "lineage", "qa-1"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "is busy" in err and f"process {holder.pid}" in err
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+
+    # a home that cannot be written
+    if os.geteuid() == 0:  # root writes anywhere but in /sys
+        unwritable = Path("/sys/equal-home-test")
+    else:
+        unwritable = tmp_path / "locked"
+        unwritable.mkdir(mode=0o555)
+    with pytest.raises(OSError):
+        (unwritable / "probe").mkdir(parents=True)
+    home_in_it = unwritable / "home"
+    code = main(["--home", str(home_in_it), "rounds", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code in (1, 2) and err.count("\n") == 0, err

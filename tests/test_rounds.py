@@ -5,7 +5,9 @@ import json
 import shutil
 
 import dagster as dg
+import polars as pl
 import pytest
+from conftest import bandit_for
 from doubles import FakeOpenAIServer
 
 from equal_dagster.automation import next_round_sensor, reextraction_schedule
@@ -26,29 +28,6 @@ from equal_dagster.resources.store import StoreResource
 FIRST, SECOND = CRAWL_NAMES
 
 
-def bandit_for(paths: EqualPaths, **overrides) -> BanditResource:
-    settings = {"arms_per_round": 2, "docs_per_arm": 4, "budget": "100%", "seed": 0}
-    settings.update(overrides)
-    return BanditResource(reference=str(paths.reference_dir / "reference.jsonl"), **settings)
-
-
-@pytest.fixture(scope="module")
-def clustered(tmp_path_factory) -> EqualPaths:
-    """Both demo crawls (1,500 rows) ingested, the rules warm-up, the first crawl embedded (base MiniLM), clusters."""
-    home = tmp_path_factory.mktemp("clustered")
-    paths = EqualPaths(home, home / "crawls")
-    write_demo_data(paths.crawl_dir, paths.reference_dir / "reference.jsonl", seed=0, n_documents=1500)
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(crawls_partitions.name, list(CRAWL_NAMES))
-        defs = build_definitions(paths, llm=ExtractionResource(), bandit=bandit_for(paths))
-        for crawl in CRAWL_NAMES:
-            assert defs.resolve_job_def("ingest_crawl").execute_in_process(partition_key=crawl, instance=instance).success
-        assert defs.resolve_job_def("warmup").execute_in_process(instance=instance).success
-        assert defs.resolve_job_def("embed_crawl").execute_in_process(partition_key=FIRST, instance=instance).success
-        assert defs.resolve_job_def("cluster").execute_in_process(instance=instance).success
-    return paths
-
-
 @pytest.fixture
 def home(clustered, tmp_path) -> EqualPaths:
     """A private copy of the clustered home."""
@@ -63,11 +42,12 @@ def instance():
         yield instance
 
 
-def play(defs, instance, key):
+def play(defs, instance, key, replay: bool = False):
     if key not in instance.get_dynamic_partitions(rounds_partitions.name):
         instance.add_dynamic_partitions(rounds_partitions.name, [key])
+    config = {"ops": {"bandit_rounds": {"config": {"replay": True}}}} if replay else None
     return defs.resolve_job_def("bandit_round").execute_in_process(partition_key=key, instance=instance,
-                                                                    raise_on_error=False)
+                                                                    raise_on_error=False, run_config=config)
 
 
 def metadata(result):
@@ -112,7 +92,8 @@ def test_rounds_run_in_order_and_the_latest_can_be_rerun(home, instance, capsys)
     assert "has later rounds (r0002)" in failure(play(defs, instance, "r0001"))
     with Store.open(home.store, read_only=True) as store:
         before = store.extractions("r0002")["doc_id"].to_list(), store.qa_pairs("r0002")["qa_id"].to_list()
-    assert play(defs, instance, "r0002").success  # the latest round re-runs: same choices, same rows, replaced
+    assert "r0002 was already played" in failure(play(defs, instance, "r0002"))  # not twice by accident
+    assert play(defs, instance, "r0002", replay=True).success  # a replay: same choices, same rows, replaced
     with Store.open(home.store, read_only=True) as store:
         after = store.extractions("r0002")["doc_id"].to_list(), store.qa_pairs("r0002")["qa_id"].to_list()
         assert store.rounds()["round_id"].to_list() == ["round-0", "r0001", "r0002"]
@@ -273,7 +254,7 @@ def test_random_and_all_policies_draw_documents_not_arms(home, instance):
         instance.delete_dynamic_partition(rounds_partitions.name, "r0001")
 
 
-def test_documents_whose_extraction_failed_stay_candidates_and_teach_nothing(home, instance):
+def test_a_round_whose_backend_is_down_fails_with_the_cause_and_charges_nothing(home, instance):
     import socket
 
     with socket.socket() as probe:  # a port where nothing listens: every call fails to connect
@@ -284,13 +265,40 @@ def test_documents_whose_extraction_failed_stay_candidates_and_teach_nothing(hom
     with Store.open(home.store, read_only=True) as store:
         clustering_id = store.current_clustering()["clustering_id"]
         candidates_before = store.unextracted_per_cluster(clustering_id, 1, RETRY_STATUSES)
-    result = play(defs, instance, "r0001")
-    assert result.success and metadata(result)["documents_by_status"]["backend_error"] == 8
+        spent_before = store.spent_before(1)
+    message = failure(play(defs, instance, "r0001"))
+    assert "8 of 8 documents failed at the backend (8 backend_error)" in message and "ConnectError" in message
+    assert "nothing is charged" in message
     with Store.open(home.store, read_only=True) as store:
-        rewards = json.loads(store.rounds()["rewards"][1])["arms"]
-        assert store.unextracted_per_cluster(clustering_id, 2, RETRY_STATUSES) == candidates_before
-        assert store.rounds()["docs_spent"][1] == 8  # the attempt still counts against the budget
-    assert rewards and all(not r["counted"] and r["reward"] == 0.0 for r in rewards)
+        assert store.round_by_no(1) is None and store.spent_before(2) == spent_before
+        assert store.unextracted_per_cluster(clustering_id, 1, RETRY_STATUSES) == candidates_before
+
+
+def test_a_partly_failing_backend_charges_each_document_once_and_gives_up_after_three_attempts(home, instance):
+    """30% transient failures and 10% permanent ones; the `all` policy draws in source order, so the documents that
+    failed come first in the next round again."""
+    with FakeOpenAIServer(fail_share=0.3, reject_share=0.1) as server:
+        llm = ExtractionResource(backend="openai", model="m", base_url=server.base_url, max_retries=0)
+        defs = build_definitions(home, llm=llm, bandit=bandit_for(home, policy="all", arms_per_round=4, docs_per_arm=5,
+                                                                  max_failure_share=0.9))
+        for key in ("r0001", "r0002", "r0003", "r0004"):
+            assert play(defs, instance, key).success, key
+    with Store.open(home.store, read_only=True) as store:
+        rows = store.extractions().filter(store.extractions()["round_id"] != "round-0")
+        rounds = store.rounds().filter(store.rounds()["round_no"] >= 1)
+    attempts = rows.group_by("doc_id").agg(n=pl.len(), last=pl.col("status").sort_by("round_id").last())
+    statuses = rows["status"].value_counts()
+    assert set(statuses["status"]) >= {"ok", "backend_error", "rejected", "gave_up"}
+    # every document charged once, whatever its attempts
+    assert int(rounds["docs_spent"].sum()) == attempts.height < rows.height
+    # a transient failure is tried three times, then recorded as gave_up; a rejected document once
+    assert attempts["n"].max() == 3
+    assert set(attempts.filter(pl.col("n") == 3)["last"]) == {"gave_up"}
+    assert set(attempts.filter(pl.col("last") == "rejected")["n"]) == {1}
+    gave_up = attempts.filter(pl.col("last") == "gave_up").height
+    assert gave_up and sum(1 for n in server.attempts.values() if n == 3) >= gave_up
+    assert all(n <= 3 for n in server.attempts.values())
+    assert (rounds["tokens_spent"] > 0).all()
 
 
 def test_knn_reference_and_classifier_extract_their_best_ranked_documents_first(home, instance):

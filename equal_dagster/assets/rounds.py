@@ -3,13 +3,14 @@
 import json
 
 import dagster as dg
+from pydantic import Field
 
 from equal_dagster.assets.clusters import clusters
 from equal_dagster.assets.extraction import warmup_extractions
 from equal_dagster.assets.metadata import markdown_table, png_markdown
 from equal_dagster.core.extraction import StoreResponseCache
 from equal_dagster.core.reward import ReferenceSetError
-from equal_dagster.core.rounds import RoundRefused, RoundReport, play_round, round_history, round_no_of
+from equal_dagster.core.rounds import RoundFailed, RoundRefused, RoundReport, play_round, round_history, round_no_of
 from equal_dagster.partitions import rounds_partitions
 from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.embedder import EmbedderResource
@@ -55,6 +56,11 @@ def arms_table(report: RoundReport, top_terms: dict[int, list[str]]) -> str:
     return markdown_table(["arm", "why", "score", "pulls", "mean reward", "documents", "QA pairs", "reward", "top terms"], rows)
 
 
+class RoundConfig(dg.Config):
+    replay: bool = Field(False, description="play this round again and replace it (only the latest round); without "
+                                            "it, a round already played is refused")
+
+
 @dg.asset(
     partitions_def=rounds_partitions,
     deps=[clusters, warmup_extractions],
@@ -67,7 +73,7 @@ def arms_table(report: RoundReport, top_terms: dict[int, list[str]]) -> str:
         "its extractions and QA pairs at once. Rounds run in order (r0001, r0002, ...) until the budget is spent."
     ),
 )
-def bandit_rounds(context: dg.AssetExecutionContext, store: StoreResource, llm: ExtractionResource,
+def bandit_rounds(context: dg.AssetExecutionContext, config: RoundConfig, store: StoreResource, llm: ExtractionResource,
                   embedding_model: EmbedderResource, bandit: BanditResource) -> dg.MaterializeResult:
     try:
         round_no = round_no_of(context.partition_key)
@@ -80,8 +86,8 @@ def bandit_rounds(context: dg.AssetExecutionContext, store: StoreResource, llm: 
         extractor = llm.build_extractor(StoreResponseCache(db), log=context.log.info)
         try:
             report = play_round(db, round_no, extractor, embedder, reference, settings, dagster_run_id=context.run_id,
-                                log=context.log.info)
-        except RoundRefused as exc:
+                                replay=config.replay, log=context.log.info)
+        except (RoundRefused, RoundFailed) as exc:
             raise dg.Failure(description=str(exc)) from exc
         history = round_history(db)
         qa_total = int(sum(h["qa_pairs"] for h in history))

@@ -6,17 +6,24 @@ Rules:
 
 * Round ``N`` (partition ``r0001`` is round 1) is played only when round ``N - 1`` exists (round 1 needs nothing
   before it but documents, and clusters for a policy that chooses arms) and no round after ``N`` does: a round is
-  built on every round before it, so rewriting one in the middle would rewrite its successors' history. Re-running
-  the latest round replaces it.
+  built on every round before it, so rewriting one in the middle would rewrite its successors' history. A round
+  already played is refused (two runs that both meant to play the next round play one each, in turn, not the same
+  one twice); asked for with ``replay``, the latest round is played again and replaces it.
 * The bandit's state is rebuilt for each round from what the store holds, never kept elsewhere: with
   ``warm_start``, the warm-up's extractions (round 0), grouped by arm, count as each arm's first pull (reward
   computed as for any pull); then the stored rewards of rounds ``1 .. N-1`` played on the same clustering are
   replayed through the policy's update. The round's draws come from a generator seeded with (seed, N).
 * Documents already extracted in an earlier round (the warm-up's included) are never drawn again, unless their
-  extraction failed for a transient reason (backend error, timeout).
-* The budget (documents, or a share of the corpus, and optionally tokens) counts every extracted document,
-  the warm-up's included. A round trims its documents to what the budget leaves; a round asked for when nothing is
-  left is refused.
+  extraction failed for a transient reason (backend error, timeout; :data:`~.extraction.results.TRANSIENT_FAILURES`),
+  and then for at most :data:`MAX_ATTEMPTS` attempts in all: the last one's failure is recorded as ``gave_up``.
+  A permanent failure (``rejected``, ``parse_error``) is not drawn again.
+* The budget (documents, or a share of the corpus, and optionally tokens) charges each document once, at its first
+  attempt, the warm-up's included: a redraw after a transient failure is free. Tokens count every call a round's
+  documents took, answers from the cache included (a re-played round paid for them once). A round trims its
+  documents to what the budget leaves; a round asked for when nothing is left is refused.
+* A round in which at least ``max_failure_share`` of the documents failed at the backend (transient or rejected;
+  every one, at 1.0) is not written and fails with the cause: nothing is charged, the answers that did arrive stay
+  cached, and the rounds stop until the backend is fixed (:class:`RoundFailed`).
 * Every round has the same shape, from :func:`equal_dagster.core.bandit.round_shape` over the clustering's arms and
   the documents the budget leaves for all rounds (the budget less the warm-up's documents; with a token budget
   alone, the tokens left over the warm-up's tokens per document). The shape and its reason are part of the round's
@@ -35,6 +42,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -57,17 +65,26 @@ from equal_dagster.core.bandit import (
 from equal_dagster.core.baselines import negatives_wanted, reference_classifier_scores, reference_similarity, top_documents
 from equal_dagster.core.extraction import Document, ExtractionRun
 from equal_dagster.core.extraction.ledger import extraction_rows, qa_pair_rows
+from equal_dagster.core.extraction.results import TRANSIENT_FAILURES
 from equal_dagster.core.reward import OTSettings, ReferenceSet, embed_qa_pairs, embed_texts, ot_distance, ot_reward
 from equal_dagster.core.store import Store, table_frame
 
 WARMUP_ROUND_ID = "round-0"
 ROUND_TABLES = ("rounds", "extractions", "qa_pairs")
-RETRY_STATUSES = ("backend_error", "timeout")  # a transient failure: the document may be drawn again
+RETRY_STATUSES = TRANSIENT_FAILURES  # a transient failure: the document may be drawn again
+MAX_ATTEMPTS = 3  # attempts at one document in all rounds; a third transient failure is recorded as gave_up
+MAX_FAILURE_SHARE = 0.5  # a round with at least this share of its documents failed at the backend is not written
+BACKEND_FAILURES = (*TRANSIENT_FAILURES, "rejected")
 _ROUND_KEY = re.compile(r"^r(\d{4,})$")
 
 
 class RoundRefused(ValueError):
-    """A round that must not be played now: no predecessor, later rounds exist, budget spent, nothing to draw."""
+    """A round that must not be played now: no predecessor, later rounds exist, already played, budget spent,
+    nothing to draw."""
+
+
+class RoundFailed(RuntimeError):
+    """A round whose extraction failed at the backend for too many documents (see the module's rules)."""
 
 
 def round_key(round_no: int) -> str:
@@ -86,9 +103,11 @@ class RoundSettings:
     bandit: BanditParams = BanditParams()
     budget: Budget = Budget(share=0.1)
     ot: OTSettings = OTSettings()
+    max_failure_share: float = MAX_FAILURE_SHARE
 
     def as_json(self, reference: ReferenceSet | None = None, embedder_id: str | None = None) -> dict:
-        out = {"bandit": self.bandit.as_json(), "budget": self.budget.as_json(), "ot": self.ot.__dict__}
+        out = {"bandit": self.bandit.as_json(), "budget": self.budget.as_json(), "ot": self.ot.__dict__,
+               "max_failure_share": self.max_failure_share}
         if reference is not None:
             out["reference"] = {"path": reference.path, "sha256": reference.sha256, "pairs": len(reference.pairs)}
         if embedder_id:
@@ -111,14 +130,17 @@ def write_extraction_round(
     config: dict | None = None,
     clustering_id: str | None = None,
     embedder_id: str | None = None,
+    docs_charged: int | None = None,
 ) -> int:
     """Replace round ``round_id`` (its rounds row, extractions and QA pairs) with ``run``, in one partition write.
-    Returns the QA pairs written."""
+    ``docs_charged``: the documents the budget charges (None: every one); the tokens of every call, cached ones
+    included. Returns the QA pairs written."""
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     totals = run.totals()
+    tokens = sum(totals[k] for k in ("tokens_in", "tokens_out", "tokens_in_cached", "tokens_out_cached"))
     round_row = table_frame("rounds", {
         "round_id": [round_id], "round_no": [round_no], "policy": [policy], "seed": [seed],
-        "docs_spent": [totals["documents"]], "tokens_spent": [totals["tokens_in"] + totals["tokens_out"]],
+        "docs_spent": [totals["documents"] if docs_charged is None else docs_charged], "tokens_spent": [tokens],
         "arms": [json.dumps(arms) if arms is not None else None],
         "rewards": [json.dumps(rewards) if rewards is not None else None],
         "timings": [json.dumps(timings or {"extraction_s": totals["elapsed_s"]})],
@@ -173,7 +195,7 @@ def _pull_rewards(outcomes: Iterable[tuple[str, str]], arm_of: dict[str, int], p
         if arm is None:
             continue
         documents[arm] = documents.get(arm, 0) + 1
-        if status in RETRY_STATUSES:
+        if status in (*BACKEND_FAILURES, "gave_up"):  # a failure says nothing of the arm
             transient[arm] = transient.get(arm, 0) + 1
     arms_of_pairs = np.asarray([arm_of.get(d, -1) for d in pair_doc_ids])
     rewards = []
@@ -215,17 +237,24 @@ def bandit_state(store: Store, policy, clustering_id: str, round_no: int, embedd
     return state, warm, replayed
 
 
-def check_round(store: Store, round_no: int, settings: RoundSettings) -> tuple[int, int, int | None, int | None]:
+def check_round(store: Store, round_no: int, settings: RoundSettings,
+                replay: bool = False) -> tuple[int, int, int | None, int | None]:
     """Refuse a round that must not be played now (see the module's rules); else (docs spent, tokens spent, docs
     left, tokens left) before it."""
     if round_no < 1:
         raise RoundRefused(f"round numbers start at 1 (round 0 is the warm-up), got {round_no}")
+    played = store.round_by_no(round_no)
+    if played is not None and not replay and not store.rounds_after(round_no):
+        raise RoundRefused(
+            f"round {round_key(round_no)} was already played (Dagster run {played['dagster_run_id']}, finished "
+            f"{played['finished_at']:%Y-%m-%d %H:%M:%S} UTC): go on with {round_key(round_no + 1)}, or ask for a "
+            f"replay (run config `replay: true`) to play {round_key(round_no)} again and replace it")
     if round_no > 1 and store.round_by_no(round_no - 1) is None:
         played = [r for r in store.rounds()["round_no"].to_list() if r > 0]
         last = f"the last round played is {round_key(max(played))}" if played else "no round has been played yet"
         raise RoundRefused(f"round {round_key(round_no)} needs round {round_key(round_no - 1)} first: {last}; rounds run "
                            "in order because each one is chosen from the results of all before it")
-    later = [r for r in store.rounds()["round_no"].to_list() if r > round_no]
+    later = store.rounds_after(round_no)
     if later:
         raise RoundRefused(f"round {round_key(round_no)} has later rounds ({', '.join(round_key(r) for r in later)}) "
                            "chosen from its results; re-running it would rewrite their history. Re-run the latest "
@@ -273,6 +302,32 @@ def rank_documents(store: Store, policy: str, round_no: int, embedder, reference
         background = store.random_documents(negatives_wanted(len(reference.texts)), seed)["text"].to_list()
         scores = reference_classifier_scores(reference.texts, background, candidates["text"].to_list(), seed)
     return candidates[top_documents(ids, scores, n)]
+
+
+def check_failures(run: ExtractionRun, round_id: str, max_share: float) -> None:
+    """Raise :class:`RoundFailed` with the cause when at least ``max_share`` of the round's documents failed at the
+    backend (see the module's rules)."""
+    failed = [r for r in run.results if r.status in BACKEND_FAILURES]
+    if not run.results or len(failed) < max_share * len(run.results):
+        return
+    by_status = ", ".join(f"{n} {s}" for s, n in sorted(Counter(r.status for r in failed).items()))
+    causes = Counter((r.error or "no error text").splitlines()[0][:200] for r in failed).most_common(2)
+    raise RoundFailed(
+        f"round {round_id}: {len(failed)} of {len(run.results)} documents failed at the backend ({by_status}), at or "
+        f"over the limit of {max_share:.0%}; most common cause: " + "; ".join(f"{e} ({n}x)" for e, n in causes)
+        + ". The round is not written and nothing is charged; the answers that arrived are cached. Fix the backend, "
+        "then play the round again")
+
+
+def give_up_after(run: ExtractionRun, attempts_before: dict[str, int], max_attempts: int) -> int:
+    """Record as ``gave_up`` each transient failure that was the document's last allowed attempt; returns how many."""
+    given_up = 0
+    for result in run.results:
+        if result.status in TRANSIENT_FAILURES and attempts_before.get(result.doc_id, 0) + 1 >= max_attempts:
+            result.status, result.error = "gave_up", f"gave up after {max_attempts} attempts; last: {result.error}"
+            run.counters["gave_up"] += 1
+            given_up += 1
+    return given_up
 
 
 @dataclass
@@ -331,13 +386,14 @@ def play_round(
     settings: RoundSettings,
     *,
     dagster_run_id: str | None = None,
+    replay: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> RoundReport:
     """Play round ``round_no`` and write it (see the module's rules)."""
     say = log or (lambda message: None)
     began = time.perf_counter()
     params = settings.bandit
-    docs_spent, tokens_spent, docs_left, tokens_left = check_round(store, round_no, settings)
+    docs_spent, tokens_spent, docs_left, tokens_left = check_round(store, round_no, settings, replay)
     clustering = store.current_clustering()
     if params.chooses_arms and clustering is None:
         raise RoundRefused(f"policy {params.policy} chooses among clusters: materialize clusters first")
@@ -362,6 +418,10 @@ def play_round(
     documents = [Document(d, t) for d, t in zip(sample["doc_id"].to_list(), sample["text"].to_list())]
     run = extractor.extract(documents)
     timings["extraction_s"] = round(time.perf_counter() - tick, 3)
+    attempts_before = store.attempts_before(round_no, [d.doc_id for d in documents])
+    check_failures(run, round_key(round_no), settings.max_failure_share)
+    give_up_after(run, attempts_before, MAX_ATTEMPTS)
+    docs_charged = sum(1 for d in documents if d.doc_id not in attempts_before)
 
     # reward
     tick = time.perf_counter()
@@ -388,10 +448,10 @@ def play_round(
         timings=timings, config={**settings.as_json(reference, embedder.embedder_id), "shape": shape.as_json()},
         clustering_id=clustering_id,
         embedder_id=embedder.embedder_id,
+        docs_charged=docs_charged,
     )
     timings["write_s"] = round(time.perf_counter() - tick, 3)
-    docs_after = docs_spent + totals["documents"]
-    tokens_after = tokens_spent + totals["tokens_in"] + totals["tokens_out"]
+    docs_after, tokens_after = store.spent_before(round_no + 1)
     docs_left_after, tokens_left_after = settings.budget.left(store.document_count(), docs_after, tokens_after)
     if params.chooses_arms:
         candidates_left = sum(store.unextracted_per_cluster(clustering_id, round_no + 1, RETRY_STATUSES).values())

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import re
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -296,7 +297,68 @@ class StoreMemoryError(RuntimeError):
 
 
 class StoreError(RuntimeError):
-    """A store that cannot be used as asked: missing, too old, too new, or a write to a read-only one."""
+    """A store that cannot be used as asked: missing, too old, too new, not a DuckDB file, in a folder that cannot
+    be written, or a write to a read-only one. ``exit_code`` 2: the user's to fix."""
+
+    exit_code = 2
+
+
+class StoreBusy(StoreError):
+    """Another process holds the store's file for writing (DuckDB admits one writing process)."""
+
+    exit_code = 1
+
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
+
+
+def store_open_error(path: str | Path, exc: BaseException) -> StoreError | None:
+    """The :class:`StoreError` that says in one line why DuckDB could not open ``path`` (None: not one we know)."""
+    text = str(exc)
+    if isinstance(exc, duckdb.IOException) and "Conflicting lock" in text:
+        match = _LOCK_HOLDER.search(text)
+        holder = "another process"
+        if match:
+            holder = f"process {match.group(2)} ({_command_of(int(match.group(2))) or match.group(1)})"
+        return StoreBusy(f"the store {path} is busy: {holder} is writing to it; retry when it has finished "
+                         "(if that process is gone, `equal recover` frees what it held)")
+    if isinstance(exc, duckdb.IOException) and "not a valid DuckDB database file" in text:
+        return StoreError(f"{path} is not a DuckDB store (the file exists but is not a DuckDB database): point "
+                          "EQUAL_HOME (or --home) at an EQUAL home, or move that file away")
+    if isinstance(exc, PermissionError) or "Permission denied" in text or "Read-only file system" in text \
+            or "Operation not permitted" in text:
+        return StoreError(f"cannot write the store {path}: {getattr(exc, 'strerror', None) or text.splitlines()[0]}; "
+                          "EQUAL_HOME (or --home) must be a folder this user can write")
+    return None
+
+
+def _command_of(pid: int) -> str | None:
+    try:
+        import psutil
+
+        return " ".join(psutil.Process(pid).cmdline()[:4]) or None
+    except Exception:  # noqa: BLE001 - only for a friendlier message
+        return None
+
+
+def connect(path: str | Path, *, read_only: bool = False, wait_s: float = 0.0) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection to ``path``; while another process holds the file, retried for up to ``wait_s`` seconds.
+    What cannot be opened raises a one-line :class:`StoreError` (see :func:`store_open_error`)."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.1
+    while True:
+        try:
+            if not read_only:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return duckdb.connect(str(path), read_only=read_only)
+        except (duckdb.IOException, OSError) as exc:
+            error = store_open_error(path, exc)
+            if error is None:
+                raise
+            if not isinstance(error, StoreBusy) or time.monotonic() + delay > deadline:
+                raise error from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 @dataclass(frozen=True)
@@ -466,12 +528,12 @@ class Store:
     # -- opening ---------------------------------------------------------------------------------------
     @classmethod
     @contextlib.contextmanager
-    def open(cls, path: str | Path, *, read_only: bool = False) -> Iterator[Store]:
+    def open(cls, path: str | Path, *, read_only: bool = False, wait_s: float = 0.0) -> Iterator[Store]:
+        """The store at ``path``; ``wait_s``: how long to wait while another process writes to it."""
         path = Path(path)
         if read_only and not path.exists():
             raise StoreError(f"no store at {path}: materialize the corpus first (or check EQUAL_HOME)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = duckdb.connect(str(path), read_only=read_only)
+        conn = connect(path, read_only=read_only, wait_s=wait_s)
         try:
             yield cls(conn, read_only=read_only, path=path)
         finally:
@@ -861,6 +923,18 @@ class Store:
     def rounds_before(self, round_no: int) -> pl.DataFrame:
         """The rounds played before round ``round_no`` (the warm-up is round 0), in order."""
         return self.conn.execute("SELECT * FROM rounds WHERE round_no < ? ORDER BY round_no", [round_no]).pl()
+
+    def rounds_after(self, round_no: int) -> list[int]:
+        return [r for (r,) in self.conn.execute("SELECT round_no FROM rounds WHERE round_no > ? ORDER BY 1", [round_no]).fetchall()]
+
+    def attempts_before(self, round_no: int, doc_ids: Sequence[str]) -> dict[str, int]:
+        """doc_id -> extractions of it in rounds before ``round_no`` (the warm-up's included), for these documents
+        (those never attempted are left out)."""
+        with _registered(self.conn, _keys_in_order(doc_ids)) as name:
+            rows = self.conn.execute(
+                f"SELECT e.doc_id, count(*) FROM extractions e JOIN {name} k ON e.doc_id = k.key "
+                "JOIN rounds r ON r.round_id = e.round_id WHERE r.round_no < ? GROUP BY 1", [round_no]).fetchall()
+        return {doc_id: int(n) for doc_id, n in rows}
 
     def round_by_no(self, round_no: int) -> dict[str, Any] | None:
         rows = self.conn.execute("SELECT * FROM rounds WHERE round_no = ?", [round_no]).pl().to_dicts()

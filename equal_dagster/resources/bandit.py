@@ -9,7 +9,7 @@ from pydantic import Field
 
 from equal_dagster.core.bandit import BanditParams, Budget
 from equal_dagster.core.reward import OTSettings, ReferenceSet, load_reference_set
-from equal_dagster.core.rounds import RoundSettings
+from equal_dagster.core.rounds import MAX_FAILURE_SHARE, RoundSettings
 
 
 class BanditResource(dg.ConfigurableResource):
@@ -38,6 +38,9 @@ class BanditResource(dg.ConfigurableResource):
     ot_cost: str = Field("cosine", description="ground cost of the OT distance: cosine | euclidean | sqeuclidean")
     ot_exact_max_cells: int = Field(4_000_000, description="exact OT (ot.emd2) up to this cost-matrix size, Sinkhorn above")
     sinkhorn_reg: float = Field(0.05, description="entropic regularization of Sinkhorn")
+    max_failure_share: float = Field(
+        MAX_FAILURE_SHARE, description="a round with at least this share of its documents failed at the LLM backend is "
+                                       "not written and stops the rounds (1.0: only a round where every call failed)")
 
     def round_settings(self) -> RoundSettings:
         return RoundSettings(
@@ -48,6 +51,7 @@ class BanditResource(dg.ConfigurableResource):
             ),
             budget=Budget.parse(self.budget, self.budget_tokens),
             ot=OTSettings(self.ot_cost, self.ot_exact_max_cells, self.sinkhorn_reg),
+            max_failure_share=self.max_failure_share,
         )
 
     def load_reference(self) -> ReferenceSet:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 
 from dagster_duckdb import DuckDBResource
 
 from equal_dagster.core.store import Store
 
+# How long a writer waits while another process (another Dagster instance, a script) holds the file. Writers of this
+# instance never meet: they share the duckdb pool.
+WRITER_WAIT_S = 120.0
+
 
 class StoreResource(DuckDBResource):
-    """The DuckDB file of DESIGN.md. Writers go through DuckDBResource's connection (with its retries on a
-    locked file) and share the ``duckdb`` concurrency pool; readers open the file read-only."""
+    """The DuckDB file of DESIGN.md. Writers share the ``duckdb`` concurrency pool and wait up to
+    :data:`WRITER_WAIT_S` for a file another process holds; readers open the file read-only. A store that cannot be
+    opened (busy, not a DuckDB file, in a folder that cannot be written) fails with one line that says why."""
 
     @contextlib.contextmanager
     def open_store(self, *, read_only: bool = False) -> Iterator[Store]:
@@ -21,9 +25,5 @@ class StoreResource(DuckDBResource):
             with Store.open(self.database, read_only=True) as store:
                 yield store
             return
-        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        with self.get_connection() as conn:
-            try:
-                yield Store(conn, path=self.database)
-            finally:
-                conn.close()  # DuckDBResource.get_connection closes only when the body succeeds
+        with Store.open(self.database, wait_s=WRITER_WAIT_S) as store:
+            yield store
