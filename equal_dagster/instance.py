@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 from collections.abc import Callable
@@ -27,7 +28,17 @@ def prepare_dagster_home(paths: EqualPaths) -> Path:
 
 
 def persistent_instance(paths: EqualPaths) -> dg.DagsterInstance:
-    return dg.DagsterInstance.from_config(str(prepare_dagster_home(paths)))
+    """The home's instance. Opening it the first time creates and migrates its SQLite storages: two processes doing
+    that at once collide, so they take turns (a file lock)."""
+    home = prepare_dagster_home(paths)
+    with open(home / ".instance.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            instance = dg.DagsterInstance.from_config(str(home))
+            instance.get_runs(limit=1)  # the run storage migrated before another process may open it
+            return instance
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # -- runs that died --------------------------------------------------------------------------------------------------

@@ -165,7 +165,7 @@ def test_concurrent_rounds_play_one_round_each_and_a_killed_round_repays_only_it
         # two `equal rounds 1` started together: two rounds, one after the other, not the same one twice
         first, second = _equal(home, server, "rounds", "1"), _equal(home, server, "rounds", "1")
         outputs = [p.communicate(timeout=400)[0] for p in (first, second)]
-        assert [p.returncode for p in (first, second)] == [0, 0], outputs
+        assert [p.returncode for p in (first, second)] == [0, 0], "\n=====\n".join(o[-6000:] for o in outputs)
         with Store.open(store, read_only=True) as db:
             rounds = db.rounds().filter(db.rounds()["round_no"] >= 1)
             assert rounds["round_id"].to_list() == ["r0001", "r0002"]
