@@ -13,6 +13,8 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.utils import make_new_run_id
 
+from equal_dagster.core.corpus import display_name
+from equal_dagster.core.crawls import scan_crawl_folder
 from equal_dagster.core.embedding import Embedder
 from equal_dagster.core.rounds import harvest_summary, round_key
 from equal_dagster.core.settings import EqualPaths
@@ -124,11 +126,14 @@ def _next_round(store_path: Path) -> int:
 
 def run_stages_before_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, crawls: list[str], seed: int, *,
                              warmup_fraction: float = WARMUP_FRACTION, tune_embedder: bool = True,
-                             say: Callable[[str], None] = _stderr) -> dict[str, float]:
+                             say: Callable[[str], None] = _stderr,
+                             skipped: dict[str, str] | None = None) -> dict[str, float]:
     """Ingest each crawl, then warm-up, embedder, embeddings and clusters (a fresh clustering): everything a bandit
-    round needs, whatever its policy. Returns the seconds of each stage."""
+    round needs, whatever its policy. A crawl whose ingestion fails is reported, recorded in ``skipped`` (name ->
+    why) and left out; the others go on. Returns the seconds of each stage."""
     ensure_partitions(instance, crawls_partitions.name, crawls)
     timings: dict[str, float] = {}
+    skipped = {} if skipped is None else skipped
 
     def stage(name: str, job: str, **kwargs) -> dg.ExecuteInProcessResult:
         tick = time.perf_counter()
@@ -138,7 +143,14 @@ def run_stages_before_rounds(defs: dg.Definitions, instance: dg.DagsterInstance,
         return result
 
     for crawl in crawls:
-        stage("ingest", "ingest_crawl", partition_key=crawl)
+        try:
+            stage("ingest", "ingest_crawl", partition_key=crawl)
+        except HeadlessRunError as exc:
+            skipped[crawl] = str(exc)
+            say(f"crawl {crawl} skipped: {exc}")
+    crawls = [c for c in crawls if c not in skipped]
+    if not crawls:
+        raise HeadlessRunError("no crawl could be ingested: " + "; ".join(f"{c}: {why}" for c, why in skipped.items()))
     stage("warm-up", "warmup", run_config={"ops": {"warmup_extractions": {"config": {
         "fraction": warmup_fraction, "seed": seed}}}})
     if tune_embedder:
@@ -168,9 +180,14 @@ def run_headless(
     rounds until the budget is spent; returns the summary `equal run` prints."""
     began = time.perf_counter()
     crawl_dir, reference, home = Path(crawl_dir).absolute(), Path(reference).absolute(), Path(home).absolute()
-    crawls = sorted(p.name for p in crawl_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) if crawl_dir.is_dir() else []
+    scan = scan_crawl_folder(crawl_dir, set(), settle_seconds=0)
+    skipped = {display_name(name): why for name, why in scan.refused.items()}
+    for name, why in skipped.items():
+        say(f"crawl folder {crawl_dir / name} skipped: {why}")
+    crawls = scan.new
     if not crawls:
-        raise HeadlessRunError(f"{crawl_dir} holds no crawl: each subfolder of it is one crawl")
+        raise HeadlessRunError(f"{crawl_dir} holds no crawl: each subfolder of it is one crawl"
+                               + (f" ({len(skipped)} refused: see above)" if skipped else ""))
     paths = EqualPaths(home, crawl_dir)
     if paths.store.exists():
         with Store.open(paths.store, read_only=True) as store:
@@ -184,7 +201,8 @@ def run_headless(
     instance = persistent_instance(paths)
     defs = build_definitions(paths, bandit=bandit)
     timings = run_stages_before_rounds(defs, instance, crawls, seed, warmup_fraction=warmup_fraction,
-                                       tune_embedder=tune_embedder, say=say)
+                                       tune_embedder=tune_embedder, say=say, skipped=skipped)
+    crawls = [c for c in crawls if c not in skipped]
     with Store.open(paths.store, read_only=True) as store:
         corpus_documents = store.document_count()
     tick = time.perf_counter()
@@ -196,7 +214,7 @@ def run_headless(
     with Store.open(paths.store) as store:
         harvest = harvest_summary(store, yardstick, bandit.load_reference(), bandit.round_settings().ot)
     return {
-        "home": str(home), "crawls": crawls, "policy": policy, "budget": budget, "seed": seed,
+        "home": str(home), "crawls": crawls, "skipped_crawls": skipped, "policy": policy, "budget": budget, "seed": seed,
         "corpus_documents": corpus_documents, "documents_extracted": harvest.documents_extracted,
         "share_extracted": round(harvest.documents_extracted / corpus_documents, 4) if corpus_documents else 0.0,
         "tokens": harvest.tokens, "qa_pairs": harvest.qa_pairs,

@@ -253,3 +253,17 @@ def test_a_memory_limit_too_small_for_a_batch_fails_clearly_and_keeps_the_crawl(
     with Store.open(paths.store) as store:
         assert store.documents("c.jsonl").drop("ingested_at").equals(before.drop("ingested_at"))
         assert store._settings("memory_limit")["memory_limit"] != "1.0 MiB"
+
+
+def test_a_file_whose_name_is_not_utf8_is_quarantined_and_the_other_files_go_in(paths):
+    crawl = paths.crawl_dir / "c"
+    write_jsonl(crawl / "good.jsonl", [{"id": "g1", "text": "A good page."}, {"id": "g2", "text": "Another one."}])
+    bad = os.path.join(os.fsencode(crawl), b"caf\xe9.jsonl")
+    with open(bad, "wb") as f:
+        f.write(b'{"id": "b1", "text": "A page in a badly named file."}\n')
+    report, documents, quarantine = ingest(paths, "c")
+    assert documents["doc_id"].to_list() == ["g1", "g2"]
+    rows = quarantine.to_dicts()
+    assert [(r["reason"], r["source_file"]) for r in rows] == [("bad_file_name", "c/caf\\xe9.jsonl")]
+    assert "not valid UTF-8" in rows[0]["detail"]
+    assert report.quarantined["bad_file_name"] == 1 and accounted(report)

@@ -1,6 +1,7 @@
 """`equal run` (headless, one JSON summary) and `equal rounds` on a small demo corpus."""
 
 import json
+import os
 
 from equal_dagster.cli import main
 from equal_dagster.core.store import Store
@@ -11,6 +12,11 @@ def test_equal_run_prints_one_json_summary_and_equal_rounds_goes_on(tmp_path, ca
     monkeypatch.setenv("EQUAL_LLM_BACKEND", "rules")
     crawls, reference, home = tmp_path / "crawls", tmp_path / "reference.jsonl", tmp_path / "home"
     corpus = write_demo_crawls(crawls, seed=0, n_documents=900)
+    good_crawls = sorted(p.name for p in crawls.iterdir())
+    bad = os.path.join(os.fsencode(crawls), b"crawl-caf\xe9")  # a folder name that is not UTF-8: skipped, said so
+    os.mkdir(bad)
+    with open(os.path.join(bad, b"part.jsonl"), "w") as f:
+        f.write('{"text": "a page"}\n')
     write_reference_set(reference, generate_reference_set(0, n=100, exclude=corpus.math_questions))
     arguments = ["run", "--crawl-dir", str(crawls), "--reference", str(reference), "--policy", "equal_ucb",
                  "--budget", "10%", "--seed", "3", "--no-tune", "--arms-per-round", "1", "--docs-per-arm", "10"]
@@ -19,7 +25,8 @@ def test_equal_run_prints_one_json_summary_and_equal_rounds_goes_on(tmp_path, ca
     summary = json.loads(captured.out)  # stdout holds the JSON alone
     documents = summary["corpus_documents"]
     assert summary["documents_extracted"] == documents * 10 // 100  # the budget, the warm-up's included
-    assert summary["policy"] == "equal_ucb" and summary["seed"] == 3 and summary["crawls"] == sorted(p.name for p in crawls.iterdir())
+    assert summary["policy"] == "equal_ucb" and summary["seed"] == 3 and summary["crawls"] == good_crawls
+    assert list(summary["skipped_crawls"]) == ["crawl-caf\\xe9"] and "not a crawl name" in captured.err
     assert summary["rounds"] >= 2 and summary["per_round"][0]["round_id"] == "round-0"
     assert summary["qa_pairs"] > 0 and 0 < summary["ot_distance_to_reference"] < 1
     assert summary["ot_embedder"] == "all-MiniLM-L6-v2"

@@ -23,8 +23,9 @@ Rules applied to each row, in order (DataTrove-style: each one counts what it ke
 
 A file that cannot be read to its end adds ``unreadable_file`` at the line where reading stopped; a file
 whose path leaves the crawl folder (a symlink) is refused with ``outside_crawl_dir``; a file of another type
-is recorded as ``unsupported_file`` (names starting with ``.`` or ``_``, such as ``_SUCCESS``, are skipped
-and counted).
+is recorded as ``unsupported_file``; a file whose name is not UTF-8 (it could not be stored or printed) is
+refused with ``bad_file_name``, its name shown with ``\\x`` escapes (names starting with ``.`` or ``_``, such as
+``_SUCCESS``, are skipped and counted).
 
 Reading streams in batches: memory is bounded by the batch size, not by the crawl.
 """
@@ -67,8 +68,9 @@ DUPLICATE = "duplicate"
 UNREADABLE_FILE = "unreadable_file"
 OUTSIDE_CRAWL_DIR = "outside_crawl_dir"
 UNSUPPORTED_FILE = "unsupported_file"
+BAD_FILE_NAME = "bad_file_name"
 
-FILE_LEVEL_REASONS = {UNREADABLE_FILE, OUTSIDE_CRAWL_DIR, UNSUPPORTED_FILE}
+FILE_LEVEL_REASONS = {UNREADABLE_FILE, OUTSIDE_CRAWL_DIR, UNSUPPORTED_FILE, BAD_FILE_NAME}
 MAX_ID_CHARS = 256
 EXCERPT_CHARS = 300
 
@@ -153,6 +155,11 @@ def _has_surrogates(value: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def display_name(name: str) -> str:
+    """A file name as text that can be stored and printed: bytes that are not UTF-8 written as ``\\xe9``."""
+    return os.fsencode(name).decode("utf-8", errors="backslashreplace") if _has_surrogates(name) else name
 
 
 # -- rows ------------------------------------------------------------------------------------------------
@@ -387,6 +394,9 @@ def list_crawl_files(crawl_path: Path, crawl_root: Path) -> tuple[list[CrawlFile
 
 
 def _classify(path: Path, crawl_root: Path, source_file: str) -> CrawlFile:
+    if _has_surrogates(source_file):
+        return CrawlFile(display_name(source_file), path, BAD_FILE_NAME,
+                         "the file name is not valid UTF-8 (shown with \\x escapes): rename the file to ingest it")
     if not is_inside(path, crawl_root):
         return CrawlFile(source_file, path, OUTSIDE_CRAWL_DIR, f"{path} resolves to {path.resolve()}, outside {crawl_root}")
     if not _is_crawl_file(path.name):
@@ -534,10 +544,10 @@ def _flush(writer: PartitionWriter, batch: _Batch, crawl_id: str, now: datetime,
     if rejections:
         writer.insert("quarantine", table_frame("quarantine", {
             "crawl_id": [crawl_id] * len(rejections),
-            "source_file": [r.source_file for r in rejections],
+            "source_file": [display_name(r.source_file) for r in rejections],
             "line_no": [r.line_no for r in rejections],
             "reason": [r.reason for r in rejections],
-            "detail": [r.detail for r in rejections],
+            "detail": [display_name(r.detail) for r in rejections],
             "raw_excerpt": [r.excerpt for r in rejections],
             "quarantined_at": [now] * len(rejections),
         }))

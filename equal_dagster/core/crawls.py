@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from equal_dagster.core.corpus import is_inside
+from equal_dagster.core.corpus import display_name, is_inside
 
 CRAWL_NAME = re.compile(r"^[A-Za-z0-9][\w.\- ]{0,199}$")
 
@@ -47,7 +47,7 @@ def scan_crawl_folder(root: Path, known: set[str], settle_seconds: float, now: f
         if name in known or name.startswith((".", "_")):
             continue
         if not CRAWL_NAME.match(name):
-            scan.refused[name] = "not a crawl name (letters, digits, '.', '_', '-', spaces; at most 200)"
+            scan.refused[display_name(name)] = "not a crawl name (letters, digits, '.', '_', '-', spaces; at most 200)"
         elif not is_inside(entry, root):
             scan.refused[name] = f"resolves to {entry.resolve()}, outside the crawl folder {root}"
         elif not entry.exists():
