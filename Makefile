@@ -28,6 +28,7 @@ ui: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/extraction.py
+	$(BIN)/python benchmarks/faults.py
 	$(BIN)/python benchmarks/embed.py
 	$(BIN)/python benchmarks/embedder_recall.py --clusters
 	$(BIN)/python benchmarks/cluster.py

@@ -25,7 +25,8 @@ message, ``MODE=<mode>``:
 answer HTTP 503 whatever their mode: a partly broken backend; ``reject_share`` makes the next share of them answer
 HTTP 400 (a context too long). ``down`` answers 503 to everything.
 
-It counts every request (``requests``), per mode (``by_mode``), and keeps the request bodies.
+It counts every request (``requests``), per mode (``by_mode``), per prompt (``attempts``) and the good answers per
+prompt (``answered``), and keeps the request bodies.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class FakeOpenAIServer:
         self.requests = 0
         self.by_mode: Counter = Counter()
         self.attempts: Counter = Counter()
+        self.answered: Counter = Counter()  # prompt key -> good (HTTP 200) answers given: above 1, paid twice
         self.bodies: list[dict[str, Any]] = []
         self.authorizations: list[str | None] = []
         self._lock = threading.Lock()
@@ -185,6 +187,8 @@ class FakeOpenAIServer:
             "model": body.get("model"),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         }
+        with self._lock:
+            self.answered[key] += 1
         if not self.omit_usage:
             payload["usage"] = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(content.split()),
                                 "total_tokens": len(prompt.split()) + len(content.split())}

@@ -15,7 +15,7 @@ from equal_dagster.definitions import build_definitions
 from equal_dagster.demo.corpus import CRAWL_NAMES, DemoCorpus, generate_eval_set, write_demo_data
 from equal_dagster.demo.tiny_model import build_tiny_causal_lm
 from equal_dagster.headless import materialization_metadata, play_rounds
-from equal_dagster.instance import persistent_instance
+from equal_dagster.instance import persistent_instance, release_dead_runs
 from equal_dagster.partitions import crawls_partitions
 from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.evaluator import EvaluatorResource
@@ -127,6 +127,7 @@ def run_demo(
         f"crawls in {paths.crawl_dir}, and the reference set {reference}")
 
     instance = persistent_instance(paths)
+    release_dead_runs(instance, say)  # a demo killed earlier in this home must not hold the store
     bandit = BanditResource(reference=str(reference), seed=seed)  # the defaults: a user's first run
     trainer = TrainerResource(base_model=str(paths.home / "models" / "base"), models_dir=str(paths.home / "models"),
                               seed=seed, **DEMO_TRAINING)
