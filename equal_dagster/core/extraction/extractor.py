@@ -24,6 +24,7 @@ Counters (kept, dropped and why) are returned with the results in :class:`Extrac
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -179,19 +180,33 @@ class LLMExtractor:
         keys = list(requests)
         batch_size = self.backend.batch_size or max(len(keys), 1)
         stream = getattr(self.backend, "generate_stream", None)
+        lock = threading.Lock()  # answers arrive in the backend's worker threads; the cache takes one at a time
+
+        def save(key: str, generation: Generation) -> None:
+            with lock:
+                self._cut(generation, counters)
+                if generation.status == "ok":
+                    self.cache.put_many([CachedResponse(
+                        key, self.backend.name, self.backend.model, prompt.version_id, generation.text or "",
+                        generation.tokens_in, generation.tokens_out, generation.latency_s)])
+
         for start in range(0, len(keys), batch_size):
             batch = keys[start : start + batch_size]
             wanted = [requests[k] for k in batch]
-            arrivals = stream(wanted, self.sampling) if stream else [list(enumerate(self.backend.generate(wanted, self.sampling)))]
-            for arrived in arrivals:
-                answered = [(batch[i], self._cut(g, counters)) for i, g in arrived]
-                generations.update(answered)
-                self.cache.put_many(
-                    CachedResponse(k, self.backend.name, self.backend.model, prompt.version_id, g.text or "",
-                                   g.tokens_in, g.tokens_out, g.latency_s)
-                    for k, g in answered if g.status == "ok"
-                )
-                progress.update(len(generations), force=len(generations) == len(keys))
+            if stream is not None:
+                for arrived in stream(wanted, self.sampling, on_answer=lambda i, g, batch=batch: save(batch[i], g)):
+                    generations.update((batch[i], g) for i, g in arrived)
+                    progress.update(len(generations), force=len(generations) == len(keys))
+                continue
+            answers = self.backend.generate(wanted, self.sampling)
+            for generation in answers:
+                self._cut(generation, counters)
+            self.cache.put_many(
+                CachedResponse(k, self.backend.name, self.backend.model, prompt.version_id, g.text or "",
+                               g.tokens_in, g.tokens_out, g.latency_s)
+                for k, g in zip(batch, answers, strict=True) if g.status == "ok")
+            generations.update(zip(batch, answers, strict=True))
+            progress.update(len(generations), force=len(generations) == len(keys))
         return generations
 
     def _cut(self, generation: Generation, counters: Counter) -> Generation:

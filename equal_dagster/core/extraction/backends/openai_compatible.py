@@ -10,7 +10,8 @@ Rules it keeps:
   try the document again). Other HTTP errors (400 such as a context too long, 401, 404, ...) and a completion
   that is not JSON or has no choices are ``rejected`` at once (permanent: the same request fails the same way).
   Nothing raises out of :meth:`generate` for one request.
-* :meth:`generate_stream` hands answers over as they arrive, so that the extractor caches each one at once.
+* :meth:`generate_stream` hands each answer over as it arrives, in the thread that received it, so that the
+  extractor caches it before that thread sends another request.
 * The JSON schema of the expected answer goes in ``response_format`` (``json_schema``), or ``json_object``, or
   nothing, as configured. A server that rejects the field with HTTP 400 gets the request again without it, and
   the backend stops sending it for the rest of the run (parsing copes with free text).
@@ -24,7 +25,7 @@ import concurrent.futures
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,10 +82,13 @@ class OpenAICompatibleBackend:
                 out[index] = generation
         return out  # type: ignore[return-value]
 
-    def generate_stream(self, requests: Sequence[GenerationRequest],
-                        sampling: SamplingSettings) -> Iterator[list[tuple[int, Generation]]]:
+    def generate_stream(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings,
+                        on_answer: Callable[[int, Generation], None] | None = None,
+                        ) -> Iterator[list[tuple[int, Generation]]]:
         """The generations as they arrive: each item lists (request index, generation) of every request answered
-        since the previous item. Requests not yet sent are cancelled if the consumer stops early."""
+        since the previous item. ``on_answer`` runs in the worker thread as soon as an answer arrives, before that
+        thread sends another request (so a cache write there leaves at most ``max_in_flight`` answers unsaved at
+        any moment). Requests not yet sent are cancelled if the consumer stops early."""
         if not requests:
             return
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -93,7 +97,13 @@ class OpenAICompatibleBackend:
                           limits=limits) as client:
             pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="equal-openai")
             try:
-                index_of = {pool.submit(self._one, client, request, sampling): i for i, request in enumerate(requests)}
+                def one(index: int, request: GenerationRequest) -> Generation:
+                    generation = self._one(client, request, sampling)
+                    if on_answer is not None:
+                        on_answer(index, generation)
+                    return generation
+
+                index_of = {pool.submit(one, i, request): i for i, request in enumerate(requests)}
                 pending = set(index_of)
                 while pending:
                     done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
