@@ -59,21 +59,23 @@ def instant(n: int) -> None:
 
 def server(latency_ms: float, in_flight: list[int]) -> None:
     print(f"\nopenai backend against the fake server answering after {latency_ms:g} ms")
-    print("| requests in flight | documents | seconds | documents/s | ideal documents/s |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| requests in flight | cache | documents | seconds | documents/s | ideal documents/s |")
+    print("|---:|---|---:|---:|---:|---:|")
     fake = subprocess.Popen([sys.executable, str(DOUBLES), "--latency-ms", str(latency_ms)], stdout=subprocess.PIPE, text=True)
     try:
         base_url = fake.stdout.readline().strip()
         for k in in_flight:
             n = max(100, 50 * k)
-            docs = [Document(f"d{i}", f"DOC=d{i} MODE=good text {i} in flight {k}") for i in range(n)]
-            config = ExtractionConfig(backend="openai", base_url=base_url, model="fake", max_in_flight=k)
-            extractor = build_extractor(config, InMemoryResponseCache())
-            began = time.perf_counter()
-            run = extractor.extract(docs)
-            seconds = time.perf_counter() - began
-            assert run.totals()["status"]["ok"] == n, run.totals()
-            print(f"| {k} | {n:,} | {seconds:.2f} | {n / seconds:,.1f} | {k * 1000 / latency_ms:,.0f} |")
+            for cache in ("memory", "store"):  # the store: each answer committed to llm_cache as it arrives
+                docs = [Document(f"d{i}", f"DOC=d{i} MODE=good text {i} in flight {k} {cache}") for i in range(n)]
+                config = ExtractionConfig(backend="openai", base_url=base_url, model="fake", max_in_flight=k)
+                with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "cache.duckdb") as store:
+                    extractor = build_extractor(config, InMemoryResponseCache() if cache == "memory" else StoreResponseCache(store))
+                    began = time.perf_counter()
+                    run = extractor.extract(docs)
+                    seconds = time.perf_counter() - began
+                assert run.totals()["status"]["ok"] == n, run.totals()
+                print(f"| {k} | {cache} | {n:,} | {seconds:.2f} | {n / seconds:,.1f} | {k * 1000 / latency_ms:,.0f} |")
     finally:
         fake.terminate()
         fake.wait()

@@ -180,15 +180,26 @@ class LLMExtractor:
         keys = list(requests)
         batch_size = self.backend.batch_size or max(len(keys), 1)
         stream = getattr(self.backend, "generate_stream", None)
-        lock = threading.Lock()  # answers arrive in the backend's worker threads; the cache takes one at a time
+        # Answers arrive in the backend's worker threads, and each thread returns (to send its next request) only
+        # once its answer is in the cache. A group commit: whoever holds the write lock writes every answer waiting
+        # at that moment in one insert, so under load many answers share one commit.
+        waiting: list[CachedResponse] = []
+        queue_lock, write_lock = threading.Lock(), threading.Lock()
 
         def save(key: str, generation: Generation) -> None:
-            with lock:
+            with queue_lock:
                 self._cut(generation, counters)
-                if generation.status == "ok":
-                    self.cache.put_many([CachedResponse(
-                        key, self.backend.name, self.backend.model, prompt.version_id, generation.text or "",
-                        generation.tokens_in, generation.tokens_out, generation.latency_s)])
+                if generation.status != "ok":
+                    return
+                waiting.append(CachedResponse(key, self.backend.name, self.backend.model, prompt.version_id,
+                                              generation.text or "", generation.tokens_in, generation.tokens_out,
+                                              generation.latency_s))
+            with write_lock:  # a writer before us may have written ours already: it committed before releasing
+                with queue_lock:
+                    batch = waiting[:]
+                    waiting.clear()
+                if batch:
+                    self.cache.put_many(batch)
 
         for start in range(0, len(keys), batch_size):
             batch = keys[start : start + batch_size]
