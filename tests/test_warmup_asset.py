@@ -117,6 +117,21 @@ def test_openai_warmup_pays_once_and_the_second_run_hits_the_cache(paths, instan
     assert (extractions["tokens_in"] > 0).all()  # the ledger keeps what each cached answer cost when it was paid
 
 
+def test_a_warmup_against_a_dead_backend_fails_with_the_cause_and_writes_nothing(paths, instance, monkeypatch):
+    monkeypatch.setenv("EQUAL_BUDGET", "100%")
+    write_crawl(paths, 20, marker="MODE=good")
+    ingest(paths, instance)
+    with FakeOpenAIServer() as server:
+        server.down = True
+        llm = ExtractionResource(backend="openai", base_url=server.base_url, model="fake-model", max_retries=0)
+        result = warmup(paths, instance, llm=llm, fraction=0.5, max_budget_share=0.5, raise_on_error=False)
+    assert not result.success
+    message = result.failure_data_for_node("warmup_extractions").error.message
+    assert "10 of 10 documents failed at the backend (10 backend_error)" in message and "HTTP 503" in message
+    with Store.open(paths.store, read_only=True) as store:
+        assert store.extractions("round-0").height == 0 and store.spent_before(1) == (0, 0)
+
+
 def test_no_documents_is_a_clear_failure(paths, instance):
     with Store.open(paths.store):
         pass

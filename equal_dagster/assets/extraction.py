@@ -8,7 +8,7 @@ from pydantic import Field
 from equal_dagster.assets.corpus import corpus
 from equal_dagster.assets.metadata import markdown_table
 from equal_dagster.core.extraction import STATUSES, StoreResponseCache
-from equal_dagster.core.rounds import WARMUP_ROUND_ID
+from equal_dagster.core.rounds import WARMUP_ROUND_ID, RoundFailed
 from equal_dagster.core.warmup import (
     WARMUP_FRACTION,
     WARMUP_MAX_BUDGET_SHARE,
@@ -83,7 +83,7 @@ def warmup_extractions(
     bandit: BanditResource,
 ) -> dg.MaterializeResult:
     try:
-        budget = bandit.round_settings().budget
+        settings = bandit.round_settings()
     except ValueError as exc:
         raise dg.Failure(description=str(exc)) from exc
     with store.open_store() as db:
@@ -91,10 +91,11 @@ def warmup_extractions(
                                         refine=config.refine)
         try:
             report = run_warmup(db, extractor, fraction=config.fraction, max_documents=config.max_documents,
-                                budget_documents=budget.document_limit(db.document_count()),
+                                budget_documents=settings.budget.document_limit(db.document_count()),
                                 max_budget_share=config.max_budget_share, seed=config.seed,
+                                max_failure_share=settings.max_failure_share,
                                 dagster_run_id=context.run_id, log=context.log.info)
-        except ValueError as exc:
+        except (ValueError, RoundFailed) as exc:
             raise dg.Failure(description=str(exc)) from exc
         preview = db.qa_pairs(WARMUP_ROUND_ID).head(5).to_dicts()
         columns = db.column_types("qa_pairs")

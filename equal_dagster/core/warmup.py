@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from equal_dagster.core.extraction import Document, ExtractionRun
-from equal_dagster.core.rounds import WARMUP_ROUND_ID, write_extraction_round
+from equal_dagster.core.rounds import MAX_FAILURE_SHARE, WARMUP_ROUND_ID, check_failures, write_extraction_round
 from equal_dagster.core.store import Store
 
 
@@ -66,6 +66,7 @@ def run_warmup(
     budget_documents: int | None = None,
     max_budget_share: float = WARMUP_MAX_BUDGET_SHARE,
     seed: int = 0,
+    max_failure_share: float = MAX_FAILURE_SHARE,
     dagster_run_id: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> WarmupReport:
@@ -82,6 +83,7 @@ def run_warmup(
     documents = [Document(doc_id, text) for doc_id, text in zip(sample["doc_id"], sample["text"])]
     run = extractor.extract(documents)
     extraction_s = time.perf_counter() - began
+    check_failures(run, WARMUP_ROUND_ID, max_failure_share)  # a dead backend fails here, not as an empty warm-up
     written = write_extraction_round(
         store, WARMUP_ROUND_ID, 0, "warmup", run, seed=seed, dagster_run_id=dagster_run_id,
         timings={"extraction_s": round(extraction_s, 3), "total_s": round(time.perf_counter() - began, 3)},
