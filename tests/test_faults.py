@@ -190,6 +190,8 @@ def test_concurrent_rounds_play_one_round_each_and_a_killed_round_repays_only_it
         with Store.open(store, read_only=True) as db:
             assert db.rounds()["round_id"].to_list()[-1] == "r0003"
             assert db.rounds()["tokens_spent"].to_list()[-1] > 0
+            extracted = db.extractions()["doc_id"]
+            assert extracted.n_unique() == extracted.len()  # no document extracted twice, the warm-up's included
 
 
 def test_a_store_that_cannot_be_opened_gets_one_clear_line(tmp_path, capsys):
