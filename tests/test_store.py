@@ -150,8 +150,8 @@ def test_only_partitioned_tables_by_their_column(tmp_path):
 
 def test_a_version_1_store_is_migrated_to_the_ledger_columns(tmp_path):
     path = tmp_path / "v1.duckdb"
-    with Store.open(path) as store:
-        store.save_responses([])
+    with Store.open(path):
+        pass
     # turn it back into what version 1 created
     conn = duckdb.connect(str(path))
     conn.execute("DROP VIEW extractions")
@@ -173,13 +173,14 @@ def test_a_version_1_store_is_migrated_to_the_ledger_columns(tmp_path):
 
 
 def test_llm_cache_keeps_the_first_response_for_a_key(tmp_path):
-    from equal_dagster.core.extraction.cache import CachedResponse
+    from equal_dagster.core.extraction.cache import CachedResponse, StoreResponseCache
 
     with Store.open(tmp_path / "s.duckdb") as store:
-        store.save_responses([CachedResponse("k1", "openai", "m", "equal-qa/v1", "first", 10, 5, 0.1)])
-        store.save_responses([CachedResponse("k1", "openai", "m", "equal-qa/v1", "second", 1, 1, 0.1),
-                              CachedResponse("k2", "openai", "m", "equal-qa/v1", "'); DROP TABLE llm_cache; --", None, None, None)])
-        cached = store.cached_responses(["k1", "k2", "k3"])
+        cache = StoreResponseCache(store)
+        cache.put_many([CachedResponse("k1", "openai", "m", "equal-qa/v1", "first", 10, 5, 0.1)])
+        cache.put_many([CachedResponse("k1", "openai", "m", "equal-qa/v1", "second", 1, 1, 0.1),
+                        CachedResponse("k2", "openai", "m", "equal-qa/v1", "'); DROP TABLE llm_cache; --", None, None, None)])
+        cached = cache.get_many(["k1", "k2", "k3"])
         assert cached["k1"].response == "first" and cached["k1"].tokens_in == 10
         assert cached["k2"].response == "'); DROP TABLE llm_cache; --" and "k3" not in cached
         assert store.llm_cache_size() == 2

@@ -723,39 +723,22 @@ class Store:
             [seed, n],
         ).pl()
 
-    def cached_responses(self, keys: Sequence[str]) -> dict[str, Any]:
-        """The llm_cache rows for these keys, as :class:`~equal_dagster.core.extraction.cache.CachedResponse`."""
-        from equal_dagster.core.extraction.cache import CachedResponse
-
-        if not keys:
-            return {}
+    def cached_responses(self, keys: Sequence[str]) -> pl.DataFrame:
+        """The llm_cache rows for these keys (those not cached are left out): the columns of ``llm_cache`` less
+        ``created_at``."""
         with _registered(self.conn, _keys_in_order(keys)) as name:
-            rows = self.conn.execute(
+            return self.conn.execute(
                 f"SELECT c.cache_key, c.backend, c.model, c.prompt_version, c.response, c.tokens_in, c.tokens_out, "
                 f"c.latency_s FROM llm_cache c JOIN {name} k ON c.cache_key = k.key"
-            ).fetchall()
-        return {row[0]: CachedResponse(*row) for row in rows}
+            ).pl()
 
-    def save_responses(self, responses: Sequence[Any]) -> int:
-        """Add responses to llm_cache (a key already there keeps its first response). Committed at once: a call
-        paid for stays paid for, whatever happens to the run that made it."""
+    def save_responses(self, responses: pl.DataFrame) -> int:
+        """Add responses (the columns of :meth:`cached_responses`) to llm_cache; a key already there keeps its first
+        response. Committed at once: a call paid for stays paid for, whatever happens to the run that made it."""
         self._check_writable()
-        if not responses:
+        if responses.height == 0:
             return 0
-        frame = pl.DataFrame(
-            {
-                "cache_key": [r.cache_key for r in responses],
-                "backend": [r.backend for r in responses],
-                "model": [r.model for r in responses],
-                "prompt_version": [r.prompt_version for r in responses],
-                "response": [r.response for r in responses],
-                "tokens_in": [r.tokens_in for r in responses],
-                "tokens_out": [r.tokens_out for r in responses],
-                "latency_s": [r.latency_s for r in responses],
-            },
-            schema={"cache_key": pl.String, "backend": pl.String, "model": pl.String, "prompt_version": pl.String,
-                    "response": pl.String, "tokens_in": pl.Int64, "tokens_out": pl.Int64, "latency_s": pl.Float64},
-        ).unique("cache_key", keep="first", maintain_order=True)
+        frame = responses.unique("cache_key", keep="first", maintain_order=True)
         _insert_frame(self.conn, "llm_cache", frame, keep_existing=True, stamp="created_at")
         return frame.height
 

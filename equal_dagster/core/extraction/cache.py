@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import polars as pl
+
 
 def cache_key(
     backend: str, model: str | None, prompt_version: str, messages: Sequence[dict[str, str]], sampling: dict[str, Any]
@@ -49,16 +51,24 @@ class ResponseCache(Protocol):
 
 
 class StoreResponseCache:
-    """The cache in the store's ``llm_cache`` table (the store holds the SQL)."""
+    """The cache in the store's ``llm_cache`` table (the store holds the SQL and speaks DataFrames)."""
 
     def __init__(self, store: Any):
         self.store = store
 
     def get_many(self, keys: Sequence[str]) -> dict[str, CachedResponse]:
-        return self.store.cached_responses(keys)
+        if not keys:
+            return {}
+        return {row["cache_key"]: CachedResponse(**row) for row in self.store.cached_responses(keys).iter_rows(named=True)}
 
     def put_many(self, responses: Iterable[CachedResponse]) -> None:
-        self.store.save_responses(list(responses))
+        rows = list(responses)
+        if rows:
+            self.store.save_responses(pl.DataFrame([r.__dict__ for r in rows], schema=CACHE_SCHEMA, orient="row"))
+
+
+CACHE_SCHEMA = {"cache_key": pl.String, "backend": pl.String, "model": pl.String, "prompt_version": pl.String,
+                "response": pl.String, "tokens_in": pl.Int64, "tokens_out": pl.Int64, "latency_s": pl.Float64}
 
 
 class InMemoryResponseCache:
