@@ -34,7 +34,6 @@ def run_size(base_npz: str, size: int, method: str, store_path: str) -> dict:
     import polars as pl
     import pyarrow as pa
 
-    from equal_dagster.core.clustering import ClusteringParams, build_clustering
     from equal_dagster.core.store import Store
 
     base = np.load(base_npz, allow_pickle=True)  # our own file, written by the parent process

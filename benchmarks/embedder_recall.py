@@ -19,7 +19,6 @@ and the clusters are scored by the adjusted Rand index against the generated kin
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile

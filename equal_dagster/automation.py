@@ -159,8 +159,7 @@ def reextraction_schedule(context: dg.ScheduleEvaluationContext, store: StoreRes
             if clustering is None:
                 return dg.SkipReason("no clusters yet")
             new_documents = db.unextracted_new_documents(clustering["clustering_id"], RETRY_STATUSES)
-            played = [n for n in db.rounds()["round_no"].to_list() if n >= 1]
-            next_no = max(played, default=0) + 1
+            next_no = (db.last_round_no() or 0) + 1
             docs_spent, tokens_spent = db.spent_before(next_no)
             docs_left, tokens_left = bandit.round_settings().budget.left(db.document_count(), docs_spent, tokens_spent)
     except (StoreError, OSError, RuntimeError) as exc:  # duckdb raises IOException (an OSError) while a writer holds the file

@@ -121,7 +121,7 @@ def ensure_partitions(instance: dg.DagsterInstance, name: str, keys: list[str]) 
 
 def _next_round(store_path: Path) -> int:
     with Store.open(store_path, read_only=True, wait_s=READ_WAIT_S) as store:
-        return max((n for n in store.rounds()["round_no"].to_list() if n >= 1), default=0) + 1
+        return (store.last_round_no() or 0) + 1
 
 
 def run_stages_before_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, crawls: list[str], seed: int, *,
@@ -191,7 +191,7 @@ def run_headless(
     paths = EqualPaths(home, crawl_dir)
     if paths.store.exists():
         with Store.open(paths.store, read_only=True) as store:
-            if store.rounds().filter(store.rounds()["round_no"] >= 1).height:
+            if store.last_round_no() is not None:
                 raise HeadlessRunError(f"{home} already holds bandit rounds: `equal run` starts from nothing; give a fresh "
                                        "--home (or go on with `equal rounds N`)")
     bandit = BanditResource(policy=policy, budget=budget, budget_tokens=budget_tokens, seed=seed, reference=str(reference),

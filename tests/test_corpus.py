@@ -1,11 +1,9 @@
 import os
 import tracemalloc
-from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, copy_fixture, write_jsonl
+from conftest import copy_fixture, write_jsonl
 from equal_dagster.core.corpus import (
     CrawlFormat,
     content_hash,

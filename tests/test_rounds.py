@@ -19,9 +19,8 @@ from equal_dagster.core.rounds import RETRY_STATUSES, bandit_state
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.store import Store
 from equal_dagster.definitions import build_definitions
-from equal_dagster.demo.corpus import CRAWL_NAMES, write_demo_data
+from equal_dagster.demo.corpus import CRAWL_NAMES
 from equal_dagster.partitions import crawls_partitions, rounds_partitions
-from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.llm import ExtractionResource
 from equal_dagster.resources.store import StoreResource
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -105,10 +104,6 @@ def scores_from_results(output: dict[str, Any]) -> list[EvalScore]:
             stderr = float(stderr) if isinstance(stderr, (int, float)) and math.isfinite(stderr) else None
             scores.append(EvalScore(task, metric, float(value), stderr, n))
     return scores
-
-
-def clear_tasks(tasks_dir: str | Path) -> None:
-    shutil.rmtree(tasks_dir, ignore_errors=True)
 
 
 def task_texts(task_names: list[str], tasks_dir: str | Path | None = None) -> list[str]:

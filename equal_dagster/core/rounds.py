@@ -250,8 +250,8 @@ def check_round(store: Store, round_no: int, settings: RoundSettings,
             f"{played['finished_at']:%Y-%m-%d %H:%M:%S} UTC): go on with {round_key(round_no + 1)}, or ask for a "
             f"replay (run config `replay: true`) to play {round_key(round_no)} again and replace it")
     if round_no > 1 and store.round_by_no(round_no - 1) is None:
-        played = [r for r in store.rounds()["round_no"].to_list() if r > 0]
-        last = f"the last round played is {round_key(max(played))}" if played else "no round has been played yet"
+        played = store.last_round_no()
+        last = f"the last round played is {round_key(played)}" if played else "no round has been played yet"
         raise RoundRefused(f"round {round_key(round_no)} needs round {round_key(round_no - 1)} first: {last}; rounds run "
                            "in order because each one is chosen from the results of all before it")
     later = store.rounds_after(round_no)
@@ -435,7 +435,6 @@ def play_round(
 
     # write the round as one partition
     tick = time.perf_counter()
-    totals = run.totals()
     timings["total_s"] = round(time.perf_counter() - began, 3)
     write_extraction_round(
         store, round_id, round_no, params.policy, run, seed=params.seed, dagster_run_id=dagster_run_id,

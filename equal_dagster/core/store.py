@@ -907,6 +907,10 @@ class Store:
         """The rounds played before round ``round_no`` (the warm-up is round 0), in order."""
         return self.conn.execute("SELECT * FROM rounds WHERE round_no < ? ORDER BY round_no", [round_no]).pl()
 
+    def last_round_no(self) -> int | None:
+        """The number of the latest bandit round played (the warm-up, round 0, is not one); None before round 1."""
+        return self.conn.execute("SELECT max(round_no) FROM rounds WHERE round_no >= 1").fetchone()[0]
+
     def rounds_after(self, round_no: int) -> list[int]:
         return [r for (r,) in self.conn.execute("SELECT round_no FROM rounds WHERE round_no > ? ORDER BY 1", [round_no]).fetchall()]
 

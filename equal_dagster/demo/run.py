@@ -9,6 +9,7 @@ from pathlib import Path
 from dataclasses import dataclass
 
 from equal_dagster.assets.metadata import markdown_table
+from equal_dagster.core.rounds import round_key
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.store import Store
 from equal_dagster.definitions import build_definitions
@@ -178,9 +179,9 @@ def run_demo(
     say("\n".join(clusters["clusters_table"].splitlines()[:12]))
     say("")
     with Store.open(paths.store, read_only=True) as store:
-        already = [n for n in store.rounds()["round_no"].to_list() if n >= 1]
+        already = store.last_round_no()
     if already:  # a second `equal demo` in the same home: the rounds stand (they cannot be played again)
-        say(f"bandit rounds already played in this home (r0001 to r{max(already):04d}); `equal rounds N --budget 15%` "
+        say(f"bandit rounds already played in this home (r0001 to {round_key(already)}); `equal rounds N --budget 15%` "
             "plays more")
     else:
         say(f"playing bandit rounds ({bandit.policy}) until the budget ({bandit.budget} of the corpus, warm-up "
@@ -192,8 +193,8 @@ def run_demo(
                 f"a round ({shape['reason']})")
     with Store.open(paths.store, read_only=True) as store:
         say(rounds_table(store))
-        last = max([n for n in store.rounds()["round_no"].to_list() if n >= 1], default=None)
-        pairs = store.qa_pairs_of_rounds([f"r{last:04d}"]) if last else None
+        last = store.last_round_no()
+        pairs = store.qa_pairs_of_rounds([round_key(last)]) if last else None
     if pairs is not None and pairs.height:
         say(f"trace a QA pair back to its file, cluster and round: equal lineage {pairs['qa_id'][0]}")
     say("")

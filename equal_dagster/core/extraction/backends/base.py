@@ -8,7 +8,7 @@ back as a :class:`Generation` with status ``backend_error`` or ``timeout`` and t
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,9 +49,6 @@ class Generation:
     latency_s: float = 0.0
     retries: int = 0
     tokens_counted_by: str = "backend"  # backend (usage the server reported) | tokenizer | estimate
-
-
-Progress = Callable[[int, int], None]
 
 
 class ModelBackend(Protocol):
