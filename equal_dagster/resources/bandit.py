@@ -35,7 +35,8 @@ class BanditResource(dg.ConfigurableResource):
     budget: str = Field("10%", description="documents for all extraction, warm-up included: a number or a share (10%)")
     budget_tokens: Optional[int] = Field(None, description="LLM tokens (in + out) for all extraction; none: no limit")
     reference: str = Field(description="JSONL file of question/answer pairs that describes the goal")
-    ot_cost: str = Field("cosine", description="ground cost of the OT distance: cosine | euclidean | sqeuclidean")
+    ot_cost: Literal["cosine", "euclidean", "sqeuclidean"] = Field(
+        "cosine", description="ground cost of the OT distance: cosine | euclidean | sqeuclidean")
     ot_exact_max_cells: int = Field(4_000_000, description="exact OT (ot.emd2) up to this cost-matrix size, Sinkhorn above")
     sinkhorn_reg: float = Field(0.05, description="entropic regularization of Sinkhorn")
     max_failure_share: float = Field(

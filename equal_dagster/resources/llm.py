@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import dagster as dg
 from pydantic import Field
@@ -16,9 +16,9 @@ class ExtractionResource(dg.ConfigurableResource):
     """Backend (``rules``, ``openai``, ``transformers``, ``vllm``) and its settings. The API key comes through
     ``EnvVar("EQUAL_LLM_API_KEY")``, never as plain configuration."""
 
-    backend: str = Field("rules", description="rules | openai | transformers | vllm")
+    backend: Literal["rules", "openai", "transformers", "vllm"] = Field("rules", description="rules | openai | transformers | vllm")
     model: Optional[str] = Field(None, description="model name (openai), folder or hub id (transformers, vllm)")
-    strategy: str = Field("equal", description="equal | reinstruct (a run's config can override it)")
+    strategy: Literal["equal", "reinstruct"] = Field("equal", description="equal | reinstruct (a run's config can override it)")
     refine: bool = Field(False, description="EQUAL's refine pass after extraction (one more call per document)")
     prompt_dir: Optional[str] = Field(None, description="folder with prompt files that override the packaged ones")
     max_pairs_per_document: Optional[int] = Field(
@@ -32,7 +32,8 @@ class ExtractionResource(dg.ConfigurableResource):
     max_in_flight: int = Field(8, description="openai: requests open at once")
     timeout_s: float = Field(120.0, description="openai: seconds before a request times out")
     max_retries: int = Field(4, description="openai: retries on 429, 5xx, timeouts and connection errors")
-    response_format: str = Field("json_schema", description="openai: json_schema | json_object | none")
+    response_format: Literal["json_schema", "json_object", "none"] = Field(
+        "json_schema", description="openai: json_schema | json_object | none")
     tokenizer: Optional[str] = Field(None, description="tokenizer folder to count tokens a server does not report")
     device: str = Field("auto", description="transformers: auto | cpu | cuda")
     batch_size: int = Field(8, description="transformers: prompts per generate call")
