@@ -60,5 +60,6 @@ def test_every_asset_is_described_grouped_and_typed_and_round_automation_starts_
     assert rounds.partitions_def.name == "rounds" and rounds.group_name == "extract"
     assert defs.resolve_assets_def("bandit_rounds").node_def.pool == "duckdb"
     assert defs.resolve_sensor_def("next_round_sensor").default_status == dg.DefaultSensorStatus.STOPPED
+    assert defs.resolve_sensor_def("dead_run_sensor").default_status == dg.DefaultSensorStatus.RUNNING  # a safety net
     assert defs.resolve_schedule_def("reextraction_schedule").default_status == dg.DefaultScheduleStatus.STOPPED
     assert defs.resolve_job_def("bandit_round").partitions_def.name == "rounds"

@@ -234,3 +234,18 @@ def test_a_store_that_cannot_be_opened_gets_one_clear_line(tmp_path, capsys):
     code = main(["--home", str(home_in_it), "rounds", "1"])
     err = capsys.readouterr().err.strip()
     assert code in (1, 2) and err.count("\n") == 0, err
+
+
+def test_the_dead_run_sensor_fails_a_dead_run_and_frees_its_slot(dagster_home):
+    from equal_dagster.automation import dead_run_sensor
+
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    holder = _start(dagster_home, 600)
+    _wait_for(lambda: pool_holders(instance), "the run to take the duckdb slot")
+    dead_run = pool_holders(instance)[0]
+    os.killpg(holder.pid, signal.SIGKILL)
+    holder.wait(timeout=30)
+    result = dead_run_sensor(dg.build_sensor_context(instance=instance))
+    assert "released 1 dead run(s)" in result.skip_message
+    assert instance.get_run_by_id(dead_run).status == dg.DagsterRunStatus.FAILURE and pool_holders(instance) == []
+    assert dead_run_sensor(dg.build_sensor_context(instance=instance)).skip_message == "no dead run"
