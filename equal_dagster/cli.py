@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import sys
 from pathlib import Path
+
+import pydantic
 
 from equal_dagster.core.bandit import POLICIES, BanditParams
 from equal_dagster.core.settings import EqualPaths
@@ -73,6 +76,11 @@ def cmd_rounds(args: argparse.Namespace) -> int:
             settings[name] = getattr(args, name)
     try:
         bandit = BanditResource(**settings)
+        bandit.round_settings()  # a bad budget fails here, in one line, before any run is launched
+    except (ValueError, pydantic.ValidationError) as exc:
+        print(f"equal rounds: {_first_line(exc)}", file=sys.stderr)
+        return 2
+    try:
         played = play_rounds(build_definitions(paths, bandit=bandit), persistent_instance(paths), paths.store, args.count)
     except HeadlessRunError as exc:
         print(f"equal rounds: {exc}", file=sys.stderr)
@@ -89,9 +97,14 @@ def cmd_rounds(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_lineage(args: argparse.Namespace) -> int:
-    import json
+def _first_line(exc: Exception) -> str:
+    if isinstance(exc, pydantic.ValidationError):
+        error = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']} (got {error.get('input')!r})"
+    return str(exc).splitlines()[0]
 
+
+def cmd_lineage(args: argparse.Namespace) -> int:
     from equal_dagster.core.lineage import LineageNotFound, format_lineage, qa_lineage
     from equal_dagster.core.store import Store
 
@@ -100,7 +113,11 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         with Store.open(paths.store, read_only=True, wait_s=READER_WAIT_S) as store:
             chain = qa_lineage(store, args.qa_id)
     except LineageNotFound as exc:
-        print(f"equal lineage: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        message = exc.args[0] if exc.args else str(exc)
+        if args.json:
+            print(json.dumps({"error": message, "qa_id": args.qa_id}))
+        else:
+            print(f"equal lineage: {message}", file=sys.stderr)
         return 1
     print(json.dumps(chain, indent=1, default=str) if args.json else format_lineage(chain))
     return 0

@@ -16,7 +16,7 @@ from dagster._core.utils import make_new_run_id
 from equal_dagster.core.corpus import display_name
 from equal_dagster.core.crawls import scan_crawl_folder
 from equal_dagster.core.embedding import Embedder
-from equal_dagster.core.rounds import harvest_summary, round_key
+from equal_dagster.core.rounds import MAX_FAILURE_SHARE, harvest_summary, round_key
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.store import Store
 from equal_dagster.core.warmup import WARMUP_FRACTION
@@ -75,7 +75,7 @@ def bandit_settings_of_last_round(store_path: Path) -> dict | None:
         budget_text = str(budget["documents"]) if budget.get("documents") else ""
     return {**bandit, "budget": budget_text, "budget_tokens": budget.get("tokens"),
             "reference": config["reference"]["path"], "ot_cost": ot["cost"], "ot_exact_max_cells": ot["exact_max_cells"],
-            "sinkhorn_reg": ot["sinkhorn_reg"]}
+            "sinkhorn_reg": ot["sinkhorn_reg"], "max_failure_share": config.get("max_failure_share", MAX_FAILURE_SHARE)}
 
 
 def play_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, store_path: Path, count: int | None,
@@ -180,13 +180,15 @@ def run_headless(
     rounds until the budget is spent; returns the summary `equal run` prints."""
     began = time.perf_counter()
     crawl_dir, reference, home = Path(crawl_dir).absolute(), Path(reference).absolute(), Path(home).absolute()
+    if not crawl_dir.is_dir():
+        raise HeadlessRunError(f"no crawl folder at {crawl_dir}" + (" (it is a file)" if crawl_dir.exists() else ""))
     scan = scan_crawl_folder(crawl_dir, set(), settle_seconds=0)
     skipped = {display_name(name): why for name, why in scan.refused.items()}
     for name, why in skipped.items():
         say(f"crawl folder {crawl_dir / name} skipped: {why}")
     crawls = scan.new
     if not crawls:
-        raise HeadlessRunError(f"{crawl_dir} holds no crawl: each subfolder of it is one crawl"
+        raise HeadlessRunError(f"{crawl_dir} holds no crawl: each subfolder or crawl file (.jsonl, .parquet) in it is one"
                                + (f" ({len(skipped)} refused: see above)" if skipped else ""))
     paths = EqualPaths(home, crawl_dir)
     if paths.store.exists():

@@ -42,6 +42,11 @@ def test_equal_run_prints_one_json_summary_and_equal_rounds_goes_on(tmp_path, ca
     # `equal rounds` goes on with the last round's settings: refused while the budget is spent, then raised
     assert main(["--home", str(home), "rounds", "1"]) == 1
     assert "is spent" in capsys.readouterr().err
+    assert main(["--home", str(home), "rounds", "1", "--budget", "10x"]) == 2  # a typo: one line, no run launched
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("equal rounds: ") and "10x" in err and err.count("\n") == 0, err
+    assert main(["--home", str(home), "lineage", "qa-nope", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["qa_id"] == "qa-nope"
     assert main(["--home", str(home), "rounds", "2", "--budget", "20%"]) == 0
     out = capsys.readouterr().out
     assert out.count(" documents, ") == 2 and f"r{summary['rounds'] + 2:04d}:" in out
