@@ -39,11 +39,12 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -377,6 +378,40 @@ def draw_documents(store: Store, round_no: int, settings: RoundSettings, shape: 
     return DrawnDocuments(sample, dict(zip(sample["doc_id"].to_list(), sample["cluster_id"].to_list())), choices, warm)
 
 
+@contextlib.contextmanager
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the body's seconds to ``timings[name]``."""
+    tick = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - tick, 3)
+
+
+def describe_choices(choices: list[ArmChoice], limit: int = 12) -> str:
+    shown = ", ".join(f"{c.arm} ({c.reason}{'' if c.score is None else f' {c.score:.3f}'}, {c.documents})"
+                      for c in choices[:limit])
+    return f" from {len(choices)} arm(s): {shown}{' ...' if len(choices) > limit else ''}" if choices else ""
+
+
+def extract_round(store: Store, round_no: int, extractor, documents: list[Document],
+                  settings: RoundSettings) -> tuple[ExtractionRun, int]:
+    """Extract the round's documents and apply the failure rules (see the module's rules): (the run, the documents
+    the budget charges)."""
+    run = extractor.extract(documents)
+    attempts_before = store.attempts_before(round_no, [d.doc_id for d in documents])
+    check_failures(run, round_key(round_no), settings.max_failure_share)
+    give_up_after(run, attempts_before, MAX_ATTEMPTS)
+    return run, sum(1 for d in documents if d.doc_id not in attempts_before)
+
+
+def candidates_left(store: Store, round_no: int, clustering_id: str | None, chooses_arms: bool) -> int:
+    """Documents a round after ``round_no`` could still draw."""
+    if chooses_arms:
+        return sum(store.unextracted_per_cluster(clustering_id, round_no + 1, RETRY_STATUSES).values())
+    return store.unextracted_count(round_no + 1, RETRY_STATUSES)
+
+
 def play_round(
     store: Store,
     round_no: int,
@@ -389,78 +424,49 @@ def play_round(
     replay: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> RoundReport:
-    """Play round ``round_no`` and write it (see the module's rules)."""
+    """Play round ``round_no`` and write it (see the module's rules): check, choose, extract, reward, write."""
     say = log or (lambda message: None)
-    began = time.perf_counter()
-    params = settings.bandit
-    docs_spent, tokens_spent, docs_left, tokens_left = check_round(store, round_no, settings, replay)
-    clustering = store.current_clustering()
-    if params.chooses_arms and clustering is None:
-        raise RoundRefused(f"policy {params.policy} chooses among clusters: materialize clusters first")
-    clustering_id = clustering["clustering_id"] if clustering else None
-    reference_vectors = embed_texts(store, embedder, reference.texts, say)
-    shape = shape_of_rounds(store, settings, clustering_id)
-    timings = {"prepare_s": round(time.perf_counter() - began, 3)}
-    notes: list[str] = []
-
-    # choose: rebuild the state from the store, ask the policy, draw the documents
-    drawn = draw_documents(store, round_no, settings, shape, clustering_id, embedder, reference, reference_vectors,
-                           docs_left, say)
-    sample, arm_of, choices, warm = drawn.sample, drawn.arm_of, drawn.choices, drawn.warm_start
-    timings["choose_s"] = round(time.perf_counter() - began - timings["prepare_s"], 3)
-    say(f"round {round_key(round_no)} ({params.policy}): {sample.height:,} documents"
-        + (f" from {len(choices)} arm(s): " + ", ".join(
-            f"{c.arm} ({c.reason}{'' if c.score is None else f' {c.score:.3f}'}, {c.documents})" for c in choices[:12])
-           + (" ..." if len(choices) > 12 else "") if choices else ""))
-
-    # extract
-    tick = time.perf_counter()
-    documents = [Document(d, t) for d, t in zip(sample["doc_id"].to_list(), sample["text"].to_list())]
-    run = extractor.extract(documents)
-    timings["extraction_s"] = round(time.perf_counter() - tick, 3)
-    attempts_before = store.attempts_before(round_no, [d.doc_id for d in documents])
-    check_failures(run, round_key(round_no), settings.max_failure_share)
-    give_up_after(run, attempts_before, MAX_ATTEMPTS)
-    docs_charged = sum(1 for d in documents if d.doc_id not in attempts_before)
-
-    # reward
-    tick = time.perf_counter()
-    round_id = round_key(round_no)
-    qa_frame = qa_pair_rows(run.results, round_id, dagster_run_id, datetime.now(timezone.utc).replace(tzinfo=None))
-    pair_vectors = embed_qa_pairs(store, embedder, qa_frame["question"].to_list(), qa_frame["answer"].to_list(), say)
-    rewards = _pull_rewards([(r.doc_id, r.status) for r in run.results], arm_of, qa_frame["doc_id"].to_list(),
-                            pair_vectors, reference_vectors, settings.ot)
-    round_reward, round_distance = ot_reward(pair_vectors, reference_vectors, settings.ot)
-    timings["reward_s"] = round(time.perf_counter() - tick, 3)
-
-    # write the round as one partition
-    tick = time.perf_counter()
-    timings["total_s"] = round(time.perf_counter() - began, 3)
-    write_extraction_round(
-        store, round_id, round_no, params.policy, run, seed=params.seed, dagster_run_id=dagster_run_id,
-        arms=[c.as_json() for c in choices],
-        rewards={"round": {"reward": round(round_reward, 6),
-                           "distance": None if round_distance is None else round(round_distance, 6),
-                           "qa_pairs": qa_frame.height, "documents": len(documents)},
-                 "arms": [r.as_json() for r in rewards],
-                 "warm_start": [r.as_json() for r in warm]},
-        timings=timings, config={**settings.as_json(reference, embedder.embedder_id), "shape": shape.as_json()},
-        clustering_id=clustering_id,
-        embedder_id=embedder.embedder_id,
-        docs_charged=docs_charged,
-    )
-    timings["write_s"] = round(time.perf_counter() - tick, 3)
+    params, timings, round_id = settings.bandit, {}, round_key(round_no)
+    with timed(timings, "total_s"):
+        with timed(timings, "prepare_s"):
+            docs_spent, tokens_spent, docs_left, tokens_left = check_round(store, round_no, settings, replay)
+            clustering = store.current_clustering()
+            if params.chooses_arms and clustering is None:
+                raise RoundRefused(f"policy {params.policy} chooses among clusters: materialize clusters first")
+            clustering_id = clustering["clustering_id"] if clustering else None
+            reference_vectors = embed_texts(store, embedder, reference.texts, say)
+            shape = shape_of_rounds(store, settings, clustering_id)
+        with timed(timings, "choose_s"):
+            drawn = draw_documents(store, round_no, settings, shape, clustering_id, embedder, reference,
+                                   reference_vectors, docs_left, say)
+        say(f"round {round_id} ({params.policy}): {drawn.sample.height:,} documents{describe_choices(drawn.choices)}")
+        documents = [Document(d, t) for d, t in zip(drawn.sample["doc_id"].to_list(), drawn.sample["text"].to_list())]
+        with timed(timings, "extraction_s"):
+            run, docs_charged = extract_round(store, round_no, extractor, documents, settings)
+        with timed(timings, "reward_s"):
+            qa_frame = qa_pair_rows(run.results, round_id, dagster_run_id, datetime.now(timezone.utc).replace(tzinfo=None))
+            pair_vectors = embed_qa_pairs(store, embedder, qa_frame["question"].to_list(), qa_frame["answer"].to_list(), say)
+            rewards = _pull_rewards([(r.doc_id, r.status) for r in run.results], drawn.arm_of,
+                                    qa_frame["doc_id"].to_list(), pair_vectors, reference_vectors, settings.ot)
+            round_reward, round_distance = ot_reward(pair_vectors, reference_vectors, settings.ot)
+    with timed(timings, "write_s"):
+        write_extraction_round(
+            store, round_id, round_no, params.policy, run, seed=params.seed, dagster_run_id=dagster_run_id,
+            arms=[c.as_json() for c in drawn.choices],
+            rewards={"round": {"reward": round(round_reward, 6),
+                               "distance": None if round_distance is None else round(round_distance, 6),
+                               "qa_pairs": qa_frame.height, "documents": len(documents)},
+                     "arms": [r.as_json() for r in rewards], "warm_start": [r.as_json() for r in drawn.warm_start]},
+            timings=timings, config={**settings.as_json(reference, embedder.embedder_id), "shape": shape.as_json()},
+            clustering_id=clustering_id, embedder_id=embedder.embedder_id, docs_charged=docs_charged)
     docs_after, tokens_after = store.spent_before(round_no + 1)
     docs_left_after, tokens_left_after = settings.budget.left(store.document_count(), docs_after, tokens_after)
-    if params.chooses_arms:
-        candidates_left = sum(store.unextracted_per_cluster(clustering_id, round_no + 1, RETRY_STATUSES).values())
-    else:
-        candidates_left = store.unextracted_count(round_no + 1, RETRY_STATUSES)
-    if docs_left is not None and sample.height < min(docs_left, shape.documents):
-        notes.append(f"{sample.height} documents drawn: fewer were left in the chosen arms than asked")
-    return RoundReport(round_id, round_no, params.policy, clustering_id, choices, rewards, round_reward, round_distance,
-                       len(documents), qa_frame.height, run, docs_after, tokens_after, docs_left_after,
-                       tokens_left_after, candidates_left, shape, warm, notes, timings)
+    notes = [f"{len(documents)} documents drawn: fewer were left in the chosen arms than asked"] \
+        if docs_left is not None and len(documents) < min(docs_left, shape.documents) else []
+    return RoundReport(round_id, round_no, params.policy, clustering_id, drawn.choices, rewards, round_reward,
+                       round_distance, len(documents), qa_frame.height, run, docs_after, tokens_after, docs_left_after,
+                       tokens_left_after, candidates_left(store, round_no, clustering_id, params.chooses_arms), shape,
+                       drawn.warm_start, notes, timings)
 
 
 @dataclass
