@@ -5,6 +5,7 @@ up in `make ui` afterwards); there is no second code path."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -43,16 +44,20 @@ def materialization_metadata(result: dg.ExecuteInProcessResult, node: str) -> di
     return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
 
 
-def _execute(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, *, partition_key: str | None = None,
-             run_config: dict | None = None, say: Callable[[str], None] = _stderr) -> dg.ExecuteInProcessResult:
-    """Run ``job`` in this process on the home's instance. Runs whose process died are failed first (their slot of
-    the duckdb pool freed), and :class:`PoolWatch` keeps watch while this run may wait for the pool."""
+def execute_job(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, *, partition_key: str | None = None,
+                run_config: dict | None = None, say: Callable[[str], None] = _stderr) -> dg.ExecuteInProcessResult:
+    """Run ``job`` in this process on the home's instance; raise :class:`HeadlessRunError` with the step's error if it
+    fails. Runs whose process died are failed first (their slot of the duckdb pool freed), and :class:`PoolWatch`
+    keeps watch while this run may wait for the pool. The console shows the run's events from
+    ``EQUAL_CONSOLE_LOG_LEVEL`` (INFO: the steps' own progress lines, not Dagster's debug events); the run log in
+    the instance keeps every event."""
     release_dead_runs(instance, say)
     run_id = make_new_run_id()
+    level = os.environ.get("EQUAL_CONSOLE_LOG_LEVEL", "INFO").upper()
+    config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": level}}}}
     with PoolWatch(instance, run_id, say):
         result = defs.resolve_job_def(job).execute_in_process(
-            instance=instance, partition_key=partition_key, run_config=run_config or {}, raise_on_error=False,
-            run_id=run_id)
+            instance=instance, partition_key=partition_key, run_config=config, raise_on_error=False, run_id=run_id)
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
         why = failures[0].step_failure_data.error.message.strip() if failures and failures[0].step_failure_data.error else ""
@@ -88,7 +93,7 @@ def play_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, store_path: 
         key = round_key(_next_round(store_path))
         ensure_partitions(instance, rounds_partitions.name, [key])
         try:
-            result = _execute(defs, "bandit_round", instance, partition_key=key, say=say)
+            result = execute_job(defs, "bandit_round", instance, partition_key=key, say=say)
         except HeadlessRunError as exc:
             # another run played this round while this one waited for the store: go on with the next one
             if "was already played" not in str(exc) or taken >= MAX_ROUNDS_TAKEN:
@@ -138,7 +143,7 @@ def run_stages_before_rounds(defs: dg.Definitions, instance: dg.DagsterInstance,
     def stage(name: str, job: str, **kwargs) -> dg.ExecuteInProcessResult:
         tick = time.perf_counter()
         say(f"{name} ...")
-        result = _execute(defs, job, instance, **kwargs)
+        result = execute_job(defs, job, instance, **kwargs)
         timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - tick, 2)
         return result
 

@@ -6,7 +6,7 @@ import time
 
 import dagster as dg
 
-from equal_dagster.headless import _execute
+from equal_dagster.headless import execute_job
 
 
 @dg.asset(pool="duckdb")
@@ -18,5 +18,5 @@ def holder() -> None:
 defs = dg.Definitions(assets=[holder], jobs=[dg.define_asset_job("hold", [holder])])
 
 if __name__ == "__main__":
-    result = _execute(defs, "hold", dg.DagsterInstance.from_config(sys.argv[1]))
+    result = execute_job(defs, "hold", dg.DagsterInstance.from_config(sys.argv[1]))
     print("DONE", result.success, flush=True)

@@ -15,7 +15,7 @@ from equal_dagster.core.store import Store
 from equal_dagster.definitions import build_definitions
 from equal_dagster.demo.corpus import CRAWL_NAMES, DemoCorpus, generate_eval_set, write_demo_data
 from equal_dagster.demo.tiny_model import build_tiny_causal_lm
-from equal_dagster.headless import materialization_metadata, play_rounds
+from equal_dagster.headless import execute_job, materialization_metadata, play_rounds
 from equal_dagster.instance import persistent_instance, release_dead_runs
 from equal_dagster.partitions import crawls_partitions
 from equal_dagster.resources.bandit import BanditResource
@@ -87,7 +87,7 @@ def train_and_evaluate(defs, instance, paths: EqualPaths, generated: DemoCorpus,
         texts = [row["text"] for rows in generated.crawls.values() for row in rows if isinstance(row, dict)]
         build_tiny_causal_lm(base, texts, seed=seed)
     say("materializing qa_dataset (InstructMining scores, filters, decontamination, exports) ...")
-    dataset = materialization_metadata(defs.resolve_job_def("build_dataset").execute_in_process(instance=instance), "qa_dataset")
+    dataset = materialization_metadata(execute_job(defs, "build_dataset", instance, say=say), "qa_dataset")
     say(f"qa_dataset: {dataset['pairs_kept']:,} of {dataset['pairs_scored']:,} pairs kept")
     say(dataset["by_reason"])
     with Store.open(paths.store, read_only=True) as store:
@@ -97,14 +97,14 @@ def train_and_evaluate(defs, instance, paths: EqualPaths, generated: DemoCorpus,
     n_pairs = min(from_rounds, from_warmup)
     say(f"fine-tuning the tiny model twice on {n_pairs} pairs each ({trainer.method}, {trainer.epochs:g} epochs): "
         "the equal_ucb rounds' best pairs, and the warm-up's (random documents) ...")
-    fine_tune = defs.resolve_job_def("fine_tune")
     trained = {}
     for label, source in (("equal_ucb", "rounds"), ("random", "warmup")):
         config = {"pairs_from": source, "max_pairs": n_pairs, "model_name": f"demo-{label}"}
-        result = fine_tune.execute_in_process(instance=instance, run_config={"ops": {"fine_tuned_model": {"config": config}}})
+        result = execute_job(defs, "fine_tune", instance, run_config={"ops": {"fine_tuned_model": {"config": config}}},
+                             say=say)
         trained[label] = materialization_metadata(result, "fine_tuned_model")
     say(f"evaluating base and fine-tuned models with lm-eval on {n_eval} held-out problems ...")
-    defs.resolve_job_def("evaluate").execute_in_process(instance=instance, run_config={"ops": {"eval_scores": {
+    execute_job(defs, "evaluate", instance, say=say, run_config={"ops": {"eval_scores": {
         "config": {"model_ids": [m["model_id"] for m in trained.values()], "include_base": True}}}})
     with Store.open(paths.store, read_only=True) as store:
         scores = store.eval_scores()
@@ -138,11 +138,10 @@ def run_demo(
                              evaluator=evaluator)  # no model needed for extraction
     known = set(instance.get_dynamic_partitions(crawls_partitions.name))
     instance.add_dynamic_partitions(crawls_partitions.name, [c for c in CRAWL_NAMES if c not in known])
-    ingest = defs.resolve_job_def("ingest_crawl")
     summaries = []
     for crawl in CRAWL_NAMES:
         say(f"materializing corpus[{crawl}] ...")
-        result = ingest.execute_in_process(partition_key=crawl, instance=instance)
+        result = execute_job(defs, "ingest_crawl", instance, partition_key=crawl, say=say)
         metadata = materialization_metadata(result, "corpus")
         summaries.append(CrawlSummary(crawl, metadata["rows_read"], metadata["documents_kept"],
                                       metadata["duplicates"], metadata["quarantined"], result.run_id))
@@ -154,7 +153,7 @@ def run_demo(
     say("")
     say(f"materializing warmup_extractions (5% of the corpus, at most a fifth of the budget ({bandit.budget}), rules "
         "backend) ...")
-    result = defs.resolve_job_def("warmup").execute_in_process(instance=instance)
+    result = execute_job(defs, "warmup", instance, say=say)
     metadata = materialization_metadata(result, "warmup_extractions")
     warmup = WarmupSummary(metadata["documents_sampled"], metadata["qa_pairs"], metadata["documents_by_status"], result.run_id)
     say(f"warm-up (round 0): {warmup.documents_sampled:,} of {metadata['corpus_documents']:,} documents sampled, "
@@ -162,17 +161,16 @@ def run_demo(
     say(warmup.status_table)
     say("")
     say("materializing embedder (contrastive warm-up of all-MiniLM-L6-v2 on the warm-up pairs, about a minute) ...")
-    result = defs.resolve_job_def("tune_embedder").execute_in_process(instance=instance)
+    result = execute_job(defs, "tune_embedder", instance, say=say)
     tuned = materialization_metadata(result, "embedder")
     say(f"embedder: {tuned['embedder_id']} ({tuned['reason']}); held-out recall from a document to its QA pairs:")
     say(tuned["held_out_recall"])
     say("")
-    embed = defs.resolve_job_def("embed_crawl")
     for crawl in CRAWL_NAMES:
         say(f"materializing embeddings[{crawl}] (on CPU: about half a minute each) ...")
-        embed.execute_in_process(partition_key=crawl, instance=instance)
+        execute_job(defs, "embed_crawl", instance, partition_key=crawl, say=say)
     say("materializing clusters (faiss k-means, one arm per 5 warm-up documents) ...")
-    result = defs.resolve_job_def("cluster").execute_in_process(instance=instance)
+    result = execute_job(defs, "cluster", instance, say=say)
     clusters = materialization_metadata(result, "clusters")
     say(f"clusters {clusters['clustering_id']}: {clusters['dagster/row_count']:,} documents in {clusters['clusters']} "
         f"clusters (the bandit's arms), assignments {clusters['assignments']}; the largest:")
