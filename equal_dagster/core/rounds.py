@@ -116,6 +116,36 @@ class RoundSettings:
         return out
 
 
+@dataclass(frozen=True)
+class RoundRecord:
+    """A ``rounds`` row with its JSON columns read: ``summary`` is the round's reward, distance, QA pairs and documents;
+    ``arm_rewards`` one :class:`ArmReward` per arm pulled; ``warm_start`` the warm-up's pulls it started from."""
+
+    round_id: str
+    round_no: int
+    policy: str
+    docs_spent: int
+    tokens_spent: int
+    clustering_id: str | None
+    arms: list[dict]
+    summary: dict
+    arm_rewards: list[ArmReward]
+    warm_start: list[ArmReward]
+
+    @classmethod
+    def from_row(cls, row: dict) -> RoundRecord:
+        rewards = json.loads(row["rewards"]) if row.get("rewards") else {}
+        return cls(row["round_id"], row["round_no"], row["policy"], row["docs_spent"], row["tokens_spent"],
+                   row.get("clustering_id"), json.loads(row["arms"]) if row.get("arms") else [],
+                   rewards.get("round", {}), [ArmReward.from_json(r) for r in rewards.get("arms", [])],
+                   [ArmReward.from_json(r) for r in rewards.get("warm_start", [])])
+
+
+def round_records(rounds) -> list[RoundRecord]:
+    """The records of a ``rounds`` frame (``store.rounds()``, ``store.rounds_before(n)``), in its order."""
+    return [RoundRecord.from_row(row) for row in rounds.iter_rows(named=True)]
+
+
 def write_extraction_round(
     store: Store,
     round_id: str,
@@ -231,9 +261,9 @@ def bandit_state(store: Store, policy, clustering_id: str, round_no: int, embedd
         warm = warm_start_rewards(store, clustering_id, embedder, reference_vectors, ot, log)
         policy.update(state, warm)
     replayed = 0
-    for row in store.rounds_before(round_no).iter_rows(named=True):
-        if row["round_no"] >= 1 and row["clustering_id"] == clustering_id and row["rewards"]:
-            policy.update(state, [ArmReward.from_json(r) for r in json.loads(row["rewards"])["arms"]])
+    for record in round_records(store.rounds_before(round_no)):
+        if record.round_no >= 1 and record.clustering_id == clustering_id and record.summary:
+            policy.update(state, record.arm_rewards)
             replayed += 1
     return state, warm, replayed
 
@@ -492,12 +522,9 @@ def harvest_summary(store: Store, embedder, reference: ReferenceSet, ot: OTSetti
     if pairs.height:
         vectors = embed_qa_pairs(store, embedder, pairs["question"].to_list(), pairs["answer"].to_list(), log)
         distance = ot_distance(vectors, embed_texts(store, embedder, reference.texts), ot)
-    per_round = []
-    for row in rounds.iter_rows(named=True):
-        rewards = json.loads(row["rewards"]) if row["rewards"] else {}
-        per_round.append({"round_id": row["round_id"], "policy": row["policy"], "documents": row["docs_spent"],
-                          "tokens": row["tokens_spent"], **{k: v for k, v in rewards.get("round", {}).items() if k != "documents"},
-                          "arm_rewards": [r["reward"] for r in rewards.get("arms", [])]})
+    per_round = [{"round_id": r.round_id, "policy": r.policy, "documents": r.docs_spent, "tokens": r.tokens_spent,
+                  **{k: v for k, v in r.summary.items() if k != "documents"},
+                  "arm_rewards": [round(a.reward, 6) for a in r.arm_rewards]} for r in round_records(rounds)]
     return HarvestSummary(int(rounds.filter(rounds["round_no"] >= 1).height), int(rounds["docs_spent"].sum() or 0),
                           int(rounds["tokens_spent"].sum() or 0), pairs.height, distance, embedder.embedder_id, per_round)
 
@@ -506,14 +533,13 @@ def round_history(store: Store) -> list[dict]:
     """Per round (the warm-up included): documents, QA pairs, QA yield, round reward, cumulative documents."""
     history = []
     cumulative = 0
-    for row in store.rounds().iter_rows(named=True):
-        rewards = json.loads(row["rewards"]) if row["rewards"] else {}
-        cumulative += row["docs_spent"]
-        qa = rewards.get("round", {}).get("qa_pairs")
+    for record in round_records(store.rounds()):
+        cumulative += record.docs_spent
+        qa = record.summary.get("qa_pairs")
         if qa is None:
-            qa = store.qa_pairs(row["round_id"]).height
-        history.append({"round_id": row["round_id"], "round_no": row["round_no"], "policy": row["policy"],
-                        "documents": row["docs_spent"], "qa_pairs": qa,
-                        "qa_yield": qa / row["docs_spent"] if row["docs_spent"] else 0.0,
-                        "reward": rewards.get("round", {}).get("reward"), "documents_cumulative": cumulative})
+            qa = store.qa_pairs(record.round_id).height
+        history.append({"round_id": record.round_id, "round_no": record.round_no, "policy": record.policy,
+                        "documents": record.docs_spent, "qa_pairs": qa,
+                        "qa_yield": qa / record.docs_spent if record.docs_spent else 0.0,
+                        "reward": record.summary.get("reward"), "documents_cumulative": cumulative})
     return history

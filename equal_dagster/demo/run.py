@@ -9,7 +9,7 @@ from pathlib import Path
 from dataclasses import dataclass
 
 from equal_dagster.assets.metadata import markdown_table
-from equal_dagster.core.rounds import round_key
+from equal_dagster.core.rounds import round_key, round_records
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.store import Store
 from equal_dagster.definitions import build_definitions
@@ -55,15 +55,13 @@ def _arm_cell(arm: dict) -> str:
 def rounds_table(store: Store) -> str:
     """One line per bandit round, from the store: arms chosen (why, score), documents, QA pairs, reward, spend."""
     rows, spent = [], 0
-    for row in store.rounds().iter_rows(named=True):
-        spent += row["docs_spent"]
-        if row["round_no"] < 1:
+    for record in round_records(store.rounds()):
+        spent += record.docs_spent
+        if record.round_no < 1:
             continue
-        arms = json.loads(row["arms"] or "[]")
-        rewards = json.loads(row["rewards"] or "{}").get("round", {})
-        cells = ", ".join(_arm_cell(a) for a in arms)
-        rows.append((row["round_id"], cells, row["docs_spent"], rewards.get("qa_pairs", ""),
-                     f"{rewards['reward']:.3f}" if rewards.get("reward") is not None else "", spent))
+        reward = record.summary.get("reward")
+        rows.append((record.round_id, ", ".join(_arm_cell(a) for a in record.arms), record.docs_spent,
+                     record.summary.get("qa_pairs", ""), f"{reward:.3f}" if reward is not None else "", spent))
     return markdown_table(["round", "arms chosen (why, score)", "documents", "QA pairs", "reward", "documents spent"], rows)
 
 
