@@ -156,6 +156,14 @@ def run_stages_before_rounds(defs: dg.Definitions, instance: dg.DagsterInstance,
     crawls = [c for c in crawls if c not in skipped]
     if not crawls:
         raise HeadlessRunError("no crawl could be ingested: " + "; ".join(f"{c}: {why}" for c, why in skipped.items()))
+    store_path = defs.resources["store"].database
+    with Store.open(store_path, read_only=True, wait_s=READ_WAIT_S) as store:
+        if store.document_count() == 0:
+            reasons = store.quarantine()["reason"].value_counts(sort=True).iter_rows()
+            raise HeadlessRunError(
+                f"no document was kept from {', '.join(crawls)}: every row was quarantined ("
+                + ", ".join(f"{n:,} {reason}" for reason, n in reasons)
+                + f"); the quarantine table of {store_path} has each row's reason")
     stage("warm-up", "warmup", run_config={"ops": {"warmup_extractions": {"config": {
         "fraction": warmup_fraction, "seed": seed}}}})
     if tune_embedder:

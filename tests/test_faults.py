@@ -249,3 +249,16 @@ def test_the_dead_run_sensor_fails_a_dead_run_and_frees_its_slot(dagster_home):
     assert "released 1 dead run(s)" in result.skip_message
     assert instance.get_run_by_id(dead_run).status == dg.DagsterRunStatus.FAILURE and pool_holders(instance) == []
     assert dead_run_sensor(dg.build_sensor_context(instance=instance)).skip_message == "no dead run"
+
+
+def test_equal_run_on_a_crawl_of_invalid_rows_says_so_in_one_line(tmp_path, capsys):
+    from equal_dagster.cli import main
+
+    crawls = tmp_path / "crawls"
+    (crawls / "broken").mkdir(parents=True)
+    (crawls / "broken" / "part.jsonl").write_text("{not json\n" * 5 + '{"no_text": 1}\n')
+    reference = tmp_path / "reference.jsonl"
+    reference.write_text('{"question": "What is 2 + 2?", "answer": "4"}\n')
+    assert main(["run", "--crawl-dir", str(crawls), "--reference", str(reference), "--home", str(tmp_path / "h")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "no document was kept from broken: every row was quarantined (5 invalid_json, 1 missing_text)" in err
