@@ -104,6 +104,27 @@ def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0]
 
 
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from equal_dagster.core.bandit import Budget
+    from equal_dagster.core.estimate import estimate_cost, format_estimate
+    from equal_dagster.core.store import Store
+    from equal_dagster.definitions import bandit_resource_from_env, extraction_resource_from_env
+
+    paths = _paths(args)
+    try:
+        budget = Budget.parse(args.budget or bandit_resource_from_env(paths).budget, args.budget_tokens)
+        config = extraction_resource_from_env().extraction_config()
+    except (ValueError, pydantic.ValidationError) as exc:
+        print(f"equal estimate: {_first_line(exc)}", file=sys.stderr)
+        return 2
+    price_in = args.price_in if args.price_in is not None else args.price_per_mtok
+    price_out = args.price_out if args.price_out is not None else args.price_per_mtok
+    with Store.open(paths.store, read_only=True, wait_s=READER_WAIT_S) as store:
+        estimate = estimate_cost(store, config, budget, price_in=price_in, price_out=price_out)
+    print(json.dumps(estimate.as_json(), indent=1) if args.json else format_estimate(estimate, config, budget))
+    return 0
+
+
 def cmd_lineage(args: argparse.Namespace) -> int:
     from equal_dagster.core.lineage import LineageNotFound, format_lineage, qa_lineage
     from equal_dagster.core.store import Store
@@ -202,6 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     rounds.add_argument("--docs-per-arm", type=int, default=None)
     rounds.set_defaults(func=cmd_rounds)
 
+    estimate = sub.add_parser("estimate", help="before any LLM call: the documents, calls, tokens and cost a budget "
+                                                "will spend with the configured backend (EQUAL_LLM_*)")
+    estimate.add_argument("--budget", default=None, help="500 or 10%% (default: EQUAL_BUDGET, else 10%%)")
+    estimate.add_argument("--budget-tokens", type=int, default=None)
+    estimate.add_argument("--price-per-mtok", type=float, default=None, help="price per million tokens, in and out")
+    estimate.add_argument("--price-in", type=float, default=None, help="price per million input tokens")
+    estimate.add_argument("--price-out", type=float, default=None, help="price per million output tokens")
+    estimate.add_argument("--json", action="store_true", help="machine-readable")
+    estimate.set_defaults(func=cmd_estimate)
+
     lineage = sub.add_parser("lineage", help="where a QA pair came from: file, crawl, document, cluster, round, extraction")
     lineage.add_argument("qa_id")
     lineage.add_argument("--json", action="store_true", help="machine-readable")
@@ -223,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)
 
-    for command in (demo, run, rounds, lineage, export, recover, ui):  # --home also after the command (equal run ... --home DIR)
+    for command in (demo, run, rounds, estimate, lineage, export, recover, ui):  # --home also after the command (equal run ... --home DIR)
         command.add_argument("--home", default=argparse.SUPPRESS, help="EQUAL_HOME for this command")
     args = parser.parse_args(argv)
     from equal_dagster.core.store import StoreError

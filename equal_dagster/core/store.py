@@ -742,6 +742,12 @@ class Store:
         _insert_frame(self.conn, "llm_cache", frame, keep_existing=True, stamp="created_at")
         return frame.height
 
+    def mean_output_tokens(self, backend: str, model: str | None) -> float | None:
+        """The mean output tokens of the calls paid to ``backend`` and ``model`` (None: none paid yet)."""
+        return self.conn.execute(
+            "SELECT avg(tokens_out) FROM llm_cache WHERE backend = ? AND model IS NOT DISTINCT FROM ? "
+            "AND tokens_out IS NOT NULL", [backend, model]).fetchone()[0]
+
     def llm_cache_size(self) -> int:
         return self.conn.execute("SELECT count(*) FROM llm_cache").fetchone()[0]
 
