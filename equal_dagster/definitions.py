@@ -53,7 +53,7 @@ def _optional_int(name: str) -> int | None:
 
 def extraction_resource_from_env() -> ExtractionResource:
     """The llm resource from EQUAL_LLM_* variables (docs/configuration.md); the API key stays an EnvVar."""
-    max_model_len = _env("EQUAL_LLM_MAX_MODEL_LEN")
+    max_model_len = _env("EQUAL_VLLM_MAX_MODEL_LEN")
     return ExtractionResource(
         backend=_env("EQUAL_LLM_BACKEND", "rules"),
         model=_env("EQUAL_LLM_MODEL"),

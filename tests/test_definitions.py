@@ -63,3 +63,13 @@ def test_every_asset_is_described_grouped_and_typed_and_round_automation_starts_
     assert defs.resolve_sensor_def("dead_run_sensor").default_status == dg.DefaultSensorStatus.RUNNING  # a safety net
     assert defs.resolve_schedule_def("reextraction_schedule").default_status == dg.DefaultScheduleStatus.STOPPED
     assert defs.resolve_job_def("bandit_round").partitions_def.name == "rounds"
+
+
+def test_every_environment_variable_read_is_documented_and_every_documented_one_is_read():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    read = {m for p in (root / "equal_dagster").rglob("*.py") for m in re.findall(r'"(EQUAL_[A-Z0-9_]+)"', p.read_text())}
+    documented = set(re.findall(r"`(EQUAL_[A-Z0-9_]+)`", (root / "docs" / "configuration.md").read_text()))
+    assert read == documented, {"read, not documented": read - documented, "documented, not read": documented - read}
