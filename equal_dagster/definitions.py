@@ -29,8 +29,6 @@ from equal_dagster.automation import (
     reextraction_schedule,
     warmup_job,
 )
-from equal_dagster.core.extraction.results import MAX_PAIRS_PER_DOCUMENT
-from equal_dagster.core.rounds import MAX_FAILURE_SHARE
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.crawls import CrawlFolder
@@ -41,92 +39,113 @@ from equal_dagster.resources.store import StoreResource
 from equal_dagster.resources.trainer import TrainerResource
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name, "")
-    return value if value.strip() else default
+# The environment, one table: variable -> (resource, field). Only the variables that are set (not blank) are passed;
+# every other field keeps the default its resource declares (taken from the core dataclass where the algorithm
+# defines it). docs/configuration.md documents each variable (a test holds the two equal).
+ENVIRONMENT: dict[str, tuple[str, str]] = {
+    # crawl folder (ingestion)
+    "EQUAL_TEXT_FIELD": ("crawl_folder", "text_field"),
+    "EQUAL_ID_FIELD": ("crawl_folder", "id_field"),
+    "EQUAL_URL_FIELD": ("crawl_folder", "url_field"),
+    "EQUAL_MAX_DOC_BYTES": ("crawl_folder", "max_doc_bytes"),
+    "EQUAL_INGEST_MEMORY_MB": ("crawl_folder", "ingest_memory_mb"),
+    "EQUAL_CRAWL_SETTLE_SECONDS": ("crawl_folder", "settle_seconds"),
+    # LLM extraction
+    "EQUAL_LLM_BACKEND": ("llm", "backend"),
+    "EQUAL_LLM_MODEL": ("llm", "model"),
+    "EQUAL_LLM_STRATEGY": ("llm", "strategy"),
+    "EQUAL_LLM_REFINE": ("llm", "refine"),
+    "EQUAL_PROMPT_DIR": ("llm", "prompt_dir"),
+    "EQUAL_LLM_MAX_PAIRS_PER_DOCUMENT": ("llm", "max_pairs_per_document"),
+    "EQUAL_LLM_TEMPERATURE": ("llm", "temperature"),
+    "EQUAL_LLM_MAX_TOKENS": ("llm", "max_tokens"),
+    "EQUAL_LLM_BASE_URL": ("llm", "base_url"),
+    "EQUAL_LLM_MAX_IN_FLIGHT": ("llm", "max_in_flight"),
+    "EQUAL_LLM_TIMEOUT_S": ("llm", "timeout_s"),
+    "EQUAL_LLM_MAX_RETRIES": ("llm", "max_retries"),
+    "EQUAL_LLM_RESPONSE_FORMAT": ("llm", "response_format"),
+    "EQUAL_LLM_TOKENIZER": ("llm", "tokenizer"),
+    "EQUAL_LLM_DEVICE": ("llm", "device"),
+    "EQUAL_VLLM_TENSOR_PARALLEL_SIZE": ("llm", "tensor_parallel_size"),
+    "EQUAL_VLLM_MAX_MODEL_LEN": ("llm", "max_model_len"),
+    "EQUAL_VLLM_GPU_MEMORY_UTILIZATION": ("llm", "gpu_memory_utilization"),
+    # bandit rounds
+    "EQUAL_BANDIT_POLICY": ("bandit", "policy"),
+    "EQUAL_BANDIT_ARMS_PER_ROUND": ("bandit", "arms_per_round"),
+    "EQUAL_BANDIT_DOCS_PER_ARM": ("bandit", "docs_per_arm"),
+    "EQUAL_BANDIT_ALPHA": ("bandit", "alpha"),
+    "EQUAL_BANDIT_ALPHA_DECAY": ("bandit", "alpha_decay"),
+    "EQUAL_BANDIT_SHARE_THRESHOLD": ("bandit", "share_threshold"),
+    "EQUAL_BANDIT_EPSILON": ("bandit", "epsilon"),
+    "EQUAL_BANDIT_WARM_START": ("bandit", "warm_start"),
+    "EQUAL_BANDIT_SEED": ("bandit", "seed"),
+    "EQUAL_BUDGET": ("bandit", "budget"),
+    "EQUAL_BUDGET_TOKENS": ("bandit", "budget_tokens"),
+    "EQUAL_REFERENCE": ("bandit", "reference"),
+    "EQUAL_OT_COST": ("bandit", "ot_cost"),
+    "EQUAL_MAX_FAILURE_SHARE": ("bandit", "max_failure_share"),
+    # fine-tuning
+    "EQUAL_BASE_MODEL": ("trainer", "base_model"),
+    "EQUAL_TRAIN_METHOD": ("trainer", "method"),
+    "EQUAL_TRAIN_LORA_R": ("trainer", "lora_r"),
+    "EQUAL_TRAIN_LORA_ALPHA": ("trainer", "lora_alpha"),
+    "EQUAL_TRAIN_LEARNING_RATE": ("trainer", "learning_rate"),
+    "EQUAL_TRAIN_EPOCHS": ("trainer", "epochs"),
+    "EQUAL_TRAIN_BATCH_SIZE": ("trainer", "batch_size"),
+    "EQUAL_TRAIN_MAX_LENGTH": ("trainer", "max_length"),
+    "EQUAL_TRAIN_MAX_STEPS": ("trainer", "max_steps"),
+    "EQUAL_TRAIN_SEED": ("trainer", "seed"),
+    # evaluation
+    "EQUAL_EVAL_DATA": ("evaluator", "eval_data"),
+    "EQUAL_EVAL_TASKS": ("evaluator", "extra_tasks"),
+    "EQUAL_EVAL_BATCH_SIZE": ("evaluator", "batch_size"),
+    "EQUAL_EVAL_DEVICE": ("evaluator", "device"),
+    # embeddings
+    "EQUAL_EMBEDDER_MODEL": ("embedding_model", "model"),
+    "EQUAL_EMBEDDER_DEVICE": ("embedding_model", "device"),
+    "EQUAL_EMBEDDER_BATCH_SIZE": ("embedding_model", "batch_size"),
+}
+SECRETS = {"EQUAL_LLM_API_KEY": ("llm", "api_key")}  # passed as dg.EnvVar: the value never enters the configuration
+# Values that are not one scalar: a comma-separated list; "none" (or an empty string) for "no such field".
+_PARSE = {"extra_tasks": lambda v: [t.strip() for t in v.split(",") if t.strip()],
+          "id_field": lambda v: None if v.strip().lower() in ("", "none") else v,
+          "url_field": lambda v: None if v.strip().lower() in ("", "none") else v}
 
 
-def _optional_int(name: str) -> int | None:
-    value = _env(name)
-    return int(value) if value else None
+def settings_from_env(resource: str) -> dict:
+    """The fields of ``resource`` that the environment sets (see :data:`ENVIRONMENT`)."""
+    out: dict = {}
+    for name, (owner, field) in ENVIRONMENT.items():
+        value = os.environ.get(name)
+        if owner != resource or value is None or (not value.strip() and field not in _PARSE):
+            continue
+        out[field] = _PARSE.get(field, lambda v: v.strip())(value)
+    for name, (owner, field) in SECRETS.items():
+        if owner == resource and os.environ.get(name, "").strip():
+            out[field] = dg.EnvVar(name)
+    return out
 
 
 def extraction_resource_from_env() -> ExtractionResource:
-    """The llm resource from EQUAL_LLM_* variables (docs/configuration.md); the API key stays an EnvVar."""
-    max_model_len = _env("EQUAL_VLLM_MAX_MODEL_LEN")
-    return ExtractionResource(
-        backend=_env("EQUAL_LLM_BACKEND", "rules"),
-        model=_env("EQUAL_LLM_MODEL"),
-        strategy=_env("EQUAL_LLM_STRATEGY", "equal"),
-        refine=_env("EQUAL_LLM_REFINE", "0").lower() in ("1", "true", "yes"),
-        prompt_dir=_env("EQUAL_PROMPT_DIR"),
-        max_pairs_per_document=_optional_int("EQUAL_LLM_MAX_PAIRS_PER_DOCUMENT") or MAX_PAIRS_PER_DOCUMENT,
-        temperature=float(_env("EQUAL_LLM_TEMPERATURE", "0")),
-        max_tokens=int(_env("EQUAL_LLM_MAX_TOKENS", "1024")),
-        base_url=_env("EQUAL_LLM_BASE_URL"),
-        api_key=dg.EnvVar("EQUAL_LLM_API_KEY") if _env("EQUAL_LLM_API_KEY") else None,
-        max_in_flight=int(_env("EQUAL_LLM_MAX_IN_FLIGHT", "8")),
-        timeout_s=float(_env("EQUAL_LLM_TIMEOUT_S", "120")),
-        max_retries=int(_env("EQUAL_LLM_MAX_RETRIES", "4")),
-        response_format=_env("EQUAL_LLM_RESPONSE_FORMAT", "json_schema"),
-        tokenizer=_env("EQUAL_LLM_TOKENIZER"),
-        device=_env("EQUAL_LLM_DEVICE", "auto"),
-        tensor_parallel_size=int(_env("EQUAL_VLLM_TENSOR_PARALLEL_SIZE", "1")),
-        max_model_len=int(max_model_len) if max_model_len else None,
-        gpu_memory_utilization=float(_env("EQUAL_VLLM_GPU_MEMORY_UTILIZATION", "0.9")),
-    )
+    """The llm resource from EQUAL_LLM_* (docs/configuration.md); the API key stays an EnvVar."""
+    return ExtractionResource(**settings_from_env("llm"))
 
 
 def bandit_resource_from_env(paths: EqualPaths) -> BanditResource:
     """The bandit resource from EQUAL_BANDIT_*, EQUAL_BUDGET* and EQUAL_REFERENCE (docs/configuration.md)."""
-    share_threshold = _env("EQUAL_BANDIT_SHARE_THRESHOLD")
-    budget_tokens = _env("EQUAL_BUDGET_TOKENS")
-    return BanditResource(
-        policy=_env("EQUAL_BANDIT_POLICY", "equal_ucb"),
-        arms_per_round=_optional_int("EQUAL_BANDIT_ARMS_PER_ROUND"),
-        docs_per_arm=_optional_int("EQUAL_BANDIT_DOCS_PER_ARM"),
-        alpha=float(_env("EQUAL_BANDIT_ALPHA", "1.0")),
-        alpha_decay=_env("EQUAL_BANDIT_ALPHA_DECAY", "1").lower() in ("1", "true", "yes"),
-        share_threshold=float(share_threshold) if share_threshold else None,
-        epsilon=float(_env("EQUAL_BANDIT_EPSILON", "0.1")),
-        warm_start=_env("EQUAL_BANDIT_WARM_START", "1").lower() in ("1", "true", "yes"),
-        seed=int(_env("EQUAL_BANDIT_SEED", "0")),
-        budget=_env("EQUAL_BUDGET", "10%"),
-        budget_tokens=int(budget_tokens) if budget_tokens else None,
-        reference=_env("EQUAL_REFERENCE", str(paths.reference_dir / "reference.jsonl")),
-        ot_cost=_env("EQUAL_OT_COST", "cosine"),
-        max_failure_share=float(_env("EQUAL_MAX_FAILURE_SHARE", str(MAX_FAILURE_SHARE))),
-    )
+    return BanditResource(**{"reference": str(paths.reference_dir / "reference.jsonl"), **settings_from_env("bandit")})
 
 
 def trainer_resource_from_env(paths: EqualPaths) -> TrainerResource:
     """The trainer resource from EQUAL_BASE_MODEL and EQUAL_TRAIN_* (docs/configuration.md)."""
-    max_steps = _env("EQUAL_TRAIN_MAX_STEPS")
-    return TrainerResource(
-        base_model=_env("EQUAL_BASE_MODEL", str(paths.home / "models" / "base")),
-        models_dir=str(paths.home / "models"),
-        method=_env("EQUAL_TRAIN_METHOD", "lora"),
-        lora_r=int(_env("EQUAL_TRAIN_LORA_R", "8")),
-        lora_alpha=int(_env("EQUAL_TRAIN_LORA_ALPHA", "16")),
-        learning_rate=float(_env("EQUAL_TRAIN_LEARNING_RATE", "2e-4")),
-        epochs=float(_env("EQUAL_TRAIN_EPOCHS", "1")),
-        batch_size=int(_env("EQUAL_TRAIN_BATCH_SIZE", "8")),
-        max_length=int(_env("EQUAL_TRAIN_MAX_LENGTH", "512")),
-        max_steps=int(max_steps) if max_steps else None,
-        seed=int(_env("EQUAL_TRAIN_SEED", "0")),
-    )
+    return TrainerResource(**{"base_model": str(paths.home / "models" / "base"), "models_dir": str(paths.home / "models"),
+                              **settings_from_env("trainer")})
 
 
 def evaluator_resource_from_env(paths: EqualPaths) -> EvaluatorResource:
     """The evaluator resource from EQUAL_EVAL_* (docs/configuration.md)."""
-    extra = _env("EQUAL_EVAL_TASKS", "")
-    return EvaluatorResource(
-        eval_data=_env("EQUAL_EVAL_DATA", str(paths.home / "evaluation" / "eval.jsonl")),
-        tasks_dir=str(paths.home / "eval_tasks"),
-        extra_tasks=[t.strip() for t in extra.split(",") if t.strip()],
-        batch_size=int(_env("EQUAL_EVAL_BATCH_SIZE", "8")),
-        device=_env("EQUAL_EVAL_DEVICE", "cpu"),
-    )
+    return EvaluatorResource(**{"eval_data": str(paths.home / "evaluation" / "eval.jsonl"),
+                                "tasks_dir": str(paths.home / "eval_tasks"), **settings_from_env("evaluator")})
 
 
 def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource | None = None,
@@ -135,15 +154,7 @@ def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource |
     """Definitions for one EQUAL home (default: from $EQUAL_HOME and $EQUAL_CRAWL_DIR); the llm and bandit resources
     from the environment (EQUAL_LLM_*, EQUAL_BANDIT_*, EQUAL_BUDGET, EQUAL_REFERENCE) unless given."""
     paths = paths or EqualPaths.from_env()
-    crawl_folder = CrawlFolder(
-        path=str(paths.crawl_dir),
-        text_field=os.environ.get("EQUAL_TEXT_FIELD", "text"),
-        id_field=os.environ.get("EQUAL_ID_FIELD", "id") or None,
-        url_field=os.environ.get("EQUAL_URL_FIELD", "url") or None,
-        max_doc_bytes=int(os.environ.get("EQUAL_MAX_DOC_BYTES", "1000000")),
-        ingest_memory_mb=int(os.environ.get("EQUAL_INGEST_MEMORY_MB", "0")),
-        settle_seconds=float(os.environ.get("EQUAL_CRAWL_SETTLE_SECONDS", "10")),
-    )
+    crawl_folder = CrawlFolder(**{"path": str(paths.crawl_dir), **settings_from_env("crawl_folder")})
     return dg.Definitions(
         assets=[corpus, warmup_extractions, embedder, embeddings, clusters, bandit_rounds, qa_dataset, fine_tuned_model,
                 eval_scores],
@@ -158,12 +169,8 @@ def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource |
             "bandit": bandit or bandit_resource_from_env(paths),
             "trainer": trainer or trainer_resource_from_env(paths),
             "evaluator": evaluator or evaluator_resource_from_env(paths),
-            "embedding_model": EmbedderResource(
-                model=_env("EQUAL_EMBEDDER_MODEL", "all-MiniLM-L6-v2"),
-                embedders_dir=str(paths.home / "embedders"),
-                device=_env("EQUAL_EMBEDDER_DEVICE", "cpu"),
-                batch_size=int(_env("EQUAL_EMBEDDER_BATCH_SIZE", "64")),
-            ),
+            "embedding_model": EmbedderResource(**{"embedders_dir": str(paths.home / "embedders"),
+                                                   **settings_from_env("embedding_model")}),
         },
     )
 
