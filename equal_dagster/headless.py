@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -129,31 +130,65 @@ def _next_round(store_path: Path) -> int:
         return (store.last_round_no() or 0) + 1
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One step before the rounds: ``job`` run once, or once per crawl (a ``crawls`` partition)."""
+
+    name: str
+    job: str
+    per_crawl: bool = False
+
+
+# Everything a bandit round needs, whatever its policy, in order: `equal run`, `equal demo` and the benchmarks run
+# exactly these jobs.
+STAGES = (Stage("ingest", "ingest_crawl", per_crawl=True), Stage("warm-up", "warmup"), Stage("embedder", "tune_embedder"),
+          Stage("embeddings", "embed_crawl", per_crawl=True), Stage("clusters", "cluster"))
+StageResult = Callable[[Stage, "str | None", dg.ExecuteInProcessResult], None]
+
+
 def run_stages_before_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, crawls: list[str], seed: int, *,
                              warmup_fraction: float = WARMUP_FRACTION, tune_embedder: bool = True,
-                             say: Callable[[str], None] = _stderr,
-                             skipped: dict[str, str] | None = None) -> dict[str, float]:
-    """Ingest each crawl, then warm-up, embedder, embeddings and clusters (a fresh clustering): everything a bandit
-    round needs, whatever its policy. A crawl whose ingestion fails is reported, recorded in ``skipped`` (name ->
-    why) and left out; the others go on. Returns the seconds of each stage."""
+                             recluster: bool = True, say: Callable[[str], None] = _stderr,
+                             skipped: dict[str, str] | None = None, announce: Callable[[Stage, str | None], str] | None = None,
+                             on_result: StageResult | None = None) -> dict[str, float]:
+    """Run :data:`STAGES` (the embedder's only with ``tune_embedder``; the clusters anew with ``recluster``). A crawl
+    whose ingestion fails is reported, recorded in ``skipped`` (name -> why) and left out; the others go on; a corpus
+    where every row was quarantined stops here, with the reasons. ``announce`` gives the line said before a stage
+    (default: its name), ``on_result`` sees each stage's result. Returns the seconds of each stage."""
     ensure_partitions(instance, crawls_partitions.name, crawls)
     timings: dict[str, float] = {}
     skipped = {} if skipped is None else skipped
+    configs = {"warmup": {"warmup_extractions": {"fraction": warmup_fraction, "seed": seed}},
+               "tune_embedder": {"embedder": {"seed": seed}},
+               "cluster": {"clusters": {"recluster": recluster, "seed": seed}}}
 
-    def stage(name: str, job: str, **kwargs) -> dg.ExecuteInProcessResult:
-        tick = time.perf_counter()
-        say(f"{name} ...")
-        result = execute_job(defs, job, instance, **kwargs)
-        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - tick, 2)
-        return result
+    for stage in STAGES:
+        if stage.job == "tune_embedder" and not tune_embedder:
+            continue
+        for crawl in (crawls if stage.per_crawl else [None]):
+            if crawl in skipped:
+                continue
+            say(announce(stage, crawl) if announce else f"{stage.name} ...")
+            tick = time.perf_counter()
+            run_config = {"ops": {op: {"config": c} for op, c in configs[stage.job].items()}} if stage.job in configs else None
+            try:
+                result = execute_job(defs, stage.job, instance, partition_key=crawl, run_config=run_config, say=say)
+            except HeadlessRunError as exc:
+                if stage.job != "ingest_crawl":
+                    raise
+                skipped[crawl] = str(exc)
+                say(f"crawl {crawl} skipped: {exc}")
+                continue
+            finally:
+                timings[stage.name] = round(timings.get(stage.name, 0.0) + time.perf_counter() - tick, 2)
+            if on_result:
+                on_result(stage, crawl, result)
+        if stage.job == "ingest_crawl":
+            _check_ingested(defs, [c for c in crawls if c not in skipped], skipped)
+    return timings
 
-    for crawl in crawls:
-        try:
-            stage("ingest", "ingest_crawl", partition_key=crawl)
-        except HeadlessRunError as exc:
-            skipped[crawl] = str(exc)
-            say(f"crawl {crawl} skipped: {exc}")
-    crawls = [c for c in crawls if c not in skipped]
+
+def _check_ingested(defs: dg.Definitions, crawls: list[str], skipped: dict[str, str]) -> None:
     if not crawls:
         raise HeadlessRunError("no crawl could be ingested: " + "; ".join(f"{c}: {why}" for c, why in skipped.items()))
     store_path = defs.resources["store"].database
@@ -164,14 +199,6 @@ def run_stages_before_rounds(defs: dg.Definitions, instance: dg.DagsterInstance,
                 f"no document was kept from {', '.join(crawls)}: every row was quarantined ("
                 + ", ".join(f"{n:,} {reason}" for reason, n in reasons)
                 + f"); the quarantine table of {store_path} has each row's reason")
-    stage("warm-up", "warmup", run_config={"ops": {"warmup_extractions": {"config": {
-        "fraction": warmup_fraction, "seed": seed}}}})
-    if tune_embedder:
-        stage("embedder", "tune_embedder", run_config={"ops": {"embedder": {"config": {"seed": seed}}}})
-    for crawl in crawls:
-        stage("embeddings", "embed_crawl", partition_key=crawl)
-    stage("clusters", "cluster", run_config={"ops": {"clusters": {"config": {"recluster": True, "seed": seed}}}})
-    return timings
 
 
 def run_headless(

@@ -15,9 +15,8 @@ from equal_dagster.core.store import Store
 from equal_dagster.definitions import build_definitions
 from equal_dagster.demo.corpus import CRAWL_NAMES, DemoCorpus, generate_eval_set, write_demo_data
 from equal_dagster.demo.tiny_model import build_tiny_causal_lm
-from equal_dagster.headless import execute_job, materialization_metadata, play_rounds
+from equal_dagster.headless import Stage, execute_job, materialization_metadata, play_rounds, run_stages_before_rounds
 from equal_dagster.instance import persistent_instance, release_dead_runs
-from equal_dagster.partitions import crawls_partitions
 from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.evaluator import EvaluatorResource
 from equal_dagster.resources.llm import ExtractionResource
@@ -134,46 +133,56 @@ def run_demo(
                                   tasks_dir=str(paths.home / "eval_tasks"), task_prefix="demo_math")
     defs = build_definitions(paths, llm=ExtractionResource(backend="rules"), bandit=bandit, trainer=trainer,
                              evaluator=evaluator)  # no model needed for extraction
-    known = set(instance.get_dynamic_partitions(crawls_partitions.name))
-    instance.add_dynamic_partitions(crawls_partitions.name, [c for c in CRAWL_NAMES if c not in known])
-    summaries = []
-    for crawl in CRAWL_NAMES:
-        say(f"materializing corpus[{crawl}] ...")
-        result = execute_job(defs, "ingest_crawl", instance, partition_key=crawl, say=say)
-        metadata = materialization_metadata(result, "corpus")
-        summaries.append(CrawlSummary(crawl, metadata["rows_read"], metadata["documents_kept"],
-                                      metadata["duplicates"], metadata["quarantined"], result.run_id))
-    say("")
-    say(markdown_table(
-        ["crawl", "rows read", "documents", "duplicates", "quarantined", "Dagster run"],
-        [(s.crawl_id, s.rows_read, s.documents_kept, s.duplicates, s.quarantined, s.run_id[:8]) for s in summaries],
-    ))
-    say("")
-    say(f"materializing warmup_extractions (5% of the corpus, at most a fifth of the budget ({bandit.budget}), rules "
-        "backend) ...")
-    result = execute_job(defs, "warmup", instance, say=say)
-    metadata = materialization_metadata(result, "warmup_extractions")
-    warmup = WarmupSummary(metadata["documents_sampled"], metadata["qa_pairs"], metadata["documents_by_status"], result.run_id)
-    say(f"warm-up (round 0): {warmup.documents_sampled:,} of {metadata['corpus_documents']:,} documents sampled, "
-        f"{warmup.qa_pairs:,} QA pairs extracted")
-    say(warmup.status_table)
-    say("")
-    say("materializing embedder (contrastive warm-up of all-MiniLM-L6-v2 on the warm-up pairs, about a minute) ...")
-    result = execute_job(defs, "tune_embedder", instance, say=say)
-    tuned = materialization_metadata(result, "embedder")
-    say(f"embedder: {tuned['embedder_id']} ({tuned['reason']}); held-out recall from a document to its QA pairs:")
-    say(tuned["held_out_recall"])
-    say("")
-    for crawl in CRAWL_NAMES:
-        say(f"materializing embeddings[{crawl}] (on CPU: about half a minute each) ...")
-        execute_job(defs, "embed_crawl", instance, partition_key=crawl, say=say)
-    say("materializing clusters (faiss k-means, one arm per 5 warm-up documents) ...")
-    result = execute_job(defs, "cluster", instance, say=say)
-    clusters = materialization_metadata(result, "clusters")
-    say(f"clusters {clusters['clustering_id']}: {clusters['dagster/row_count']:,} documents in {clusters['clusters']} "
-        f"clusters (the bandit's arms), assignments {clusters['assignments']}; the largest:")
-    say("\n".join(clusters["clusters_table"].splitlines()[:12]))
-    say("")
+    summaries: list[CrawlSummary] = []
+    warmups: list[WarmupSummary] = []
+    announcements = {
+        "ingest": "materializing corpus[{crawl}] ...",
+        "warm-up": f"materializing warmup_extractions (5% of the corpus, at most a fifth of the budget ({bandit.budget}), "
+                   "rules backend) ...",
+        "embedder": "materializing embedder (contrastive warm-up of all-MiniLM-L6-v2 on the warm-up pairs, about a "
+                    "minute) ...",
+        "embeddings": "materializing embeddings[{crawl}] (on CPU: about half a minute each) ...",
+        "clusters": "materializing clusters (faiss k-means, one arm per 5 warm-up documents) ...",
+    }
+
+    def report(stage: Stage, crawl: str | None, result) -> None:
+        """What the demo shows of each stage."""
+        if stage.job == "ingest_crawl":
+            metadata = materialization_metadata(result, "corpus")
+            summaries.append(CrawlSummary(crawl, metadata["rows_read"], metadata["documents_kept"],
+                                          metadata["duplicates"], metadata["quarantined"], result.run_id))
+            if crawl == CRAWL_NAMES[-1]:
+                say("")
+                say(markdown_table(
+                    ["crawl", "rows read", "documents", "duplicates", "quarantined", "Dagster run"],
+                    [(s.crawl_id, s.rows_read, s.documents_kept, s.duplicates, s.quarantined, s.run_id[:8])
+                     for s in summaries]))
+                say("")
+        elif stage.job == "warmup":
+            metadata = materialization_metadata(result, "warmup_extractions")
+            warmup = WarmupSummary(metadata["documents_sampled"], metadata["qa_pairs"], metadata["documents_by_status"],
+                                   result.run_id)
+            warmups.append(warmup)
+            say(f"warm-up (round 0): {warmup.documents_sampled:,} of {metadata['corpus_documents']:,} documents "
+                f"sampled, {warmup.qa_pairs:,} QA pairs extracted")
+            say(warmup.status_table)
+            say("")
+        elif stage.job == "tune_embedder":
+            tuned = materialization_metadata(result, "embedder")
+            say(f"embedder: {tuned['embedder_id']} ({tuned['reason']}); held-out recall from a document to its QA "
+                "pairs:")
+            say(tuned["held_out_recall"])
+            say("")
+        elif stage.job == "cluster":
+            clusters = materialization_metadata(result, "clusters")
+            say(f"clusters {clusters['clustering_id']}: {clusters['dagster/row_count']:,} documents in "
+                f"{clusters['clusters']} clusters (the bandit's arms), assignments {clusters['assignments']}; the "
+                "largest:")
+            say("\n".join(clusters["clusters_table"].splitlines()[:12]))
+            say("")
+
+    run_stages_before_rounds(defs, instance, list(CRAWL_NAMES), seed, recluster=False, say=say, on_result=report,
+                             announce=lambda stage, crawl: announcements[stage.name].format(crawl=crawl))
     with Store.open(paths.store, read_only=True) as store:
         already = store.last_round_no()
     if already:  # a second `equal demo` in the same home: the rounds stand (they cannot be played again)
@@ -198,4 +207,4 @@ def run_demo(
     say("")
     say(f"store: {paths.store}")
     say("see the runs, assets and their metadata: make ui  (then open http://127.0.0.1:3000)")
-    return summaries, warmup
+    return summaries, warmups[-1]
