@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.store import Store
 from equal_dagster.core.warmup import WARMUP_FRACTION
 from equal_dagster.definitions import build_definitions
-from equal_dagster.instance import PoolWatch, persistent_instance, release_dead_runs
+from equal_dagster.instance import HOST_TAG, PoolWatch, persistent_instance, release_dead_runs
 from equal_dagster.partitions import crawls_partitions, rounds_partitions
 from equal_dagster.resources.bandit import BanditResource
 
@@ -58,7 +59,8 @@ def execute_job(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, *,
     config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": level}}}}
     with PoolWatch(instance, run_id, say):
         result = defs.resolve_job_def(job).execute_in_process(
-            instance=instance, partition_key=partition_key, run_config=config, raise_on_error=False, run_id=run_id)
+            instance=instance, partition_key=partition_key, run_config=config, raise_on_error=False, run_id=run_id,
+            tags={HOST_TAG: socket.gethostname()})
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
         why = failures[0].step_failure_data.error.message.strip() if failures and failures[0].step_failure_data.error else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ def persistent_instance(paths: EqualPaths) -> dg.DagsterInstance:
 # process is gone is failed here with the reason, and its slots freed. Dagster's run monitoring cannot see it: the
 # default run launcher and in-process runs have no worker health check.
 LIVE_STATUSES = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
+HOST_TAG = "equal/host"  # the machine a run executes on (set by `equal`'s runs): a pid means something only there
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ def dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
     found = []
     for record in instance.get_run_records(dg.RunsFilter(statuses=list(LIVE_STATUSES))):
         run = record.dagster_run
+        if run.tags.get(HOST_TAG, socket.gethostname()) != socket.gethostname():
+            continue  # another machine's run: its pid says nothing here
         pid = run_pid(instance, run.run_id)
         if pid is None:
             continue  # not started yet (a launcher or the daemon is still on it)
