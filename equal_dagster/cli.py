@@ -91,7 +91,7 @@ def cmd_rounds(args: argparse.Namespace) -> int:
     for metadata in played:
         print(f"r{metadata['round_no']:04d}: {metadata['documents']} documents, {metadata['qa_pairs']} QA pairs, "
               f"reward {metadata['round_reward']:.4f}, {metadata['documents_spent_total']} documents spent, "
-              f"budget left {metadata['budget_left_documents']}")
+              f"budget left {'no limit' if metadata['budget_left_documents'] is None else metadata['budget_left_documents']}")
     if played and played[-1]["budget_spent"]:
         print("the budget (or every candidate document) is spent")
     return 0

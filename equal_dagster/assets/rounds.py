@@ -42,6 +42,11 @@ def reward_plot(history: list[dict]) -> str:
     return markdown
 
 
+def _or_null(value):
+    """A metadata value, or Dagster's null for "none" (not a sentinel such as -1 or NaN)."""
+    return dg.MetadataValue.null() if value is None else value
+
+
 def arms_table(report: RoundReport, top_terms: dict[int, list[str]]) -> str:
     rewards = {r.arm: r for r in report.rewards}
     rows = []
@@ -111,18 +116,18 @@ def bandit_rounds(context: dg.AssetExecutionContext, config: RoundConfig, store:
         "documents": report.documents,
         "qa_pairs": report.qa_pairs,
         "round_reward": report.round_reward,
-        "ot_distance": report.round_distance if report.round_distance is not None else float("nan"),
+        "ot_distance": _or_null(report.round_distance),
         "arms": dg.MetadataValue.md(arms_table(report, top_terms)),
         "warm_start_arms": len(report.warm_start),
         "arms_per_round": report.shape.arms_per_round,
         "docs_per_arm": report.shape.docs_per_arm,
-        "expected_rounds": report.shape.expected_rounds if report.shape.expected_rounds is not None else float("nan"),
+        "expected_rounds": _or_null(report.shape.expected_rounds),
         "round_shape": dg.MetadataValue.json(report.shape.as_json()),
         "documents_spent_total": report.docs_spent_total,
         "tokens_spent_total": report.tokens_spent_total,
         "qa_pairs_total": qa_total,
-        "budget_left_documents": report.docs_left if report.docs_left is not None else -1,
-        "budget_left_tokens": report.tokens_left if report.tokens_left is not None else -1,
+        "budget_left_documents": _or_null(report.docs_left),  # null: no such limit
+        "budget_left_tokens": _or_null(report.tokens_left),
         "candidates_left": report.candidates_left,
         "budget_spent": report.budget_spent,
         "backend_calls": totals["backend_calls"],
