@@ -19,7 +19,7 @@ from dagster._core.utils import make_new_run_id
 from equal_dagster.core.corpus import display_name
 from equal_dagster.core.crawls import scan_crawl_folder
 from equal_dagster.core.embedding import Embedder
-from equal_dagster.core.rounds import MAX_FAILURE_SHARE, harvest_summary, round_key
+from equal_dagster.core.rounds import MAX_FAILURE_SHARE, RoundAlreadyPlayed, harvest_summary, round_key
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.store import Store
 from equal_dagster.core.warmup import WARMUP_FRACTION
@@ -34,7 +34,12 @@ MAX_ROUNDS_TAKEN = 100  # rounds another run may take from under `equal rounds` 
 
 
 class HeadlessRunError(RuntimeError):
-    """A stage that failed, or a home that cannot be used for a fresh run."""
+    """A stage that failed, or a home that cannot be used for a fresh run. ``refusal``: the class of the refusal the
+    step failed with (``RoundAlreadyPlayed``, ...), when it says."""
+
+    def __init__(self, message: str, refusal: str | None = None):
+        super().__init__(message)
+        self.refusal = refusal
 
 
 def _stderr(message: str) -> None:
@@ -63,8 +68,11 @@ def execute_job(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, *,
             tags={HOST_TAG: socket.gethostname()})
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
-        why = failures[0].step_failure_data.error.message.strip() if failures and failures[0].step_failure_data.error else ""
-        raise HeadlessRunError(f"{job}{f'[{partition_key}]' if partition_key else ''} failed (run {result.run_id}): {why}")
+        data = failures[0].step_failure_data if failures else None
+        why = data.error.message.strip() if data and data.error else ""
+        refusal = data.user_failure_data.metadata.get("refusal") if data and data.user_failure_data else None
+        raise HeadlessRunError(f"{job}{f'[{partition_key}]' if partition_key else ''} failed (run {result.run_id}): {why}",
+                               refusal.value if refusal is not None else None)
     return result
 
 
@@ -99,7 +107,7 @@ def play_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, store_path: 
             result = execute_job(defs, "bandit_round", instance, partition_key=key, say=say)
         except HeadlessRunError as exc:
             # another run played this round while this one waited for the store: go on with the next one
-            if "was already played" not in str(exc) or taken >= MAX_ROUNDS_TAKEN:
+            if exc.refusal != RoundAlreadyPlayed.__name__ or taken >= MAX_ROUNDS_TAKEN:
                 raise
             taken += 1
             say(f"round {key} was played by another run meanwhile; going on with the next round")

@@ -92,8 +92,8 @@ def bandit_rounds(context: dg.AssetExecutionContext, config: RoundConfig, store:
         try:
             report = play_round(db, round_no, extractor, embedder, reference, settings, dagster_run_id=context.run_id,
                                 replay=config.replay, log=context.log.info)
-        except (RoundRefused, RoundFailed) as exc:
-            raise dg.Failure(description=str(exc)) from exc
+        except (RoundRefused, RoundFailed) as exc:  # the refusal's class goes with it, for callers to act on
+            raise dg.Failure(description=str(exc), metadata={"refusal": type(exc).__name__}) from exc
         history = round_history(db)
         qa_total = int(sum(h["qa_pairs"] for h in history))
         top_terms = {}

@@ -54,7 +54,8 @@ def estimate_cost(store: Store, config: ExtractionConfig, budget: Budget, *, pri
     corpus = store.document_count()
     if config.backend == "rules":
         documents = budget.document_limit(corpus) or corpus
-        return Estimate(corpus, min(documents, corpus), 0, 0, 0.0, 0.0, True, 0, 0, "none", 0, 0.0 if price_in else None)
+        return Estimate(corpus, min(documents, corpus), 0, 0, 0.0, 0.0, True, 0, 0, "none", 0,
+                        None if price_in is None and price_out is None else 0.0)
     sample = store.random_documents(SAMPLE_DOCUMENTS, seed)["text"].to_list()
     first = load_prompt("equal-qa" if config.strategy == "equal" else "reinstruct-reverse", prompt_dir=config.prompt_dir)
     counter = TokenCounter(config.tokenizer)

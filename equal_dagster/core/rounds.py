@@ -84,6 +84,10 @@ class RoundRefused(ValueError):
     nothing to draw."""
 
 
+class RoundAlreadyPlayed(RoundRefused):
+    """The round exists and no replay was asked for: another run played it (the caller may go on with the next)."""
+
+
 class RoundFailed(RuntimeError):
     """A round whose extraction failed at the backend for too many documents (see the module's rules)."""
 
@@ -276,7 +280,7 @@ def check_round(store: Store, round_no: int, settings: RoundSettings,
         raise RoundRefused(f"round numbers start at 1 (round 0 is the warm-up), got {round_no}")
     played = store.round_by_no(round_no)
     if played is not None and not replay and not store.rounds_after(round_no):
-        raise RoundRefused(
+        raise RoundAlreadyPlayed(
             f"round {round_key(round_no)} was already played (Dagster run {played['dagster_run_id']}, finished "
             f"{played['finished_at']:%Y-%m-%d %H:%M:%S} UTC): go on with {round_key(round_no + 1)}, or ask for a "
             f"replay (run config `replay: true`) to play {round_key(round_no)} again and replace it")

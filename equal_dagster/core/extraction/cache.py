@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import polars as pl
+from equal_dagster.core.store import table_frame
 
 
 def cache_key(
@@ -64,11 +64,10 @@ class StoreResponseCache:
     def put_many(self, responses: Iterable[CachedResponse]) -> None:
         rows = list(responses)
         if rows:
-            self.store.save_responses(pl.DataFrame([r.__dict__ for r in rows], schema=CACHE_SCHEMA, orient="row"))
+            self.store.save_responses(table_frame("llm_cache", {f: [getattr(r, f) for r in rows] for f in _FIELDS}))
 
 
-CACHE_SCHEMA = {"cache_key": pl.String, "backend": pl.String, "model": pl.String, "prompt_version": pl.String,
-                "response": pl.String, "tokens_in": pl.Int64, "tokens_out": pl.Int64, "latency_s": pl.Float64}
+_FIELDS = tuple(CachedResponse.__dataclass_fields__)
 
 
 class InMemoryResponseCache:
