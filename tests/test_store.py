@@ -134,7 +134,7 @@ def test_rows_of_a_write_cut_off_by_a_crash_are_deleted_on_the_next_open(tmp_pat
         # what a process killed mid-write leaves: rows under a write id that never became current
         orphan = doc_rows("c1", ["x", "y"]).with_columns(pl.lit("dead-write").alias("write_id"))
         store.conn.register("orphan", orphan.to_arrow())
-        store.conn.execute("INSERT INTO documents_rows SELECT * FROM orphan")
+        store.conn.execute("INSERT INTO documents_rows BY NAME SELECT * FROM orphan")
         assert store.documents()["doc_id"].to_list() == ["a"]
     with Store.open(tmp_path / "s.duckdb") as store:
         assert store.documents()["doc_id"].to_list() == ["a"]

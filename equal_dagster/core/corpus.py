@@ -1,8 +1,9 @@
 """Crawl ingestion: crawl files in, documents and quarantine rows out.
 
 A crawl is a folder (searched recursively) or a single file of JSON Lines (``.jsonl``, ``.ndjson``, either
-gzipped), or Parquet. Every input row ends in exactly one place: a document, a duplicate, or a quarantine
-row with its reason. Nothing is dropped silently.
+gzipped), Parquet, WARC or WET (``.warc``, ``.warc.gz``, ``.warc.wet.gz``) or HTML (``.html``, ``.htm``; web
+records are read by :mod:`.web`). Every input row (every page record of a WARC file) ends in exactly one place:
+a document, a duplicate, or a quarantine row with its reason. Nothing is dropped silently.
 
 Rules applied to each row, in order (DataTrove-style: each one counts what it keeps and drops):
 
@@ -15,8 +16,10 @@ Rules applied to each row, in order (DataTrove-style: each one counts what it ke
    leading indentation is kept, so code stays code); trailing spaces dropped; three or more line breaks
    folded to two.
 4. The id field, when present, must be a string or integer of at most 256 printable characters -> else
-   ``invalid_id``. ``doc_id`` is that id; without one it is derived from the content hash and the source
-   (url, else the file), so re-ingesting gives the same id.
+   ``invalid_id``. ``doc_id`` is that id (a WARC record's id); without one it is derived from the content hash
+   and the source (url, else the file), so re-ingesting gives the same id.
+4b. The language is identified (:func:`.web.detect_language`) and stored; with a language filter
+   (``CrawlFormat.languages``), a document in another language -> ``wrong_language``.
 5. Exact duplicates (same normalized text, by content hash) within and across crawls are kept once; later
    copies are recorded with reason ``duplicate`` naming the document kept. An id already used for a
    different text -> ``id_conflict``.
@@ -50,6 +53,7 @@ from typing import Any, BinaryIO
 import pyarrow.parquet as pq
 
 from equal_dagster.core.store import PartitionWriter, Store, StoreMemoryError, table_frame
+from equal_dagster.core.web import HTML_SUFFIXES, WEB_SUFFIXES, WebRow, detect_language, read_html_file, read_warc
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -69,6 +73,7 @@ UNREADABLE_FILE = "unreadable_file"
 OUTSIDE_CRAWL_DIR = "outside_crawl_dir"
 UNSUPPORTED_FILE = "unsupported_file"
 BAD_FILE_NAME = "bad_file_name"
+WRONG_LANGUAGE = "wrong_language"
 
 FILE_LEVEL_REASONS = {UNREADABLE_FILE, OUTSIDE_CRAWL_DIR, UNSUPPORTED_FILE, BAD_FILE_NAME}
 MAX_ID_CHARS = 256
@@ -87,6 +92,7 @@ class CrawlFormat:
     id_field: str | None = "id"
     url_field: str | None = "url"
     max_doc_bytes: int = 1_000_000
+    languages: tuple[str, ...] = ()  # ISO 639-1 codes to keep; empty: keep every language
 
 
 @dataclass
@@ -102,6 +108,7 @@ class IngestReport:
     quarantined: Counter = field(default_factory=Counter)
     blank_lines: int = 0
     skipped_files: int = 0
+    records_skipped: Counter = field(default_factory=Counter)  # WARC records that are not pages, by type
     bytes_read: int = 0
     seconds: float = 0.0
 
@@ -174,6 +181,7 @@ class RawRow:
     detail: str | None = None
     excerpt: str = ""
     n_bytes: int = 0
+    record_type: str | None = None  # a WARC record that is not a page (counted, not a row)
 
 
 @dataclass(frozen=True)
@@ -185,6 +193,9 @@ class CandidateDocument:
     text: str
     content_hash: str
     excerpt: str
+    title: str | None = None
+    language: str = ""
+    html: str | None = None
 
 
 @dataclass(frozen=True)
@@ -298,6 +309,31 @@ def read_parquet(path: Path, source_file: str, fmt: CrawlFormat, progress: Calla
                      f"reading stopped after row {line_no}: {type(exc).__name__}: {exc}")
 
 
+def _web_row(row: WebRow, source_file: str, fmt: CrawlFormat) -> RawRow:
+    """A web record as a row of the crawl's format: its text, id and url under the format's field names."""
+    if row.record is None:
+        return RawRow(source_file, row.number, None, row.reason, row.detail, row.excerpt, row.n_bytes, row.record_type)
+    record = dict(row.record)
+    fields = {fmt.text_field: record.pop("text"), fmt.id_field: record.pop("id", None), fmt.url_field: record.pop("url", None)}
+    record.update({k: v for k, v in fields.items() if k is not None and v is not None})
+    return RawRow(source_file, row.number, record, excerpt=row.excerpt or _excerpt(record[fmt.text_field]), n_bytes=row.n_bytes)
+
+
+def read_web(path: Path, source_file: str, fmt: CrawlFormat, progress: Callable[[int], None]) -> Iterator[RawRow]:
+    """Pages of a WARC/WET file or of an HTML file (:mod:`.web`), as rows."""
+    if path.name.endswith(HTML_SUFFIXES):
+        yield _web_row(read_html_file(path, fmt.max_doc_bytes), source_file, fmt)
+        return
+    for row in read_warc(path, fmt.max_doc_bytes, progress):
+        yield _web_row(row, source_file, fmt)
+
+
+def _reader(name: str) -> Callable[[Path, str, CrawlFormat, Callable[[int], None]], Iterator[RawRow]]:
+    if name.endswith(PARQUET_SUFFIXES):
+        return read_parquet
+    return read_web if name.endswith(WEB_SUFFIXES) else read_jsonl
+
+
 def to_candidate(row: RawRow, fmt: CrawlFormat) -> CandidateDocument | Rejection:
     """Rules 3 and 4 of the module doc: the text and id fields of a parsed row."""
     record = row.record
@@ -320,6 +356,9 @@ def to_candidate(row: RawRow, fmt: CrawlFormat) -> CandidateDocument | Rejection
     url = str(url) if url is not None and not isinstance(url, (dict, list)) else None
     if url is not None and _has_surrogates(url):
         url = url.encode("utf-8", "backslashreplace").decode("utf-8")
+    language = detect_language(text)
+    if fmt.languages and language not in fmt.languages:
+        return reject(WRONG_LANGUAGE, f"language {language or 'unknown'!r}, not one of {', '.join(fmt.languages)}")
     text_hash = content_hash(text)
     given_id = record.get(fmt.id_field) if fmt.id_field else None
     if given_id is None:
@@ -330,7 +369,9 @@ def to_candidate(row: RawRow, fmt: CrawlFormat) -> CandidateDocument | Rejection
         doc_id = str(given_id)
         if not doc_id or len(doc_id) > MAX_ID_CHARS or not doc_id.isprintable() or _has_surrogates(doc_id):
             return reject(INVALID_ID, f"field {fmt.id_field!r} must be 1 to {MAX_ID_CHARS} printable characters")
-    return CandidateDocument(doc_id, row.source_file, row.line_no, url, text, text_hash, row.excerpt)
+    title, html = record.get("title"), record.get("html")
+    return CandidateDocument(doc_id, row.source_file, row.line_no, url, text, text_hash, row.excerpt,
+                             title if isinstance(title, str) else None, language, html if isinstance(html, str) else None)
 
 
 # -- files -----------------------------------------------------------------------------------------------
@@ -352,7 +393,7 @@ def is_inside(path: Path, root: Path) -> bool:
 
 
 def _is_crawl_file(name: str) -> bool:
-    return name.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES)
+    return name.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES + WEB_SUFFIXES)
 
 
 def _is_marker(name: str) -> bool:
@@ -401,7 +442,7 @@ def _classify(path: Path, crawl_root: Path, source_file: str) -> CrawlFile:
         return CrawlFile(source_file, path, OUTSIDE_CRAWL_DIR, f"{path} resolves to {path.resolve()}, outside {crawl_root}")
     if not _is_crawl_file(path.name):
         return CrawlFile(source_file, path, UNSUPPORTED_FILE,
-                         f"not one of {', '.join(JSONL_SUFFIXES + PARQUET_SUFFIXES)}")
+                         f"not one of {', '.join(JSONL_SUFFIXES + PARQUET_SUFFIXES + WEB_SUFFIXES)}")
     return CrawlFile(source_file, path)
 
 
@@ -453,17 +494,20 @@ def ingest_crawl(
 
     try:
         with (store.bounded_memory(limit),
-              store.replace_partition("crawl_id", crawl_id, ["documents", "quarantine"]) as writer):
+              store.replace_partition("crawl_id", crawl_id, ["documents", "quarantine", "pages"]) as writer):
             batch = _Batch()
             for crawl_file in files:
                 if crawl_file.refusal:
                     batch.rejections.append(Rejection(crawl_file.source_file, 0, crawl_file.refusal, crawl_file.refusal_detail, ""))
                     continue
                 position = [0]
-                reader = read_parquet if crawl_file.path.name.endswith(PARQUET_SUFFIXES) else read_jsonl
+                reader = _reader(crawl_file.path.name)
                 for row in reader(crawl_file.path, crawl_file.source_file, fmt, lambda p: position.__setitem__(0, p)):
                     if row.reason is None and row.record is None:
-                        report.blank_lines += 1
+                        if row.record_type:
+                            report.records_skipped[row.record_type] += 1
+                        else:
+                            report.blank_lines += 1
                         continue
                     if row.reason not in FILE_LEVEL_REASONS:
                         report.rows_read += 1
@@ -473,7 +517,7 @@ def ingest_crawl(
                         outcome = to_candidate(row, fmt)
                         if isinstance(outcome, CandidateDocument):
                             batch.candidates.append(outcome)
-                            batch.text_bytes += len(outcome.text)
+                            batch.text_bytes += len(outcome.text) + len(outcome.html or "")
                         else:
                             batch.rejections.append(outcome)
                     if len(batch) >= batch_size or batch.text_bytes >= batch_bytes:
@@ -540,6 +584,15 @@ def _flush(writer: PartitionWriter, batch: _Batch, crawl_id: str, now: datetime,
             "n_chars": [len(d.text) for d in kept],
             "content_hash": [d.content_hash for d in kept],
             "ingested_at": [now] * len(kept),
+            "title": [d.title for d in kept],
+            "language": [d.language for d in kept],
+        }))
+    pages = [d for d in kept if d.html is not None]
+    if pages:
+        writer.insert("pages", table_frame("pages", {
+            "doc_id": [d.doc_id for d in pages],
+            "crawl_id": [crawl_id] * len(pages),
+            "html": [d.html for d in pages],
         }))
     if rejections:
         writer.insert("quarantine", table_frame("quarantine", {

@@ -33,7 +33,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Table name -> (column name -> DuckDB type), in column order; and the primary key.
 TABLES: dict[str, dict[str, str]] = {
@@ -47,6 +47,15 @@ TABLES: dict[str, dict[str, str]] = {
         "n_chars": "INTEGER NOT NULL",
         "content_hash": "VARCHAR NOT NULL",
         "ingested_at": "TIMESTAMP NOT NULL",
+        # schema version 7 (issue 16): the page's title (web pages), the language identified (ISO 639-1; "" unknown)
+        "title": "VARCHAR",
+        "language": "VARCHAR",
+    },
+    # The raw HTML of web pages (schema version 7), kept for the rules backend's harvest of marked-up Q&A.
+    "pages": {
+        "doc_id": "VARCHAR NOT NULL",
+        "crawl_id": "VARCHAR NOT NULL",
+        "html": "VARCHAR NOT NULL",
     },
     "quarantine": {
         "crawl_id": "VARCHAR NOT NULL",
@@ -188,6 +197,7 @@ TABLES: dict[str, dict[str, str]] = {
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "documents": ("doc_id",),
+    "pages": ("doc_id",),
     "quarantine": ("crawl_id", "source_file", "line_no"),
     "embeddings": ("doc_id", "embedder_id"),
     "clusters": ("doc_id", "clustering_id"),
@@ -208,6 +218,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
 # in itself, so an interrupted embedding run resumes where it stopped (schema version 3).
 PARTITIONED: dict[str, str] = {
     "documents": "crawl_id",
+    "pages": "crawl_id",
     "quarantine": "crawl_id",
     "clusters": "clustering_id",
     "cluster_summaries": "clustering_id",
@@ -270,6 +281,8 @@ MIGRATIONS: dict[int, list[Any]] = {  # SQL strings, or functions of the connect
     5: _create_table_sql("model_training_pairs"),
     # Selection defaults (issue 13): clusters as Gaussians, for the bandit's neighbour sharing.
     6: _add_columns_sql("cluster_summaries", ["mean", "spread"]),
+    # Web crawls (issue 16): pages' titles and languages; their raw HTML.
+    7: _add_columns_sql("documents", ["title", "language"]) + _create_table_sql("pages"),
 }
 
 
@@ -751,6 +764,25 @@ class Store:
     def llm_cache_size(self) -> int:
         return self.conn.execute("SELECT count(*) FROM llm_cache").fetchone()[0]
 
+    def crawl_harvest(self, crawl_id: str) -> dict[str, int]:
+        """What the rounds (the warm-up included) took from one crawl: its documents, those extracted, those that
+        gave QA pairs, and the pairs."""
+        row = self.conn.execute(
+            "SELECT (SELECT count(*) FROM documents WHERE crawl_id = $c), count(DISTINCT e.doc_id), "
+            "count(DISTINCT q.doc_id), count(DISTINCT q.qa_id) FROM extractions e JOIN documents d USING (doc_id) "
+            "LEFT JOIN qa_pairs q ON q.doc_id = e.doc_id AND q.round_id = e.round_id WHERE d.crawl_id = $c",
+            {"c": crawl_id},
+        ).fetchone()
+        return dict(zip(("documents", "extracted", "with_pairs", "qa_pairs"), row))
+
+    def extraction_statuses(self) -> tuple[dict[str, int], set[str]]:
+        """Documents per extraction status over every round, and the backends they went to."""
+        rows = self.conn.execute("SELECT status, backend, count(*) FROM extractions GROUP BY ALL").fetchall()
+        by_status: dict[str, int] = {}
+        for status, _, n in rows:
+            by_status[status] = by_status.get(status, 0) + n
+        return by_status, {backend for _, backend, _ in rows}
+
     def extractions(self, round_id: str | None = None) -> pl.DataFrame:
         return self.conn.execute(
             "SELECT * FROM extractions WHERE ? IS NULL OR round_id = ? ORDER BY round_id, doc_id",
@@ -792,6 +824,12 @@ class Store:
             return self.conn.execute(
                 f"SELECT d.doc_id, d.text FROM documents d JOIN {name} k ON d.doc_id = k.key ORDER BY k.position"
             ).pl()
+
+    def page_html(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        """The raw HTML of those of these documents that are web pages (doc_id -> HTML)."""
+        with _registered(self.conn, _keys_in_order(doc_ids)) as name:
+            rows = self.conn.execute(f"SELECT p.doc_id, p.html FROM pages p JOIN {name} k ON p.doc_id = k.key").fetchall()
+        return dict(rows)
 
     def insert_embeddings(self, rows: pl.DataFrame) -> None:
         """Append vectors (committed at once; a vector already there for its doc_id and embedder_id is kept)."""
