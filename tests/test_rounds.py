@@ -108,7 +108,7 @@ def test_rounds_run_in_order_and_the_latest_can_be_rerun(home, instance, capsys)
     text = capsys.readouterr().out
     for link in ("source      ", ".jsonl", "crawl       crawl-2026-", "document    ", "first line:", "cluster     ",
                  "top terms:", f"round       {round_id} (policy equal_ucb", "arm reward", "extraction  backend rules",
-                 "prompt rules/v1", "question    ", "answer      ", "written by  rules", "quality     not scored yet"):
+                 "prompt rules/v2", "question    ", "answer      ", "written by  rules", "quality     not scored yet"):
         assert link in text, link
     assert round_id == "r0002" or run_id in text  # r0002 was re-run: its rows carry the re-run's id
     assert main(["--home", str(home.home), "lineage", qa_id, "--json"]) == 0

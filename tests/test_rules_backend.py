@@ -139,7 +139,7 @@ def test_rule_extractor_results_and_counters():
     docs = [Document("a", Q_A), Document("b", NO_STRUCTURE[0])]
     run = RuleExtractor().extract(docs)
     assert [r.status for r in run.results] == ["ok", "no_qa"]
-    assert run.results[0].backend == "rules" and run.results[0].prompt_version == "rules/v1"
+    assert run.results[0].backend == "rules" and run.results[0].prompt_version == "rules/v2"
     assert run.totals()["qa_pairs"] == 2 and run.totals()["backend_calls"] == 0
     assert run.counters["status_ok"] == 1 and run.counters["status_no_qa"] == 1
 

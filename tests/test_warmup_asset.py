@@ -55,7 +55,7 @@ def test_rules_warmup_writes_round_zero_with_its_ledger(paths, instance, monkeyp
     result = warmup(paths, instance, fraction=0.25, seed=3, max_budget_share=0.25)
     metadata = metadata_of(result)
     assert metadata["documents_sampled"] == math.ceil(0.25 * 40) == 10
-    assert metadata["backend"] == "rules" and metadata["prompt_version"] == "rules/v1"
+    assert metadata["backend"] == "rules" and metadata["prompt_version"] == "rules/v2"
     assert metadata["dagster/row_count"] == metadata["qa_pairs"] > 0
     assert "| ok |" in metadata["documents_by_status"] and "question" in metadata["preview"]
     assert [c.name for c in metadata["dagster/column_schema"].columns][:3] == ["qa_id", "doc_id", "round_id"]

@@ -66,7 +66,7 @@ from equal_dagster.core.bandit import (
 from equal_dagster.core.baselines import negatives_wanted, reference_classifier_scores, reference_similarity, top_documents
 from equal_dagster.core.extraction import Document, ExtractionRun
 from equal_dagster.core.extraction.ledger import extraction_rows, qa_pair_rows
-from equal_dagster.core.extraction.results import TRANSIENT_FAILURES
+from equal_dagster.core.extraction.results import TRANSIENT_FAILURES, why_no_pairs
 from equal_dagster.core.reward import OTSettings, ReferenceSet, embed_qa_pairs, embed_texts, ot_distance, ot_reward
 from equal_dagster.core.store import Store, table_frame
 
@@ -339,6 +339,13 @@ def rank_documents(store: Store, policy: str, round_no: int, embedder, reference
     return candidates[top_documents(ids, scores, n)]
 
 
+def documents_to_extract(store: Store, sample: Any) -> list[Document]:
+    """The drawn rows (doc_id, text) as documents, each web page with its raw HTML."""
+    doc_ids = sample["doc_id"].to_list()
+    html = store.page_html(doc_ids)
+    return [Document(d, t, html.get(d)) for d, t in zip(doc_ids, sample["text"].to_list())]
+
+
 def check_failures(run: ExtractionRun, round_id: str, max_share: float) -> None:
     """Raise :class:`RoundFailed` with the cause when at least ``max_share`` of the round's documents failed at the
     backend (see the module's rules)."""
@@ -474,7 +481,7 @@ def play_round(
             drawn = draw_documents(store, round_no, settings, shape, clustering_id, embedder, reference,
                                    reference_vectors, docs_left, say)
         say(f"round {round_id} ({params.policy}): {drawn.sample.height:,} documents{describe_choices(drawn.choices)}")
-        documents = [Document(d, t) for d, t in zip(drawn.sample["doc_id"].to_list(), drawn.sample["text"].to_list())]
+        documents = documents_to_extract(store, drawn.sample)
         with timed(timings, "extraction_s"):
             run, docs_charged = extract_round(store, round_no, extractor, documents, settings)
         with timed(timings, "reward_s"):
@@ -512,6 +519,7 @@ class HarvestSummary:
     ot_distance: float | None
     ot_embedder_id: str
     per_round: list[dict]
+    why_no_pairs: str | None = None  # the likely cause when no round found a pair
 
     def as_json(self) -> dict:
         return self.__dict__.copy()
@@ -529,8 +537,10 @@ def harvest_summary(store: Store, embedder, reference: ReferenceSet, ot: OTSetti
     per_round = [{"round_id": r.round_id, "policy": r.policy, "documents": r.docs_spent, "tokens": r.tokens_spent,
                   **{k: v for k, v in r.summary.items() if k != "documents"},
                   "arm_rewards": [round(a.reward, 6) for a in r.arm_rewards]} for r in round_records(rounds)]
+    why = None if pairs.height else why_no_pairs(*store.extraction_statuses())
     return HarvestSummary(int(rounds.filter(rounds["round_no"] >= 1).height), int(rounds["docs_spent"].sum() or 0),
-                          int(rounds["tokens_spent"].sum() or 0), pairs.height, distance, embedder.embedder_id, per_round)
+                          int(rounds["tokens_spent"].sum() or 0), pairs.height, distance, embedder.embedder_id, per_round,
+                          why)
 
 
 def round_history(store: Store) -> list[dict]:

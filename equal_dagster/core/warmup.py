@@ -21,8 +21,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from equal_dagster.core.extraction import Document, ExtractionRun
-from equal_dagster.core.rounds import MAX_FAILURE_SHARE, WARMUP_ROUND_ID, check_failures, write_extraction_round
+from equal_dagster.core.extraction import ExtractionRun
+from equal_dagster.core.rounds import (
+    MAX_FAILURE_SHARE,
+    WARMUP_ROUND_ID,
+    check_failures,
+    documents_to_extract,
+    write_extraction_round,
+)
 from equal_dagster.core.store import Store
 
 
@@ -80,7 +86,7 @@ def run_warmup(
         budget = "" if budget_documents is None else f", at most {max_budget_share:g} of the budget's {budget_documents:,}"
         log(f"warm-up: {sample.height:,} of {total:,} documents sampled (fraction {fraction:g}, cap {max_documents:,}"
             f"{budget}, seed {seed})")
-    documents = [Document(doc_id, text) for doc_id, text in zip(sample["doc_id"], sample["text"])]
+    documents = documents_to_extract(store, sample)
     run = extractor.extract(documents)
     extraction_s = time.perf_counter() - began
     check_failures(run, WARMUP_ROUND_ID, max_failure_share)  # a dead backend fails here, not as an empty warm-up

@@ -16,6 +16,9 @@ else after each batch), parse. Two caps keep one runaway answer from owning the 
 :data:`RESPONSE_CHARS_PER_TOKEN` characters per token of ``max_tokens`` before it is cached or parsed (a server that
 ignores ``max_tokens``; counter ``responses_truncated``), and at most ``max_pairs_per_document`` pairs are kept per
 document (:data:`~.results.MAX_PAIRS_PER_DOCUMENT`; counter ``dropped_per_document_cap``).
+Before any call, a web page that carries its own Q&A (schema.org markup, or headings and terms that ask a question,
+:mod:`.html_qa`) is harvested by the rules instead (``harvest_pages``; counter ``harvested_without_llm``): its
+pairs cost nothing, and the ledger shows the ``rules`` backend for it.
 :class:`RuleExtractor` is the ``rules`` backend: no model, no calls (:mod:`.rules`).
 
 Counters (kept, dropped and why) are returned with the results in :class:`ExtractionRun`.
@@ -45,8 +48,9 @@ from equal_dagster.core.extraction.results import (
     ExtractionResult,
     QAPair,
     cap_pairs,
+    why_no_pairs,
 )
-from equal_dagster.core.extraction.rules import RULES_VERSION, extract_structured_pairs
+from equal_dagster.core.extraction.rules import RULES_VERSION, harvest
 
 STRATEGIES = ("equal", "reinstruct")
 RESPONSE_CHARS_PER_TOKEN = 16  # a token is rarely more than 16 characters: longer answers ignored max_tokens
@@ -82,6 +86,7 @@ class ExtractionRun:
             "elapsed_s": round(self.elapsed_s, 3),
             "documents_per_second": round(len(self.results) / self.elapsed_s, 1) if self.elapsed_s > 0 else None,
             "counters": dict(sorted(self.counters.items())),
+            "why_no_pairs": why_no_pairs(dict(by_status), {r.backend for r in self.results}),
         }
 
 
@@ -113,10 +118,12 @@ class LLMExtractor:
         prompt_dir: str | None = None,
         reinstruct_rules: ReinstructRules = ReinstructRules(),
         max_pairs_per_document: int | None = MAX_PAIRS_PER_DOCUMENT,
+        harvest_pages: bool = True,
         log: Log | None = None,
     ):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        self.harvest_pages = harvest_pages
         self.backend, self.cache, self.strategy, self.refine = backend, cache, strategy, refine
         self.sampling, self.reinstruct_rules, self.log = sampling, reinstruct_rules, log
         self.max_pairs_per_document = max_pairs_per_document
@@ -237,19 +244,42 @@ class LLMExtractor:
     def extract(self, documents: Sequence[Document]) -> ExtractionRun:
         start = time.perf_counter()
         counters: Counter = Counter()
+        harvested = self._harvest_pages(documents, counters)
+        todo = [i for i, d in enumerate(documents) if i not in harvested]
         results = [
-            ExtractionResult(d.doc_id, "no_qa", backend=self.backend.name, model=self.backend.model,
+            ExtractionResult(documents[i].doc_id, "no_qa", backend=self.backend.name, model=self.backend.model,
                              strategy=self.strategy, prompt_version=self.prompt_version)
-            for d in documents
+            for i in todo
         ]
         if self.strategy == "equal":
-            self._extract_equal(documents, results, counters)
+            self._extract_equal([documents[i] for i in todo], results, counters)
         else:
-            self._extract_reinstruct(documents, results, counters)
+            self._extract_reinstruct([documents[i] for i in todo], results, counters)
+        by_position = dict(zip(todo, results)) | harvested
+        results = [by_position[i] for i in range(len(documents))]
         for result in results:
             result.cache_key = result.calls[0].cache_key if result.calls else None
             counters[f"status_{result.status}"] += 1
         return ExtractionRun(results, counters, time.perf_counter() - start)
+
+    def _harvest_pages(self, documents: Sequence[Document], counters: Counter) -> dict[int, ExtractionResult]:
+        """The zero-cost first pass: a web page that carries its own Q&A (marked up, or as headings or terms
+        that ask) is harvested by the rules and sent to no model. Its result costs nothing in the ledger."""
+        harvested: dict[int, ExtractionResult] = {}
+        if not self.harvest_pages:
+            return harvested
+        for i, document in enumerate(documents):
+            if document.html is None:
+                continue
+            pairs, rule = harvest(document.text, document.html)
+            if rule in (None, "labelled", "text_faq"):
+                continue  # only the page's markup is trusted to stand in for the model
+            result = ExtractionResult(document.doc_id, "ok", backend="rules", strategy=self.strategy,
+                                      prompt_version=RULES_VERSION, tokens_counted_by="none")
+            result.qa_pairs = self._capped(pairs, result, counters)
+            counters["harvested_without_llm"] += 1
+            harvested[i] = result
+        return harvested
 
     def _extract_equal(self, documents: Sequence[Document], results: list[ExtractionResult], counters: Counter) -> None:
         qa_prompt = self.prompts[0]
@@ -342,7 +372,9 @@ class RuleExtractor:
                 result.error = f"not selected by REInstruct's text selection: {reason}"
                 counters[f"selection_dropped_{reason}"] += 1
             else:
-                pairs = extract_structured_pairs(document.text)
+                pairs, rule = harvest(document.text, document.html)
+                if rule:
+                    counters[f"rule_{rule}"] += 1
                 if self.strategy == "reinstruct":
                     kept = []
                     for pair in pairs:

@@ -21,12 +21,34 @@ FAILURES: tuple[str, ...] = ("parse_error", "backend_error", "timeout", "rejecte
 MAX_PAIRS_PER_DOCUMENT = 50
 
 
+def why_no_pairs(by_status: dict[str, int], backends: set[str]) -> str | None:
+    """The likely cause, in one sentence, when ``by_status`` (documents per status) holds no ``ok`` document; None
+    when pairs were found. ``backends``: the backends the documents went to."""
+    documents = sum(by_status.values())
+    if by_status.get("ok", 0):
+        return None
+    if documents == 0:
+        return "no documents were drawn: the budget is spent or every candidate was extracted already"
+    failed = {s: n for s, n in by_status.items() if s in FAILURES and n}
+    if sum(failed.values()) * 2 >= documents:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(failed.items()))
+        return (f"{sum(failed.values())} of the {documents} documents failed ({counts}): see the extractions' errors "
+                "(`equal lineage`, or the extractions table) and check the LLM backend")
+    if backends <= {"rules"}:
+        return (f"rules found no question/answer structure in the {documents} documents drawn: these documents carry "
+                "no Q&A of their own; configure an LLM backend (EQUAL_LLM_BACKEND) to write pairs from their text")
+    return (f"the model found no QA pairs in the {documents} documents drawn ({by_status.get('no_qa', 0)} no_qa): the "
+            "documents may not hold what the reference set asks for; check the prompt and the model on a few of them")
+
+
 @dataclass(frozen=True)
 class Document:
-    """A document to extract from: the store's doc_id and its text."""
+    """A document to extract from: the store's doc_id and its text; for a web page, also its raw HTML (the
+    ``rules`` backend reads the Q&A the page marks up)."""
 
     doc_id: str
     text: str
+    html: str | None = None
 
 
 @dataclass(frozen=True)

@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import re
 
+from equal_dagster.core.extraction.html_qa import Block, marked_up_pairs, page_blocks
 from equal_dagster.core.extraction.results import QAPair
 
-RULES_VERSION = "rules/v1"
+RULES_VERSION = "rules/v2"
 
 _QUESTION_LABEL = re.compile(
-    r"^(?:#{1,6}\s*)?(?:problem|exercise|example|question|q)(?:\s*#?\d+)?\s*[.:)]\s*(?P<rest>.*)$", re.IGNORECASE
+    r"^(?:#{1,6}\s*)?(?:problem|exercise|example|question|(?-i:Q))(?:\s*#?\d+)?\s*[.:)]\s*(?P<rest>.*)$", re.IGNORECASE
 )
 _ANSWER_LABEL = re.compile(
     r"^(?:#{1,6}\s*)?(?:"
-    r"(?:solution|answer|a)(?:\s*\([^)\n]{0,40}\))?(?:\s+by\s+[^:\n]{1,40})?\s*[.:)]"
+    r"(?:solution|answer|(?-i:A))(?:\s*\([^)\n]{0,40}\))?(?:\s+by\s+[^:\n]{1,40})?\s*[.:)]"
     r"|(?:accepted|best|top)\s+answer(?:\s*\([^)\n]{0,40}\))?(?:\s+by\s+[^:\n]{1,40})?\s*[.:)]?"
     r"|[A-Z][\w.-]{0,30}\s+(?:replied|answered|wrote)\s*:"
     r")\s*(?P<rest>.*)$",
@@ -149,27 +150,189 @@ def _labelled_pairs(text: str) -> list[QAPair]:
     return pairs
 
 
-def _faq_pairs(text: str) -> list[QAPair]:
+_NUMBERING = re.compile(r"^(?:(?:q(?:uestion)?\s*\d*\s*[.:)]|\(?\d+(?:\.\d+)*[.)]?|[-*\u2022])\s+)", re.IGNORECASE)
+_ITEM_NUMBER = re.compile(r"^(\d+(?:\.\d+)*)[.)]?\s+\S")
+_QUESTION_END = re.compile(r"\?[!\"'\u201d)]*$")
+_SECTION_LINE = re.compile(r"^(?:\d+(?:\.\d+)*\.?\s+[A-Z][^.?!:;]{0,78}|[A-Z][A-Z0-9 ,&/'-]{3,78})$")
+_UNDERLINE = re.compile(r"^(=+|-+|~+|\^+|\*+|#+)$")
+_RULE_LINE = re.compile(r"^\s*([-=_~*])\1{9,}\s*$")
+MAX_QUESTION_CHARS = 300
+MIN_NUMBERED_QUESTIONS = 3  # numbered questions that make a numbered list a FAQ (its statements are entries too)
+
+
+def question_of(line: str) -> str | None:
+    """The question a heading, term or line asks (numbering and labels removed), or None: it must end with a
+    question mark, start with a capital letter, have two words or more, and be at most 300 characters."""
+    text = _NUMBERING.sub("", _HEADING.sub("", line.strip())).strip()
+    if not _QUESTION_END.search(text) or len(text) > MAX_QUESTION_CHARS or len(text.split()) < 2:
+        return None
+    return text if text[:1].isupper() else None
+
+
+def _question_lines(paragraph: list[str]) -> int:
+    """How many lines of the paragraph's head make its question: the first line, or the first two or three when
+    a numbered or labelled question wraps ("1.2. How do I ... / ... this?"). 0: the head asks nothing."""
+    def indent(line: str) -> int:
+        return len(line) - len(line.lstrip())
+
+    for n in (1, 2, 3):
+        # a wrapped question: numbered or labelled, or (a rendered man page) its answer indented deeper than it
+        hanging = len(paragraph) > n and indent(paragraph[n]) > indent(paragraph[0]) and \
+            all(indent(line) == indent(paragraph[0]) for line in paragraph[:n])
+        if n > 1 and not (_NUMBERING.match(paragraph[0].strip()) or hanging):
+            return 0
+        head = " ".join(line.strip() for line in paragraph[:n])
+        if n <= len(paragraph) and len(head) <= MAX_QUESTION_CHARS and question_of(head):
+            return n
+    return 0
+
+
+def _split_rules(lines: list[str]) -> list[str]:
+    """A horizontal rule (a line of ten or more -, =, _, ~ or *) stands apart as its own paragraph."""
+    out: list[str] = []
+    for line in lines:
+        if not _RULE_LINE.match(line):
+            out.append(line)
+        elif out and out[-1].strip() and not _RULE_LINE.match(out[-1]) and len(line.strip()) >= len(out[-1].strip()) - 2:
+            out += [line, ""]  # the underline of a reStructuredText or Markdown heading
+        else:
+            out += ["", line, ""]
+    return out
+
+
+_CAPS_HEAD = re.compile(r"^[A-Z][A-Z0-9 ,&/'-]{3,78}$")
+
+
+def _section_heads(paragraphs: list[list[str]]) -> list[list[str]]:
+    """An all-capitals section line at column 0 heading a paragraph (a man page's ``CONFIGURATION`` right above
+    its first entry) stands apart from the lines under it."""
+    out: list[list[str]] = []
+    for paragraph in paragraphs:
+        if len(paragraph) > 1 and _CAPS_HEAD.match(paragraph[0]) and paragraph[1][:1].isspace():
+            out += [paragraph[:1], paragraph[1:]]
+        else:
+            out.append(paragraph)
+    return out
+
+
+def text_blocks(text: str) -> list[Block]:
+    """Plain text (or markdown, reStructuredText, a rendered man page) as blocks: a ``#`` heading or an underlined
+    line is a heading; a short numbered or all-capitals line standing alone is a section heading; a horizontal
+    rule is a ``rule``; a paragraph whose head asks a question is split into that ``question`` and the rest. Each
+    block keeps its indentation and its item number ("1.2"), which mark where an entry of a FAQ ends."""
+    blocks: list[Block] = []
+    for paragraph in _section_heads(_paragraphs(_split_rules(text.split("\n")))):
+        first = paragraph[0].strip()
+        indent = len(paragraph[0]) - len(paragraph[0].lstrip())
+        number = _ITEM_NUMBER.match(first)
+        asked = 0 if paragraph[0].strip().startswith("```") else _question_lines(paragraph)
+        if _RULE_LINE.match(paragraph[0]):
+            blocks.append(Block("rule", first))
+        elif len(paragraph) == 2 and _UNDERLINE.match(paragraph[1].strip()) and len(paragraph[1].strip()) >= len(first) - 2:
+            blocks.append(Block("heading", first, 2))
+        elif first.startswith("#"):
+            blocks.append(Block("heading", _HEADING.sub("", first), first.count("#", 0, 6)))
+            if paragraph[1:]:
+                blocks.append(Block("para", "\n".join(paragraph[1:]).strip()))
+        elif asked:
+            blocks.append(Block("question", " ".join(line.strip() for line in paragraph[:asked]), 0, indent,
+                                number.group(1) if number else None))
+            if paragraph[asked:]:
+                blocks.append(Block("para", "\n".join(line.strip() for line in paragraph[asked:])))
+        elif len(paragraph) == 1 and _SECTION_LINE.match(first) and not number:
+            blocks.append(Block("heading", first, 2))
+        else:
+            blocks.append(Block("para", "\n".join(line.rstrip() for line in paragraph).strip("\n"), 0, indent,
+                                number.group(1) if number else None))
+    return blocks
+
+
+_FOOTER = re.compile(r"^(?:©|\(c\)|copyright\b|all rights reserved|back to top|last (?:updated|modified)\b|"
+                     r"contact us\b|still (?:need help|have questions)|(?:previous|next|up|home)\s*(?:\||$))", re.IGNORECASE)
+
+
+def _is_footer(block: Block) -> bool:
+    """A page's footer line after the last entry: a copyright or contact line, or a short line that asks in
+    passing ("Still need help? Contact us.")."""
+    if block.kind != "para" or "\n" in block.text or len(block.text.split()) > 15:
+        return False
+    return bool(_FOOTER.match(block.text)) or "?" in block.text[:-1]
+
+
+def _same_item_level(block: Block, question: Block) -> bool:
+    """A block that opens the next item of the question's numbered list (same depth, not indented deeper)."""
+    return (question.number is not None and block.number is not None and block.indent <= question.indent + 1
+            and block.number.count(".") == question.number.count("."))
+
+
+def _numbered_entries(blocks: list[Block]) -> None:
+    """A numbered list with three numbered questions or more is a FAQ: its other items at the same level
+    (statements such as "4. compress() returns Z_BUF_ERROR.") are entries too, and become questions."""
+    numbered = [b for b in blocks if b.kind == "question" and b.number]
+    if len(numbered) < MIN_NUMBERED_QUESTIONS:
+        return
+    for block in blocks:
+        if block.kind == "para" and block.number and "\n" not in block.text.strip() \
+                and any(_same_item_level(block, q) for q in numbered) and len(block.text) <= MAX_QUESTION_CHARS:
+            block.kind = "question"
+
+
+def faq_pairs(blocks: list[Block], *, plain_questions: bool) -> list[QAPair]:
+    """FAQ entries: a heading or term that asks a question (and, with ``plain_questions``, a question at the
+    head of its paragraph, or an item of a numbered FAQ), followed by its answer: the blocks after it up to the
+    next heading, term, question, horizontal rule, footer line or item of the same numbered list. An answer that
+    is itself only a question is no answer."""
+    starts = ("heading", "term", "question") if plain_questions else ("heading", "term")
     pairs: list[QAPair] = []
-    paragraphs = _paragraphs(text.split("\n"))
-    for index, paragraph in enumerate(paragraphs):
-        heading = _HEADING.sub("", paragraph[0].strip())
-        if not (heading.endswith("?") and len(heading) <= MAX_QUESTION_LINE and heading[:1].isupper()):
+    for i, block in enumerate(blocks):
+        if block.kind not in starts:
             continue
-        body = paragraph[1:]
-        if not body and paragraph[0].lstrip().startswith("#") and index + 1 < len(paragraphs):
-            body = paragraphs[index + 1]  # "### Question?" then a blank line, then the answer
-        answer = "\n".join(body).strip()
-        if len(answer.split()) >= 3 and not answer.endswith("?"):
-            pairs.append(QAPair(heading, answer))
+        question = question_of(block.text) or (_NUMBERING.sub("", block.text).strip() if block.kind == "question" else None)
+        if not question:
+            continue
+        answer: list[str] = []
+        for after in blocks[i + 1:]:
+            if after.kind in ("heading", "term", "rule") or (after.kind == "question" and plain_questions) \
+                    or _is_footer(after) or _same_item_level(after, block):
+                break
+            answer.append(after.text)
+        if answer and not (len(answer) == 1 and _QUESTION_END.search(answer[0])):
+            pairs.append(QAPair(question, "\n\n".join(answer)))
     return pairs
 
 
-def extract_structured_pairs(text: str) -> list[QAPair]:
-    """The QA pairs the document's own structure holds (see the module docstring for the rules)."""
-    pairs = _labelled_pairs(text) or _faq_pairs(text)
+def _text_faq_pairs(text: str) -> list[QAPair]:
+    """FAQ entries of plain text. A line asking a question at the head of a paragraph counts when the text has
+    at least two of them (a FAQ), or when it is numbered or labelled; a single unlabelled question line in running
+    prose is more often rhetorical than an entry."""
+    blocks = text_blocks(text)
+    _numbered_entries(blocks)
+    asked = [b for b in blocks if b.kind == "question"]
+    numbered = any(_NUMBERING.match(b.text) for b in asked)
+    return faq_pairs(blocks, plain_questions=len(asked) >= 2 or numbered)
+
+
+def harvest(text: str, html: str | None = None) -> tuple[list[QAPair], str | None]:
+    """The QA pairs the document's own structure holds, and the rule that found them (None: no pairs). A web
+    page's markup comes first (:mod:`.html_qa`: JSON-LD, microdata, then its headings and terms), then the rules
+    on its text."""
+    found: list[QAPair] = []
+    rule = None
+    if html:
+        found, rule = marked_up_pairs(html)
+        if not found:
+            found, rule = faq_pairs(page_blocks(html), plain_questions=False), "html_faq"
+    if not found:
+        found, rule = _labelled_pairs(text), "labelled"
+    if not found:
+        found, rule = _text_faq_pairs(text), "text_faq"
     unique: dict[tuple[str, str], QAPair] = {}
-    for pair in pairs:
+    for pair in found:
         if pair.question.strip() and pair.answer.strip():
             unique.setdefault((pair.question, pair.answer), pair)
-    return list(unique.values())
+    return list(unique.values()), (rule if unique else None)
+
+
+def extract_structured_pairs(text: str, html: str | None = None) -> list[QAPair]:
+    """The QA pairs the document's own structure holds (see the module docstring for the rules)."""
+    return harvest(text, html)[0]
