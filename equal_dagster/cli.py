@@ -50,6 +50,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (HeadlessRunError, ValueError) as exc:
         print(f"equal run: {exc}", file=sys.stderr)
         return 1
+    if summary.get("why_no_pairs"):
+        print(f"equal run: no QA pairs: {summary['why_no_pairs']}", file=sys.stderr)
     print(summary_json(summary))
     return 0
 

@@ -116,6 +116,8 @@ def play_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, store_path: 
         results.append(metadata)
         say(f"round {key}: {metadata['documents']} documents, {metadata['qa_pairs']} QA pairs, reward "
             f"{metadata['round_reward']:.4f}; {metadata['documents_spent_total']} documents spent")
+        if metadata.get("why_no_pairs"):
+            say(f"round {key} found no QA pairs: {metadata['why_no_pairs']}")
         if metadata["budget_spent"]:
             break
     return results
@@ -269,7 +271,7 @@ def run_headless(
         "home": str(home), "crawls": crawls, "skipped_crawls": skipped, "policy": policy, "budget": budget, "seed": seed,
         "corpus_documents": corpus_documents, "documents_extracted": harvest.documents_extracted,
         "share_extracted": round(harvest.documents_extracted / corpus_documents, 4) if corpus_documents else 0.0,
-        "tokens": harvest.tokens, "qa_pairs": harvest.qa_pairs,
+        "tokens": harvest.tokens, "qa_pairs": harvest.qa_pairs, "why_no_pairs": harvest.why_no_pairs,
         "ot_distance_to_reference": None if harvest.ot_distance is None else round(harvest.ot_distance, 6),
         "ot_embedder": harvest.ot_embedder_id, "rounds": harvest.rounds, "per_round": harvest.per_round,
         "last_round": rounds[-1]["round_no"] if rounds else None,

@@ -8,6 +8,7 @@ from equal_dagster.cli import main
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.store import Store
 from equal_dagster.demo.corpus import CRAWL_NAMES
+from equal_dagster.demo.real_text import REAL_CRAWL
 
 
 def test_equal_demo_materializes_the_demo_crawls(tmp_path, monkeypatch, capsys):
@@ -21,7 +22,8 @@ def test_equal_demo_materializes_the_demo_crawls(tmp_path, monkeypatch, capsys):
     paths = EqualPaths.from_env(tmp_path / "home")
     with Store.open(paths.store, read_only=True) as store:
         counts = {c.crawl_id: c for c in store.crawl_counts()}
-    assert set(counts) == set(CRAWL_NAMES)
+    assert set(counts) == {*CRAWL_NAMES, REAL_CRAWL}  # the generated crawls, and the READMEs installed here
+    assert counts[REAL_CRAWL].documents > 100 and "on the real crawl (real-readmes): " in out
     assert sum(c.documents for c in counts.values()) > 2800
     assert counts[CRAWL_NAMES[1]].quarantined["duplicate"] > 0  # re-crawled pages of the first crawl
     for reason in ("invalid_json", "not_an_object", "not_utf8", "missing_text", "empty_text", "id_conflict"):
@@ -31,9 +33,9 @@ def test_equal_demo_materializes_the_demo_crawls(tmp_path, monkeypatch, capsys):
     runs = instance.get_runs()
     assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     jobs = sorted(r.job_name for r in runs if r.job_name != "bandit_round")
-    assert jobs == ["build_dataset", "cluster", "embed_crawl", "embed_crawl", "evaluate", "fine_tune", "fine_tune",
-                    "ingest_crawl", "ingest_crawl", "tune_embedder", "warmup"]
-    assert sorted(instance.get_dynamic_partitions("crawls")) == sorted(CRAWL_NAMES)
+    assert jobs == ["build_dataset", "cluster", "embed_crawl", "embed_crawl", "embed_crawl", "evaluate", "fine_tune",
+                    "fine_tune", "ingest_crawl", "ingest_crawl", "ingest_crawl", "tune_embedder", "warmup"]
+    assert sorted(instance.get_dynamic_partitions("crawls")) == sorted([*CRAWL_NAMES, REAL_CRAWL])
 
     # the warm-up: 5% of the corpus, at most a fifth of the budget (10%), through the rules backend, as round 0
     with Store.open(paths.store, read_only=True) as store:
@@ -43,7 +45,7 @@ def test_equal_demo_materializes_the_demo_crawls(tmp_path, monkeypatch, capsys):
     total = sum(c.documents for c in counts.values())
     assert extractions.height == min(-(-total * 5 // 100), total * 10 // 100 // 5)
     assert "round shape, from the data: 1 arm(s) x " in out  # the defaults: 5% of the arms is fewer than one
-    assert set(extractions["backend"]) == {"rules"} and set(extractions["prompt_version"]) == {"rules/v1"}
+    assert set(extractions["backend"]) == {"rules"} and set(extractions["prompt_version"]) == {"rules/v2"}
     assert pairs.height > 20 and set(pairs["doc_id"]) <= set(extractions["doc_id"])  # 58 documents, 2% of the corpus
     assert rounds["round_id"][0] == "round-0" and rounds["policy"][0] == "warmup"
     # every document embedded and in exactly one cluster

@@ -61,6 +61,7 @@ def extraction_metadata(report: WarmupReport, qa_preview: list[dict], qa_columns
         "backend_errors": totals["failures"]["backend_error"],
         "timeouts": totals["failures"]["timeout"],
         "documents_by_status": dg.MetadataValue.md(status_md),
+        "why_no_pairs": totals["why_no_pairs"],  # null when pairs were found
         "counters": dg.MetadataValue.md(counters_md),
         "documents_per_second": totals["documents_per_second"] or 0.0,
         "preview": dg.MetadataValue.md(preview_md),

@@ -108,6 +108,8 @@ def bandit_rounds(context: dg.AssetExecutionContext, config: RoundConfig, store:
         f"{report.tokens_spent_total:,} tokens so far; left: {report.docs_left if report.docs_left is not None else 'no limit'} "
         f"documents of budget, {report.candidates_left:,} unextracted candidates; status {totals['status']}"
     )
+    if totals["why_no_pairs"]:
+        context.log.warning(f"round {report.round_id} found no QA pairs: {totals['why_no_pairs']}")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": report.qa_pairs,
         "round_no": report.round_no,
@@ -133,6 +135,7 @@ def bandit_rounds(context: dg.AssetExecutionContext, config: RoundConfig, store:
         "backend_calls": totals["backend_calls"],
         "cache_hits": totals["cache_hits"],
         "documents_by_status": dg.MetadataValue.json(totals["status"]),
+        "why_no_pairs": totals["why_no_pairs"],  # null when pairs were found
         "notes": "; ".join(report.notes),
         "timings": dg.MetadataValue.json(report.timings),
         "reward_plot": dg.MetadataValue.md(reward_plot(history)),

@@ -14,6 +14,7 @@ from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.store import Store
 from equal_dagster.definitions import build_definitions
 from equal_dagster.demo.corpus import CRAWL_NAMES, DemoCorpus, generate_eval_set, write_demo_data
+from equal_dagster.demo.real_text import REAL_CRAWL, write_real_crawl
 from equal_dagster.demo.tiny_model import build_tiny_causal_lm
 from equal_dagster.headless import Stage, execute_job, materialization_metadata, play_rounds, run_stages_before_rounds
 from equal_dagster.instance import persistent_instance, release_dead_runs
@@ -123,6 +124,10 @@ def run_demo(
     generated = write_demo_data(paths.crawl_dir, reference, seed=seed, n_documents=n_documents)
     say(f"wrote {sum(generated.kinds.values()):,} demo rows of {len(generated.kinds)} kinds as {len(CRAWL_NAMES)} "
         f"crawls in {paths.crawl_dir}, and the reference set {reference}")
+    readmes = write_real_crawl(paths.crawl_dir)
+    say(f"and a real crawl, {REAL_CRAWL}: the READMEs of the {readmes} Python packages installed here (text no one "
+        "here wrote)")
+    crawls = [*CRAWL_NAMES, REAL_CRAWL]
 
     instance = persistent_instance(paths)
     release_dead_runs(instance, say)  # a demo killed earlier in this home must not hold the store
@@ -151,7 +156,7 @@ def run_demo(
             metadata = materialization_metadata(result, "corpus")
             summaries.append(CrawlSummary(crawl, metadata["rows_read"], metadata["documents_kept"],
                                           metadata["duplicates"], metadata["quarantined"], result.run_id))
-            if crawl == CRAWL_NAMES[-1]:
+            if crawl == crawls[-1]:
                 say("")
                 say(markdown_table(
                     ["crawl", "rows read", "documents", "duplicates", "quarantined", "Dagster run"],
@@ -181,7 +186,7 @@ def run_demo(
             say("\n".join(clusters["clusters_table"].splitlines()[:12]))
             say("")
 
-    run_stages_before_rounds(defs, instance, list(CRAWL_NAMES), seed, recluster=False, say=say, on_result=report,
+    run_stages_before_rounds(defs, instance, crawls, seed, recluster=False, say=say, on_result=report,
                              announce=lambda stage, crawl: announcements[stage.name].format(crawl=crawl))
     with Store.open(paths.store, read_only=True) as store:
         already = store.last_round_no()
@@ -198,8 +203,12 @@ def run_demo(
                 f"a round ({shape['reason']})")
     with Store.open(paths.store, read_only=True) as store:
         say(rounds_table(store))
+        real = store.crawl_harvest(REAL_CRAWL)
         last = store.last_round_no()
         pairs = store.qa_pairs_of_rounds([round_key(last)]) if last else None
+    say(f"on the real crawl ({REAL_CRAWL}): {real['extracted']} of its {real['documents']} documents were drawn, "
+        f"{real['with_pairs']} of them gave {real['qa_pairs']} QA pairs (the rules backend harvests only the Q&A a "
+        "page carries, such as a README's FAQ section; an LLM backend writes pairs from the rest)")
     if pairs is not None and pairs.height:
         say(f"trace a QA pair back to its file, cluster and round: equal lineage {pairs['qa_id'][0]}")
     say("")
