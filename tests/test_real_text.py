@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,13 @@ def test_harvest_is_precise_and_finds_most_entries_of_real_faqs(scores, kind):
     assert figures["entries"] >= 100
     assert figures["precision"] >= 0.95, figures
     assert figures["recall"] >= 0.8, figures
+
+
+def test_harvest_on_held_out_html_faqs_it_was_not_tuned_on():
+    """tests/fixtures/realtext_holdout: pages labelled apart, scored once the rules were written (figures in
+    docs/benchmarks.md; its text FAQs, in POD among others, fall short and are reported, not asserted)."""
+    held_out = score_fixture(REALTEXT.parent / "realtext_holdout" / "labels.json")["faq_html"].figures()
+    assert held_out["entries"] >= 100 and held_out["precision"] >= 0.95 and held_out["recall"] >= 0.8, held_out
 
 
 def test_harvest_stays_quiet_on_real_pages_without_a_faq(scores):
@@ -192,3 +200,24 @@ def test_a_run_on_real_pages_without_qa_says_why_it_found_no_pairs(tmp_path, cap
     assert summary["why_no_pairs"].startswith("rules found no question/answer structure in the ")
     assert "configure an LLM backend" in summary["why_no_pairs"]
     assert "equal run: no QA pairs: rules found no question/answer structure" in captured.err
+
+
+def test_a_page_that_carries_its_qa_costs_no_llm_call():
+    from doubles import InstantBackend
+
+    from equal_dagster.core.extraction import InMemoryResponseCache, LLMExtractor
+    from equal_dagster.core.extraction.ledger import extraction_rows
+
+    faq = gzip.open(sorted((REALTEXT / "pages" / "faq_html").glob("python-general*.html.gz"))[0]).read().decode()
+    backend = InstantBackend()
+    documents = [Document("faq", "General Python FAQ", faq), Document("prose", "DOC=prose A page of prose."),
+                 Document("page", "DOC=page", "<html><body><p>A page with no questions.</p></body></html>")]
+    run = LLMExtractor(backend, InMemoryResponseCache()).extract(documents)
+    assert backend.requests == 2  # the prose and the page without Q&A went to the model; the FAQ page did not
+    faq_result = run.results[0]
+    assert faq_result.backend == "rules" and faq_result.status == "ok" and len(faq_result.qa_pairs) >= 20
+    assert faq_result.calls == [] and run.counters["harvested_without_llm"] == 1
+    assert [r.doc_id for r in run.results] == ["faq", "prose", "page"]
+    ledger = extraction_rows(run.results, "r0001", None, datetime.now()).to_dicts()
+    assert ledger[0]["calls"] == "[]" and ledger[0]["tokens_in"] == ledger[0]["tokens_out"] == 0
+    assert ledger[0]["backend"] == "rules" and ledger[1]["tokens_in"] > 0
