@@ -6,6 +6,17 @@ reading, deduplicating, writing, and closing it (DuckDB's checkpoint). Prints on
 ``--large-docs N``, one for a crawl of N documents of 450 kB each (random words, 2 kB lines of JSON apart).
 
     .venv/bin/python benchmarks/ingest.py [--sizes 50000 200000 400000] [--large-docs 2000]
+
+With ``--warc N``: N response records of real HTML pages (the HTML pages of tests/fixtures/realtext, repeated
+under distinct URIs; each with its request record, as a crawler writes them; benchmarks/make_warc.py) ingested
+by ``equal`` (FastWARC, resiliparse's main text, language, dedup, the DuckDB write), then read by DataTrove's
+``WarcReader`` + ``Trafilatura`` extractor (its defaults) and + the same resiliparse extraction, on the same files
+in the same run (DataTrove runs from its own environment, benchmarks/.venv-datatrove:
+``python3 -m venv benchmarks/.venv-datatrove && benchmarks/.venv-datatrove/bin/pip install -r
+benchmarks/requirements-datatrove.txt``; skipped, and said so, when it is missing). DataTrove's figure excludes
+writing; ours includes it.
+
+    .venv/bin/python benchmarks/ingest.py --warc 5000
 """
 
 from __future__ import annotations
@@ -49,10 +60,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000, 400_000])
     parser.add_argument("--large-docs", type=int, default=0, help="also a crawl of this many 450 kB documents")
+    parser.add_argument("--warc", type=int, default=0, help="only the WARC benchmark, with this many page records")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         ingest_once(*args.child)
+        return
+    if args.warc:
+        warc_benchmark(args.warc)
         return
 
     from equal_dagster.demo.corpus import CRAWL_NAMES, write_demo_crawls
@@ -73,6 +88,40 @@ def main() -> None:
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"| {label} | {r['rows']:,} | {r['kept']:,} | {r['seconds']:.1f} | {r['rows'] / r['seconds']:,.0f} "
                   f"| {r['peak_rss_mib']:.0f} |", flush=True)
+
+
+DATATROVE_PYTHON = Path(__file__).parent / ".venv-datatrove" / "bin" / "python"
+FIXTURE_PAGES = Path(__file__).parent.parent / "tests" / "fixtures" / "realtext" / "pages"
+
+
+def warc_benchmark(records: int) -> None:
+    import gzip
+
+    with tempfile.TemporaryDirectory() as tmp:
+        html_dir, crawl_root = Path(tmp) / "html", Path(tmp) / "crawls"
+        html_dir.mkdir()
+        for page in sorted(FIXTURE_PAGES.glob("*_html/*.html.gz")):
+            (html_dir / page.name[:-3]).write_bytes(gzip.open(page).read())
+        made = subprocess.run([sys.executable, str(Path(__file__).parent / "make_warc.py"), str(crawl_root / "web"),
+                               str(html_dir), "--records", str(records)], check=True, capture_output=True, text=True)
+        print(made.stdout.strip())
+        print("\n| reader | records | documents | seconds | records/s |")
+        print("|---|---:|---:|---:|---:|")
+        out = subprocess.run([sys.executable, __file__, "--child", str(crawl_root), "web", str(Path(tmp) / "bench.duckdb")],
+                             check=True, capture_output=True, text=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"| equal (FastWARC + resiliparse, dedup, DuckDB write) | {r['rows']:,} | {r['kept']:,} | "
+              f"{r['seconds']:.1f} | {r['rows'] / r['seconds']:,.1f} |", flush=True)
+        if not DATATROVE_PYTHON.exists():
+            print(f"| DataTrove | skipped: no {DATATROVE_PYTHON} (see this file's docstring) | | | |")
+            return
+        for extractor in ("trafilatura", "resiliparse"):
+            out = subprocess.run([str(DATATROVE_PYTHON), str(Path(__file__).parent / "datatrove_warc.py"),
+                                  str(crawl_root / "web"), "--extractor", extractor],
+                                 check=True, capture_output=True, text=True)
+            d = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"| DataTrove WarcReader + {extractor} (no write) | {d['records']:,} | {d['documents']:,} | "
+                  f"{d['seconds']:.1f} | {d['records'] / d['seconds']:,.1f} |", flush=True)
 
 
 def write_large_documents(crawl_root: Path, n: int, size: int = 450_000) -> None:

@@ -48,6 +48,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "EQUAL_ID_FIELD": ("crawl_folder", "id_field"),
     "EQUAL_URL_FIELD": ("crawl_folder", "url_field"),
     "EQUAL_MAX_DOC_BYTES": ("crawl_folder", "max_doc_bytes"),
+    "EQUAL_LANGUAGES": ("crawl_folder", "languages"),
     "EQUAL_INGEST_MEMORY_MB": ("crawl_folder", "ingest_memory_mb"),
     "EQUAL_CRAWL_SETTLE_SECONDS": ("crawl_folder", "settle_seconds"),
     # LLM extraction
@@ -57,6 +58,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "EQUAL_LLM_REFINE": ("llm", "refine"),
     "EQUAL_PROMPT_DIR": ("llm", "prompt_dir"),
     "EQUAL_LLM_MAX_PAIRS_PER_DOCUMENT": ("llm", "max_pairs_per_document"),
+    "EQUAL_LLM_HARVEST_PAGES": ("llm", "harvest_pages"),
     "EQUAL_LLM_TEMPERATURE": ("llm", "temperature"),
     "EQUAL_LLM_MAX_TOKENS": ("llm", "max_tokens"),
     "EQUAL_LLM_BASE_URL": ("llm", "base_url"),
@@ -108,6 +110,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
 SECRETS = {"EQUAL_LLM_API_KEY": ("llm", "api_key")}  # passed as dg.EnvVar: the value never enters the configuration
 # Values that are not one scalar: a comma-separated list; "none" (or an empty string) for "no such field".
 _PARSE = {"extra_tasks": lambda v: [t.strip() for t in v.split(",") if t.strip()],
+          "languages": lambda v: [t.strip() for t in v.split(",") if t.strip()],
           "id_field": lambda v: None if v.strip().lower() in ("", "none") else v,
           "url_field": lambda v: None if v.strip().lower() in ("", "none") else v}
 

@@ -42,6 +42,7 @@ def corpus(context: dg.AssetExecutionContext, store: StoreResource, crawl_folder
         except IngestError as exc:
             raise dg.Failure(description=str(exc)) from exc
         preview = db.sample_documents(crawl_id, 5)
+        languages = db.language_counts(crawl_id)
         columns = db.column_types("documents")
 
     quarantined = sum(report.quarantined.values())
@@ -49,6 +50,7 @@ def corpus(context: dg.AssetExecutionContext, store: StoreResource, crawl_folder
         f"crawl {crawl_id}: {report.rows_read:,} rows read, {report.documents_kept:,} kept, "
         f"{report.duplicates:,} duplicates, {quarantined:,} quarantined {dict(report.quarantined)}, "
         f"{report.blank_lines:,} blank lines, {report.skipped_files} marker files skipped, "
+        f"{sum(report.records_skipped.values()):,} WARC records that are not pages {dict(report.records_skipped)}, "
         f"{report.rows_per_second:,.0f} rows/s"
     )
     preview_md = markdown_table(
@@ -69,6 +71,8 @@ def corpus(context: dg.AssetExecutionContext, store: StoreResource, crawl_folder
             "blank_lines": report.blank_lines,
             "files": report.files,
             "marker_files_skipped": report.skipped_files,
+            "records_skipped": dg.MetadataValue.json(dict(report.records_skipped)),  # WARC: request, warcinfo...
+            "languages": dg.MetadataValue.json(languages),  # documents per language ("" : too short to tell)
             "rows_per_second": round(report.rows_per_second, 1),
             "preview": dg.MetadataValue.md(preview_md),
         }

@@ -764,6 +764,13 @@ class Store:
     def llm_cache_size(self) -> int:
         return self.conn.execute("SELECT count(*) FROM llm_cache").fetchone()[0]
 
+    def language_counts(self, crawl_id: str) -> dict[str, int]:
+        """Documents of a crawl per language, most frequent first."""
+        rows = self.conn.execute(
+            "SELECT coalesce(language, ''), count(*) AS n FROM documents WHERE crawl_id = ? GROUP BY ALL ORDER BY n DESC, 1",
+            [crawl_id]).fetchall()
+        return dict(rows)
+
     def crawl_harvest(self, crawl_id: str) -> dict[str, int]:
         """What the rounds (the warm-up included) took from one crawl: its documents, those extracted, those that
         gave QA pairs, and the pairs."""

@@ -12,13 +12,16 @@ from equal_dagster.core.crawls import CRAWL_NAME
 
 
 class CrawlFolder(dg.ConfigurableResource):
-    """Each entry of ``path`` (a subfolder, or a JSONL / JSONL.gz / Parquet file) is one crawl."""
+    """Each entry of ``path`` (a subfolder, or a JSONL / JSONL.gz / Parquet / WARC / WET / HTML file) is one crawl."""
 
     path: str = Field(description="The folder new crawls land in ($EQUAL_CRAWL_DIR, default $EQUAL_HOME/crawls).")
     text_field: str = Field(default="text", description="The field holding a document's text.")
     id_field: str | None = Field(default="id", description="The field holding a document's id; None to derive ids.")
     url_field: str | None = Field(default="url", description="The field holding a document's URL.")
     max_doc_bytes: int = Field(default=1_000_000, description="Rows larger than this are quarantined as too_large.")
+    languages: list[str] = Field(
+        default=[], description="ISO 639-1 codes of the languages to keep (e.g. ['en']); other documents are "
+        "quarantined as wrong_language. Empty: keep every language (each document's language is stored anyway).")
     ingest_memory_mb: int = Field(
         default=0, description="DuckDB's memory cap while a crawl is ingested, in MiB; 0: sized from the batch and "
         "max_doc_bytes (at least 64 MiB)."
@@ -31,7 +34,8 @@ class CrawlFolder(dg.ConfigurableResource):
         return Path(self.path).absolute()
 
     def crawl_format(self) -> CrawlFormat:
-        return CrawlFormat(self.text_field, self.id_field, self.url_field, self.max_doc_bytes)
+        return CrawlFormat(self.text_field, self.id_field, self.url_field, self.max_doc_bytes,
+                           tuple(code.strip().lower() for code in self.languages if code.strip()))
 
     def ingest_memory_limit(self) -> int | None:
         """Bytes, or None for the size core.corpus.ingest_memory_limit derives."""

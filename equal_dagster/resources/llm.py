@@ -23,6 +23,8 @@ class ExtractionResource(dg.ConfigurableResource):
     prompt_dir: Optional[str] = Field(None, description="folder with prompt files that override the packaged ones")
     max_pairs_per_document: Optional[int] = Field(
         MAX_PAIRS_PER_DOCUMENT, description="QA pairs kept per document at most (the first ones); none: no cap")
+    harvest_pages: bool = Field(True, description="model backends: a web page that carries its own Q&A (schema.org "
+                                "markup, question headings) is harvested by the rules at no cost instead of sent")
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 1024
@@ -45,7 +47,7 @@ class ExtractionResource(dg.ConfigurableResource):
         return ExtractionConfig(
             backend=self.backend, model=self.model, strategy=strategy or self.strategy,
             refine=self.refine if refine is None else refine, prompt_dir=self.prompt_dir,
-            max_pairs_per_document=self.max_pairs_per_document,
+            max_pairs_per_document=self.max_pairs_per_document, harvest_pages=self.harvest_pages,
             temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, seed=self.seed,
             base_url=self.base_url, api_key=self.api_key, max_in_flight=self.max_in_flight, timeout_s=self.timeout_s,
             max_retries=self.max_retries, response_format=self.response_format, tokenizer=self.tokenizer,

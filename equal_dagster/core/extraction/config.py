@@ -21,6 +21,7 @@ class ExtractionConfig:
     refine: bool = False
     prompt_dir: str | None = None
     max_pairs_per_document: int | None = MAX_PAIRS_PER_DOCUMENT
+    harvest_pages: bool = True  # model backends: pages carrying their own Q&A are harvested by the rules, at no cost
     # sampling (part of every cache key)
     temperature: float = 0.0
     top_p: float = 1.0
@@ -84,4 +85,4 @@ def build_extractor(config: ExtractionConfig, cache: ResponseCache, log: Log | N
                              max_pairs_per_document=config.max_pairs_per_document, log=log)
     return LLMExtractor(build_backend(config), cache, strategy=config.strategy, refine=config.refine,
                         sampling=config.sampling(), prompt_dir=config.prompt_dir, reinstruct_rules=reinstruct_rules,
-                        max_pairs_per_document=config.max_pairs_per_document, log=log)
+                        max_pairs_per_document=config.max_pairs_per_document, harvest_pages=config.harvest_pages, log=log)
