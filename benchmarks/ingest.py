@@ -8,7 +8,8 @@ reading, deduplicating, writing, and closing it (DuckDB's checkpoint). Prints on
     .venv/bin/python benchmarks/ingest.py [--sizes 50000 200000 400000] [--large-docs 2000]
 
 With ``--warc N``: N response records of real HTML pages (the HTML pages of tests/fixtures/realtext, repeated
-under distinct URIs; each with its request record, as a crawler writes them; benchmarks/make_warc.py) ingested
+under distinct URIs, each repeat made a distinct document: its number in its first heading and paragraph; each
+with its request record, as a crawler writes them; benchmarks/make_warc.py) ingested
 by ``equal`` (FastWARC, resiliparse's main text, language, dedup, the DuckDB write), then read by DataTrove's
 ``WarcReader`` + ``Trafilatura`` extractor (its defaults) and + the same resiliparse extraction, on the same files
 in the same run (DataTrove runs from its own environment, benchmarks/.venv-datatrove:
@@ -103,7 +104,8 @@ def warc_benchmark(records: int) -> None:
         for page in sorted(FIXTURE_PAGES.glob("*_html/*.html.gz")):
             (html_dir / page.name[:-3]).write_bytes(gzip.open(page).read())
         made = subprocess.run([sys.executable, str(Path(__file__).parent / "make_warc.py"), str(crawl_root / "web"),
-                               str(html_dir), "--records", str(records)], check=True, capture_output=True, text=True)
+                               str(html_dir), "--records", str(records), "--distinct"], check=True, capture_output=True,
+                              text=True)
         print(made.stdout.strip())
         print("\n| reader | records | documents | seconds | records/s |")
         print("|---|---:|---:|---:|---:|")

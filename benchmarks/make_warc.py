@@ -93,6 +93,9 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=20000, help="response records to write (default 20000)")
     ap.add_argument("--per-file", type=int, default=1000, help="responses per .warc.gz file (default 1000)")
     ap.add_argument("--no-payload-type", action="store_true", help="leave out WARC-Identified-Payload-Type")
+    ap.add_argument("--distinct", action="store_true",
+                    help="make every repeat of a page a different document (its number in the first heading and "
+                         "paragraph), so that nothing is deduplicated away")
     args = ap.parse_args()
     sources = [(s, f"https://example.org/{i}/") for i, s in enumerate(args.sources)] if args.sources else DEFAULT_SOURCES
 
@@ -118,6 +121,8 @@ def main() -> None:
         uri, body = pages[k]
         if rep:
             uri = f"{uri}?r={rep}"
+            if args.distinct:
+                body = body.replace(b"</h1>", f" ({rep})</h1>".encode(), 1).replace(b"</p>", f" ({rep})</p>".encode(), 1)
         write_pair(writer, uri, body, not args.no_payload_type)
         html_bytes += len(body)
     if fh:

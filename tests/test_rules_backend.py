@@ -119,6 +119,73 @@ def test_each_structure_yields_its_pairs(text, expected):
     assert [(p.question, p.answer) for p in pairs] == expected
 
 
+POD_FAQ = """=head1 DESCRIPTION
+
+=head2 How do I install Foo?
+
+Run C<cpan Foo>.
+
+It takes a minute.
+
+=head2 Installation notes
+
+Nothing to see.
+
+=over 4
+
+=item Does it work on Windows?
+
+Yes, with Strawberry Perl.
+
+=back
+"""
+
+MAN_PAGE_FAQ = """CONFIGURATION
+       What should I put in user.name?
+           Your personal name, as you would sign a letter.
+
+           It is stored in every commit.
+
+       How do I change the password I have saved in my credential
+       manager?
+           Erase it with the helper's erase command.
+
+SEE ALSO
+       git-config(1)"""
+
+NUMBERED_FAQ = """ 1. Is it Y2K-compliant?
+
+    Yes. It handles no dates.
+
+ 2. compress() returns an error.
+
+    Make sure the buffer is large enough.
+
+ 3. Where can I get a DLL?
+
+    Build it from the sources.
+
+ 4. Why not use autoconf?
+
+    To keep it small."""
+
+
+@pytest.mark.parametrize("text, expected", [
+    (POD_FAQ, [("How do I install Foo?", "Run C<cpan Foo>.\n\nIt takes a minute."),
+               ("Does it work on Windows?", "Yes, with Strawberry Perl.")]),
+    (MAN_PAGE_FAQ, [("What should I put in user.name?", "Your personal name, as you would sign a letter.\n\n"
+                     "It is stored in every commit."),
+                    ("How do I change the password I have saved in my credential manager?",
+                     "Erase it with the helper's erase command.")]),
+    (NUMBERED_FAQ, [("Is it Y2K-compliant?", "Yes. It handles no dates."),
+                    ("compress() returns an error.", "Make sure the buffer is large enough."),
+                    ("Where can I get a DLL?", "Build it from the sources."),
+                    ("Why not use autoconf?", "To keep it small.")]),
+], ids=["pod", "man-page", "numbered-with-a-statement"])
+def test_text_faqs_of_real_formats(text, expected):
+    assert [(p.question, p.answer) for p in extract_structured_pairs(text)] == expected
+
+
 NO_STRUCTURE = [
     "City council approves new park\n12 March | Staff reporter\n\nThe council voted 7-2 on Tuesday to build a park.",
     "Re: general chat\n\nava12: anyone else having this problem since the update??\nomar3: lol same here",

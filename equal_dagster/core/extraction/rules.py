@@ -200,6 +200,7 @@ def _split_rules(lines: list[str]) -> list[str]:
     return out
 
 
+_POD_COMMAND = re.compile(r"^=(?P<command>head[1-6]|item|over|back|cut|pod|begin|end|for|encoding)\b(?P<text>.*)$")
 _CAPS_HEAD = re.compile(r"^[A-Z][A-Z0-9 ,&/'-]{3,78}$")
 
 
@@ -216,8 +217,8 @@ def _section_heads(paragraphs: list[list[str]]) -> list[list[str]]:
 
 
 def text_blocks(text: str) -> list[Block]:
-    """Plain text (or markdown, reStructuredText, a rendered man page) as blocks: a ``#`` heading or an underlined
-    line is a heading; a short numbered or all-capitals line standing alone is a section heading; a horizontal
+    """Plain text (or markdown, reStructuredText, Perl's POD, a rendered man page) as blocks: a ``#`` heading, an
+    underlined line or a POD ``=head`` is a heading (a POD ``=item``, a term); a short numbered or all-capitals line standing alone is a section heading; a horizontal
     rule is a ``rule``; a paragraph whose head asks a question is split into that ``question`` and the rest. Each
     block keeps its indentation and its item number ("1.2"), which mark where an entry of a FAQ ends."""
     blocks: list[Block] = []
@@ -226,7 +227,15 @@ def text_blocks(text: str) -> list[Block]:
         indent = len(paragraph[0]) - len(paragraph[0].lstrip())
         number = _ITEM_NUMBER.match(first)
         asked = 0 if paragraph[0].strip().startswith("```") else _question_lines(paragraph)
-        if _RULE_LINE.match(paragraph[0]):
+        pod = _POD_COMMAND.match(first)
+        if pod:  # Perl's POD: =head2 is a heading, =item a term, the other commands (=over, =back, =cut) nothing
+            if pod["command"].startswith("head"):
+                blocks.append(Block("heading", pod["text"].strip(), int(pod["command"][-1])))
+            elif pod["command"] == "item" and pod["text"].strip(" *"):
+                blocks.append(Block("term", pod["text"].strip(" *")))
+            if paragraph[1:]:
+                blocks.append(Block("para", "\n".join(paragraph[1:]).strip()))
+        elif _RULE_LINE.match(paragraph[0]):
             blocks.append(Block("rule", first))
         elif len(paragraph) == 2 and _UNDERLINE.match(paragraph[1].strip()) and len(paragraph[1].strip()) >= len(first) - 2:
             blocks.append(Block("heading", first, 2))
@@ -238,7 +247,7 @@ def text_blocks(text: str) -> list[Block]:
             blocks.append(Block("question", " ".join(line.strip() for line in paragraph[:asked]), 0, indent,
                                 number.group(1) if number else None))
             if paragraph[asked:]:
-                blocks.append(Block("para", "\n".join(line.strip() for line in paragraph[asked:])))
+                blocks.append(Block("para", "\n".join(line.rstrip() for line in paragraph[asked:])))
         elif len(paragraph) == 1 and _SECTION_LINE.match(first) and not number:
             blocks.append(Block("heading", first, 2))
         else:
@@ -287,7 +296,7 @@ def faq_pairs(blocks: list[Block], *, plain_questions: bool) -> list[QAPair]:
     for i, block in enumerate(blocks):
         if block.kind not in starts:
             continue
-        question = question_of(block.text) or (_NUMBERING.sub("", block.text).strip() if block.kind == "question" else None)
+        question = question_of(block.text) or (_NUMBERING.sub("", block.text.strip()).strip() if block.kind == "question" else None)
         if not question:
             continue
         answer: list[str] = []
@@ -297,8 +306,18 @@ def faq_pairs(blocks: list[Block], *, plain_questions: bool) -> list[QAPair]:
                 break
             answer.append(after.text)
         if answer and not (len(answer) == 1 and _QUESTION_END.search(answer[0])):
-            pairs.append(QAPair(question, "\n\n".join(answer)))
+            pairs.append(QAPair(question, _dedent("\n\n".join(answer))))
     return pairs
+
+
+def _dedent(answer: str) -> str:
+    """The answer moved left by its first line's indentation (a text FAQ indents its answers); deeper lines, such
+    as code, keep what they have beyond it."""
+    first = answer.split("\n", 1)[0]
+    base = len(first) - len(first.lstrip())
+    if not base:
+        return answer
+    return "\n".join(line[min(base, len(line) - len(line.lstrip())):] for line in answer.split("\n")).strip()
 
 
 def _text_faq_pairs(text: str) -> list[QAPair]:
