@@ -1,7 +1,7 @@
 """Selection benchmark: what each policy harvests with the DEFAULT settings, on corpora the defaults were not written
 for (``equal_dagster/demo/suite.py``), with the rules backend.
 
-    .venv/bin/python benchmarks/selection.py [--corpora demo rare spread large] [--seeds 0 1 2] [--work DIR]
+    .venv/bin/python benchmarks/selection.py [--corpora demo rare spread large realdocs] [--seeds 0 1 2] [--work DIR]
                                              [--generator-seed 1] [--policies ...]
 
 ``--policies`` takes the policy names, and ``equal_ucb+share`` for equal_ucb with EQUAL's neighbour sharing on.
@@ -18,7 +18,10 @@ per arm. The oracle knows every arm's true yield of relevant pairs (the rules ex
 the kinds): after the warm-up it extracts the arms in order of that yield; a policy's regret after round t is the
 oracle's expected relevant pairs for the documents spent so far in rounds less the policy's.
 
-The corpora are generated with ``--generator-seed`` 1: the defaults were chosen on simulations of corpora made with
+``realdocs`` is real text (benchmarks/real_corpus.py: FAQ entries, manuals, man pages and READMEs from the labelled
+fixtures; the goal is Python programming, the reference set the Python FAQ; relevance is each document's source).
+
+The generated corpora are made with ``--generator-seed`` 1: the defaults were chosen on simulations of corpora made with
 seed 0 (docs/benchmarks.md), so these documents, and the 50k corpus whole, are new to them.
 """
 
@@ -36,6 +39,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import dagster as dg  # noqa: E402
@@ -52,7 +56,10 @@ from equal_dagster.headless import play_rounds, run_stages_before_rounds  # noqa
 from equal_dagster.resources.bandit import BanditResource  # noqa: E402
 from equal_dagster.resources.llm import ExtractionResource  # noqa: E402
 
+from real_corpus import ABOUT as REAL_ABOUT, write_real_corpus  # noqa: E402
+
 POLICIES = ("equal_ucb", "random", "knn_reference", "classifier")
+REAL_CORPUS = "realdocs"
 
 
 def quiet(message: str) -> None:
@@ -119,15 +126,25 @@ def measure(home: Path, policy: str, seed: int, relevant: set[str], yields: dict
     }
 
 
-def run_corpus(name: str, seeds: list[int], policies: list[str], work: Path, generator_seed: int) -> list[dict]:
+def write_corpus(name: str, crawl_dir: Path, reference_path: Path, generator_seed: int) -> set[str]:
+    """Write the corpus's crawls and reference set; returns the ids of its relevant documents."""
+    if name == REAL_CORPUS:
+        relevant, parts = write_real_corpus(crawl_dir, reference_path)
+        print(f"{name}: {sum(parts.values()):,} documents ({REAL_ABOUT}): {parts}; {len(relevant):,} relevant", flush=True)
+        return relevant
     corpus = suite_corpus(name)
-    crawl_dir, reference_path = work / name / "crawls", work / name / "reference.jsonl"
     generated = write_demo_crawls(crawl_dir, seed=generator_seed, n_documents=corpus.documents, mix=corpus.mix)
     write_reference_set(reference_path, generate_reference_set(generator_seed, exclude=generated.math_questions))
     relevant = relevant_doc_ids(crawl_dir, corpus.mix.relevant)
-    crawls = sorted(p.name for p in crawl_dir.iterdir())
     print(f"{name}: {sum(generated.kinds.values()):,} rows ({corpus.mix.about}); {len(relevant):,} relevant rows",
           flush=True)
+    return relevant
+
+
+def run_corpus(name: str, seeds: list[int], policies: list[str], work: Path, generator_seed: int) -> list[dict]:
+    crawl_dir, reference_path = work / name / "crawls", work / name / "reference.jsonl"
+    relevant = write_corpus(name, crawl_dir, reference_path, generator_seed)
+    crawls = sorted(p.name for p in crawl_dir.iterdir())
     yardstick = Embedder("all-MiniLM-L6-v2")
     rows = []
     for seed in seeds:
@@ -207,7 +224,7 @@ def regret_table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--corpora", nargs="+", default=[c.mix.name for c in SELECTION_SUITE])
+    parser.add_argument("--corpora", nargs="+", default=[c.mix.name for c in SELECTION_SUITE] + [REAL_CORPUS])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--policies", nargs="+", default=list(POLICIES))
     parser.add_argument("--generator-seed", type=int, default=1)

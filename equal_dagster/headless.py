@@ -240,7 +240,8 @@ def run_headless(
         say(f"crawl folder {crawl_dir / name} skipped: {why}")
     crawls = scan.new
     if not crawls:
-        raise HeadlessRunError(f"{crawl_dir} holds no crawl: each subfolder or crawl file (.jsonl, .parquet) in it is one"
+        raise HeadlessRunError(f"{crawl_dir} holds no crawl: each subfolder or crawl file (.jsonl, .parquet, .warc.gz, "
+                               ".html) in it is one"
                                + (f" ({len(skipped)} refused: see above)" if skipped else ""))
     paths = EqualPaths(home, crawl_dir)
     if paths.store.exists():
