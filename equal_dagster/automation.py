@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from equal_dagster.core.crawls import scan_crawl_folder
-from equal_dagster.core.rounds import RETRY_STATUSES, RoundRefused, round_key, round_no_of
+from equal_dagster.core.rounds import RETRY_STATUSES, RoundRefused, budget_status, round_key, round_no_of
 from equal_dagster.core.store import StoreError
 from equal_dagster.instance import release_dead_runs
 from equal_dagster.partitions import crawls_partitions, rounds_partitions
@@ -160,14 +160,13 @@ def reextraction_schedule(context: dg.ScheduleEvaluationContext, store: StoreRes
                 return dg.SkipReason("no clusters yet")
             new_documents = db.unextracted_new_documents(clustering["clustering_id"], RETRY_STATUSES)
             next_no = (db.last_round_no() or 0) + 1
-            docs_spent, tokens_spent = db.spent_before(next_no)
-            docs_left, tokens_left = bandit.round_settings().budget.left(db.document_count(), docs_spent, tokens_spent)
+            budget = budget_status(db, bandit.round_settings().budget, next_no)
     except (StoreError, OSError, RuntimeError) as exc:  # duckdb raises IOException (an OSError) while a writer holds the file
         return dg.SkipReason(f"store not readable now ({exc.__class__.__name__}: {exc}); next tick")
     if new_documents == 0:
         return dg.SkipReason("no document ingested since the last round is waiting for extraction")
-    if docs_left == 0 or tokens_left == 0:
-        return dg.SkipReason(f"{new_documents:,} new documents wait, but the budget is spent: raise it to extract them")
+    if budget.spent:
+        return dg.SkipReason(f"{new_documents:,} new documents wait, but {budget.describe()}: raise it to extract them")
     key = round_key(next_no)
     context.instance.add_dynamic_partitions(rounds_partitions.name, [key])  # schedules cannot return partition requests
     return dg.RunRequest(partition_key=key, run_key=f"round:{key}")

@@ -82,6 +82,14 @@ def cmd_rounds(args: argparse.Namespace) -> int:
     except (ValueError, pydantic.ValidationError) as exc:
         print(f"equal rounds: {_first_line(exc)}", file=sys.stderr)
         return 2
+    from equal_dagster.core.rounds import budget_status, round_key
+    from equal_dagster.core.store import Store
+
+    with Store.open(paths.store, read_only=True) as store:
+        status = budget_status(store, bandit.round_settings().budget)
+    if status.spent:  # said before any run is launched: no FAILED run for a budget already spent
+        print(f"equal rounds: {status.describe()}; raise it to go on (--budget)", file=sys.stderr)
+        return 1
     try:
         played = play_rounds(build_definitions(paths, bandit=bandit), persistent_instance(paths), paths.store, args.count)
     except HeadlessRunError as exc:
@@ -91,7 +99,7 @@ def cmd_rounds(args: argparse.Namespace) -> int:
         shape = played[0]["round_shape"]
         print(f"round shape: {shape['arms_per_round']} arm(s) x {shape['docs_per_arm']} documents ({shape['reason']})")
     for metadata in played:
-        print(f"r{metadata['round_no']:04d}: {metadata['documents']} documents, {metadata['qa_pairs']} QA pairs, "
+        print(f"{round_key(metadata['round_no'])}: {metadata['documents']} documents, {metadata['qa_pairs']} QA pairs, "
               f"reward {metadata['round_reward']:.4f}, {metadata['documents_spent_total']} documents spent, "
               f"budget left {'no limit' if metadata['budget_left_documents'] is None else metadata['budget_left_documents']}")
     if played and played[-1]["budget_spent"]:

@@ -1,8 +1,6 @@
 """Assets ``fine_tuned_model`` (LoRA or full SFT on the QA dataset) and ``eval_scores`` (lm-eval, base against
 fine-tuned)."""
 
-import hashlib
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -13,25 +11,17 @@ from pydantic import Field
 from equal_dagster.assets.dataset import qa_dataset
 from equal_dagster.assets.metadata import markdown_table
 from equal_dagster.core.evaluation import evaluate_model, has_chat_template, prepare_local_tasks
-from equal_dagster.core.export import dataset_hash
 from equal_dagster.core.store import table_frame
-from equal_dagster.core.training import train_model
+from equal_dagster.core.training import PairSource, base_model_id, fine_tune
 from equal_dagster.resources.evaluator import EvaluatorResource
 from equal_dagster.resources.store import StoreResource
 from equal_dagster.resources.trainer import TrainerResource
 
-PAIR_SOURCES = ("dataset", "warmup", "rounds")
-
-
 class FineTuneConfig(dg.Config):
-    pairs_from: str = Field("dataset", description="dataset: every kept pair; warmup: the kept pairs of the warm-up (a "
-                                                   "random sample of documents: a baseline); rounds: those of the bandit rounds")
+    pairs_from: PairSource = Field("dataset", description="dataset: every kept pair; warmup: the kept pairs of the "
+                                   "warm-up (a random sample of documents: a baseline); rounds: those of the bandit rounds")
     max_pairs: Optional[int] = Field(None, description="train on the best-scored N pairs only")
     model_name: Optional[str] = Field(None, description="a name for the model (default: derived from base and data)")
-
-
-def base_model_id(base_model: str) -> str:
-    return f"base:{Path(base_model).name}"
 
 
 @dg.asset(
@@ -46,39 +36,17 @@ def base_model_id(base_model: str) -> str:
 )
 def fine_tuned_model(context: dg.AssetExecutionContext, config: FineTuneConfig, store: StoreResource,
                      trainer: TrainerResource) -> dg.MaterializeResult:
-    if config.pairs_from not in PAIR_SOURCES:
-        raise dg.Failure(description=f"pairs_from {config.pairs_from!r}: choose one of {', '.join(PAIR_SOURCES)}")
     params = trainer.training_params()
-    with store.open_store(read_only=True) as db:
-        pairs = db.kept_pairs()
-    if config.pairs_from == "warmup":
-        pairs = pairs.filter(pairs["round_id"] == "round-0")
-    elif config.pairs_from == "rounds":
-        pairs = pairs.filter(pairs["round_id"] != "round-0")
-    if config.max_pairs is not None:
-        pairs = pairs.head(config.max_pairs)
-    if pairs.height == 0:
-        raise dg.Failure(description=f"no kept QA pair to train on (pairs_from {config.pairs_from}): materialize "
-                                     "qa_dataset first")
-    data_hash = dataset_hash(pairs)
-    settings_hash = hashlib.sha256(json.dumps(params.as_json(), sort_keys=True).encode()).hexdigest()[:6]
-    model_id = config.model_name or f"{Path(params.base_model).name}-{params.method}-{data_hash[:10]}-{settings_hash}"
-    out_dir = Path(trainer.models_dir) / model_id
-    context.log.info(f"fine-tuning {params.base_model} ({params.method}) on {pairs.height:,} pairs "
-                     f"({config.pairs_from}) into {out_dir}")
-    report = train_model(list(zip(pairs["question"].to_list(), pairs["answer"].to_list())), params, out_dir,
-                         log=context.log.info, data_hash=data_hash)  # the card names the dataset as the models row does
     with store.open_store() as db:
-        db.save_model(table_frame("models", {
-            "model_id": [model_id], "base_model": [params.base_model], "dataset_hash": [data_hash],
-            "training_config": [json.dumps({**params.as_json(), "pairs_from": config.pairs_from,
-                                            "max_pairs": config.max_pairs, "examples": report.examples})],
-            "path": [str(out_dir)], "train_loss": [report.train_loss],
-            "created_at": [datetime.now(timezone.utc).replace(tzinfo=None)],
-        }), pairs["qa_id"].to_list())
+        try:
+            tuned = fine_tune(db, params, trainer.models_dir, pairs_from=config.pairs_from, max_pairs=config.max_pairs,
+                              name=config.model_name, log=context.log.info)
+        except ValueError as exc:
+            raise dg.Failure(description=str(exc)) from exc
+    report = tuned.report
     return dg.MaterializeResult(metadata={
-        "model_id": model_id,
-        "path": str(out_dir),
+        "model_id": tuned.model_id,
+        "path": str(tuned.path),
         "base_model": params.base_model,
         "method": params.method,
         "pairs_from": config.pairs_from,
@@ -89,7 +57,7 @@ def fine_tuned_model(context: dg.AssetExecutionContext, config: FineTuneConfig, 
         "first_logged_loss": report.first_loss if report.first_loss is not None else float("nan"),
         "last_logged_loss": report.last_loss if report.last_loss is not None else float("nan"),
         "trainable_parameters": report.trainable_parameters,
-        "dataset_hash": data_hash,
+        "dataset_hash": tuned.data_hash,
         "loss_curve": dg.MetadataValue.md(markdown_table(["step", "loss"], [(int(p["step"]), f"{p['loss']:.4f}")
                                                                              for p in report.loss_curve])),
         "seconds": report.seconds,

@@ -172,43 +172,7 @@ def tune_embedder(
     say(f"contrastive warm-up: {len(train):,} couples to train on, {len(held_out):,} held out "
         f"({len({p.doc_id for p in held_out})} documents); temperature {params.temperature}, {params.epochs} epochs")
     base_recall = recall_at_k(base, held_out) if held_out else {}
-
-    from datasets import Dataset
-    from transformers import PrinterCallback
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.training_args import BatchSamplers
-
-    from equal_dagster.core.contrastive_loss import OwnPairsMaskedRankingLoss
-
-    columns = {"anchor": [p.document for p in train], "positive": [p.qa_text for p in train]}
-    negatives = hard_negative_texts(base, train) if params.hard_negatives else None
-    if negatives is not None:
-        columns["negative"] = negatives
-    elif params.hard_negatives:
-        say("contrastive warm-up: no hard negatives (a document shares every QA text of the others)")
-    candidate_texts = list(zip(*[columns[name] for name in ("positive", "negative") if name in columns]))
-    own = own_qa_texts(train)
-    columns["label"] = list(range(len(train)))  # the row, for the loss's mask of a document's own texts
-    model = SentenceTransformer(base.resolved.location, device=str(base.model.device))
-    model.max_seq_length = base.model.max_seq_length
-    steps = math.ceil(len(train) / params.batch_size) * params.epochs
-    with tempfile.TemporaryDirectory(prefix="equal-embedder-") as scratch:
-        args = SentenceTransformerTrainingArguments(
-            output_dir=scratch, num_train_epochs=params.epochs, per_device_train_batch_size=params.batch_size,
-            learning_rate=params.learning_rate, warmup_steps=math.ceil(0.1 * steps), seed=params.seed,
-            data_seed=params.seed,
-            batch_sampler=BatchSamplers.NO_DUPLICATES, logging_strategy="epoch", save_strategy="no",
-            report_to="none", disable_tqdm=True, dataloader_num_workers=0,
-            use_cpu=str(base.model.device) == "cpu",
-        )
-        trainer = SentenceTransformerTrainer(
-            model=model, args=args, train_dataset=Dataset.from_dict(columns),
-            loss=OwnPairsMaskedRankingLoss(model, 1.0 / params.temperature, candidate_texts,
-                                           [own[p.doc_id] for p in train]),
-        )
-        trainer.remove_callback(PrinterCallback)  # the loss per epoch goes to ``log``, not to stdout
-        trainer.train()
-        losses = [round(float(entry["loss"]), 4) for entry in trainer.state.log_history if "loss" in entry]
+    model, losses = _train(base, train, params, say)
     say(f"contrastive warm-up: loss per epoch {losses}")
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(str(out_dir))
@@ -229,3 +193,52 @@ def tune_embedder(
                           "document's QA pairs in its top 10")
     report.seconds = time.perf_counter() - began
     return report
+
+
+def _training_columns(base: Embedder, train: Sequence[TrainingPair], params: ContrastiveParams,
+                      say: Callable[[str], None]) -> dict[str, list]:
+    """The trainer's rows: each document (anchor), one of its QA texts (positive), a hard negative when asked for,
+    and the row's number (the loss masks a document's own QA texts with it)."""
+    columns: dict[str, list] = {"anchor": [p.document for p in train], "positive": [p.qa_text for p in train]}
+    negatives = hard_negative_texts(base, train) if params.hard_negatives else None
+    if negatives is not None:
+        columns["negative"] = negatives
+    elif params.hard_negatives:
+        say("contrastive warm-up: no hard negatives (a document shares every QA text of the others)")
+    columns["label"] = list(range(len(train)))
+    return columns
+
+
+def _train(base: Embedder, train: Sequence[TrainingPair], params: ContrastiveParams, say: Callable[[str], None]):
+    """sentence-transformers' trainer with the masked InfoNCE loss; returns the model and the loss per epoch."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.training_args import BatchSamplers
+    from transformers import PrinterCallback
+
+    from equal_dagster.core.contrastive_loss import OwnPairsMaskedRankingLoss
+
+    columns = _training_columns(base, train, params, say)
+    candidate_texts = list(zip(*[columns[name] for name in ("positive", "negative") if name in columns]))
+    own = own_qa_texts(train)
+    model = SentenceTransformer(base.resolved.location, device=str(base.model.device))
+    model.max_seq_length = base.model.max_seq_length
+    steps = math.ceil(len(train) / params.batch_size) * params.epochs
+    with tempfile.TemporaryDirectory(prefix="equal-embedder-") as scratch:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=scratch, num_train_epochs=params.epochs, per_device_train_batch_size=params.batch_size,
+            learning_rate=params.learning_rate, warmup_steps=math.ceil(0.1 * steps), seed=params.seed,
+            data_seed=params.seed,
+            batch_sampler=BatchSamplers.NO_DUPLICATES, logging_strategy="epoch", save_strategy="no",
+            report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+            use_cpu=str(base.model.device) == "cpu",
+        )
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=Dataset.from_dict(columns),
+            loss=OwnPairsMaskedRankingLoss(model, 1.0 / params.temperature, candidate_texts,
+                                           [own[p.doc_id] for p in train]),
+        )
+        trainer.remove_callback(PrinterCallback)  # the loss per epoch goes to ``log``, not to stdout
+        trainer.train()
+        losses = [round(float(entry["loss"]), 4) for entry in trainer.state.log_history if "loss" in entry]
+    return model, losses

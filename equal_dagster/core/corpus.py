@@ -462,10 +462,56 @@ class _Batch:
     def __init__(self) -> None:
         self.candidates: list[CandidateDocument] = []
         self.rejections: list[Rejection] = []
-        self.text_bytes = 0  # characters of the candidates' texts, a cheap stand-in for their size
+        self.text_bytes = 0  # characters of the candidates' texts (and pages), a cheap stand-in for their size
 
     def __len__(self) -> int:
         return len(self.candidates) + len(self.rejections)
+
+    def add(self, outcome: CandidateDocument | Rejection) -> None:
+        if isinstance(outcome, CandidateDocument):
+            self.candidates.append(outcome)
+            self.text_bytes += len(outcome.text) + len(outcome.html or "")
+        else:
+            self.rejections.append(outcome)
+
+
+class _Position:
+    """Bytes of the crawl read so far: the files done, and the offset in the current one."""
+
+    def __init__(self) -> None:
+        self.files_done = 0
+        self.in_file = 0
+
+    @property
+    def bytes(self) -> int:
+        return self.files_done + self.in_file
+
+
+def _outcomes(files: list[CrawlFile], fmt: CrawlFormat, report: IngestReport,
+              position: _Position) -> Iterator[CandidateDocument | Rejection]:
+    """Rules 1 to 4 over every file of the crawl: each row as a candidate document or a rejection, in file order;
+    blank lines and WARC records that are not pages are counted, not yielded."""
+    for crawl_file in files:
+        if crawl_file.refusal:
+            yield Rejection(crawl_file.source_file, 0, crawl_file.refusal, crawl_file.refusal_detail, "")
+            continue
+        position.in_file = 0
+        reader = _reader(crawl_file.path.name)
+        for row in reader(crawl_file.path, crawl_file.source_file, fmt, lambda p: setattr(position, "in_file", p)):
+            if row.reason is None and row.record is None:
+                if row.record_type:
+                    report.records_skipped[row.record_type] += 1
+                else:
+                    report.blank_lines += 1
+                continue
+            if row.reason not in FILE_LEVEL_REASONS:
+                report.rows_read += 1
+            if row.reason:
+                yield Rejection(row.source_file, row.line_no, row.reason, row.detail or "", row.excerpt)
+            else:
+                yield to_candidate(row, fmt)
+        position.files_done += crawl_file.path.stat().st_size
+        position.in_file = 0
 
 
 def ingest_crawl(
@@ -481,60 +527,32 @@ def ingest_crawl(
     progress: ProgressFn | None = None,
     progress_every_s: float = 5.0,
 ) -> IngestReport:
-    """Read one crawl and replace its partition of ``documents`` and ``quarantine``: the new rows are written
-    batch by batch and become visible together when the whole crawl has been read (Store.replace_partition).
-    A batch ends at ``batch_size`` rows or ``batch_bytes`` of text, whichever comes first, so that memory
-    stays bounded for crawls of very large documents too. DuckDB's own memory is capped at ``memory_limit``
-    bytes meanwhile (default :func:`ingest_memory_limit`; Store.bounded_memory): without the cap its buffer
-    pool keeps the deduplication keys of every stored document, and the peak grows with the store."""
-    crawl_path, crawl_root = Path(crawl_path), Path(crawl_root)
+    """Read one crawl and replace its partition of ``documents``, ``pages`` and ``quarantine``: the new rows are
+    written batch by batch and become visible together when the whole crawl has been read
+    (Store.replace_partition). A batch ends at ``batch_size`` rows or ``batch_bytes`` of text, whichever comes
+    first, so that memory stays bounded for crawls of very large documents too. DuckDB's own memory is capped at
+    ``memory_limit`` bytes meanwhile (default :func:`ingest_memory_limit`; Store.bounded_memory): without the cap
+    its buffer pool keeps the deduplication keys of every stored document, and the peak grows with the store."""
     report = IngestReport(crawl_id)
-    started = time.monotonic()
-    files, report.skipped_files = list_crawl_files(crawl_path, crawl_root)
+    started = last_progress = time.monotonic()
+    files, report.skipped_files = list_crawl_files(Path(crawl_path), Path(crawl_root))
     report.files = len(files)
     total_bytes = sum(f.path.stat().st_size for f in files if f.refusal is None)
-    limit = memory_limit or ingest_memory_limit(batch_bytes, fmt.max_doc_bytes)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    done_before = 0
-    last_progress = started
-
+    position = _Position()
     try:
-        with (store.bounded_memory(limit),
+        with (store.bounded_memory(memory_limit or ingest_memory_limit(batch_bytes, fmt.max_doc_bytes)),
               store.replace_partition("crawl_id", crawl_id, ["documents", "quarantine", "pages"]) as writer):
             batch = _Batch()
-            for crawl_file in files:
-                if crawl_file.refusal:
-                    batch.rejections.append(Rejection(crawl_file.source_file, 0, crawl_file.refusal, crawl_file.refusal_detail, ""))
-                    continue
-                position = [0]
-                reader = _reader(crawl_file.path.name)
-                for row in reader(crawl_file.path, crawl_file.source_file, fmt, lambda p: position.__setitem__(0, p)):
-                    if row.reason is None and row.record is None:
-                        if row.record_type:
-                            report.records_skipped[row.record_type] += 1
-                        else:
-                            report.blank_lines += 1
-                        continue
-                    if row.reason not in FILE_LEVEL_REASONS:
-                        report.rows_read += 1
-                    if row.reason:
-                        batch.rejections.append(Rejection(row.source_file, row.line_no, row.reason, row.detail or "", row.excerpt))
-                    else:
-                        outcome = to_candidate(row, fmt)
-                        if isinstance(outcome, CandidateDocument):
-                            batch.candidates.append(outcome)
-                            batch.text_bytes += len(outcome.text) + len(outcome.html or "")
-                        else:
-                            batch.rejections.append(outcome)
-                    if len(batch) >= batch_size or batch.text_bytes >= batch_bytes:
-                        _flush(writer, batch, crawl_id, now, report)
-                        batch = _Batch()
-                    if progress and time.monotonic() - last_progress >= progress_every_s:
-                        last_progress = time.monotonic()
-                        report.seconds = last_progress - started
-                        report.bytes_read = done_before + position[0]
-                        progress(report, report.bytes_read, total_bytes)
-                done_before += crawl_file.path.stat().st_size
+            for outcome in _outcomes(files, fmt, report, position):
+                batch.add(outcome)
+                if len(batch) >= batch_size or batch.text_bytes >= batch_bytes:
+                    _flush(writer, batch, crawl_id, now, report)
+                    batch = _Batch()
+                if progress and time.monotonic() - last_progress >= progress_every_s:
+                    last_progress = time.monotonic()
+                    report.seconds, report.bytes_read = last_progress - started, position.bytes
+                    progress(report, report.bytes_read, total_bytes)
             _flush(writer, batch, crawl_id, now, report)
     except StoreMemoryError as exc:
         raise IngestError(f"crawl {crawl_id}: {exc}. Raise the ingest memory limit (EQUAL_INGEST_MEMORY_MB); "
@@ -553,8 +571,9 @@ def ingest_memory_limit(batch_bytes: int, max_doc_bytes: int) -> int:
     return max(64 << 20, 6 * (batch_bytes + max_doc_bytes))
 
 
-def _flush(writer: PartitionWriter, batch: _Batch, crawl_id: str, now: datetime, report: IngestReport) -> None:
-    """Rule 5 (duplicates, id conflicts) against the store and within the batch, then write the batch."""
+def _resolve(writer: PartitionWriter, batch: _Batch, crawl_id: str) -> tuple[list[CandidateDocument], list[Rejection]]:
+    """Rule 5 against the store and within the batch: the documents to keep, and the batch's rejections with its
+    duplicates and id conflicts."""
     existing = writer.existing_documents(
         list({c.content_hash for c in batch.candidates}), list({c.doc_id for c in batch.candidates})
     )
@@ -562,23 +581,29 @@ def _flush(writer: PartitionWriter, batch: _Batch, crawl_id: str, now: datetime,
     hash_of_id = {d: (h, c) for d, c, h in existing.iter_rows()}
     kept: list[CandidateDocument] = []
     rejections = list(batch.rejections)
+    def where(crawl: str) -> str:
+        return "this crawl" if crawl == crawl_id else f"crawl {crawl}"
+
     for doc in batch.candidates:
+        reason = detail = None
         if doc.content_hash in holder_of_hash:
             kept_id, kept_crawl = holder_of_hash[doc.content_hash]
-            where = "this crawl" if kept_crawl == crawl_id else f"crawl {kept_crawl}"
-            rejections.append(Rejection(doc.source_file, doc.line_no, DUPLICATE,
-                                        f"same text as document {kept_id} ({where})", doc.excerpt))
-            continue
-        if doc.doc_id in hash_of_id:
-            _, other_crawl = hash_of_id[doc.doc_id]
-            where = "this crawl" if other_crawl == crawl_id else f"crawl {other_crawl}"
-            rejections.append(Rejection(doc.source_file, doc.line_no, ID_CONFLICT,
-                                        f"id {doc.doc_id!r} is already used for a different text ({where})", doc.excerpt))
+            reason, detail = DUPLICATE, f"same text as document {kept_id} ({where(kept_crawl)})"
+        elif doc.doc_id in hash_of_id:
+            reason = ID_CONFLICT
+            detail = f"id {doc.doc_id!r} is already used for a different text ({where(hash_of_id[doc.doc_id][1])})"
+        if reason:
+            rejections.append(Rejection(doc.source_file, doc.line_no, reason, detail, doc.excerpt))
             continue
         holder_of_hash[doc.content_hash] = (doc.doc_id, crawl_id)
         hash_of_id[doc.doc_id] = (doc.content_hash, crawl_id)
         kept.append(doc)
+    return kept, rejections
 
+
+def _flush(writer: PartitionWriter, batch: _Batch, crawl_id: str, now: datetime, report: IngestReport) -> None:
+    """Resolve the batch (rule 5), write its documents, pages and quarantine rows, and count them."""
+    kept, rejections = _resolve(writer, batch, crawl_id)
     if kept:
         writer.insert("documents", table_frame("documents", {
             "doc_id": [d.doc_id for d in kept],
@@ -596,9 +621,7 @@ def _flush(writer: PartitionWriter, batch: _Batch, crawl_id: str, now: datetime,
     pages = [d for d in kept if d.html is not None]
     if pages:
         writer.insert("pages", table_frame("pages", {
-            "doc_id": [d.doc_id for d in pages],
-            "crawl_id": [crawl_id] * len(pages),
-            "html": [d.html for d in pages],
+            "doc_id": [d.doc_id for d in pages], "crawl_id": [crawl_id] * len(pages), "html": [d.html for d in pages],
         }))
     if rejections:
         writer.insert("quarantine", table_frame("quarantine", {

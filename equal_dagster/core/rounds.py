@@ -272,6 +272,36 @@ def bandit_state(store: Store, policy, clustering_id: str, round_no: int, embedd
     return state, warm, replayed
 
 
+@dataclass(frozen=True)
+class BudgetStatus:
+    """What the budget leaves before a round: documents and tokens spent by the rounds before it (the warm-up
+    included), and left (None: no such limit)."""
+
+    budget: Budget
+    docs_spent: int
+    tokens_spent: int
+    docs_left: int | None
+    tokens_left: int | None
+
+    @property
+    def spent(self) -> bool:
+        return self.docs_left == 0 or self.tokens_left == 0
+
+    def describe(self) -> str:
+        return (f"the budget ({self.budget.describe()}) is spent: {self.docs_spent:,} documents and "
+                f"{self.tokens_spent:,} tokens went to the rounds, the warm-up included")
+
+
+def budget_status(store: Store, budget: Budget, round_no: int | None = None) -> BudgetStatus:
+    """The one answer to "is the budget spent?" before round ``round_no`` (default: the next round to play), used by
+    the round's check, the re-extraction schedule and the CLI."""
+    if round_no is None:
+        round_no = (store.last_round_no() or 0) + 1
+    docs_spent, tokens_spent = store.spent_before(round_no)
+    docs_left, tokens_left = budget.left(store.document_count(), docs_spent, tokens_spent)
+    return BudgetStatus(budget, docs_spent, tokens_spent, docs_left, tokens_left)
+
+
 def check_round(store: Store, round_no: int, settings: RoundSettings,
                 replay: bool = False) -> tuple[int, int, int | None, int | None]:
     """Refuse a round that must not be played now (see the module's rules); else (docs spent, tokens spent, docs
@@ -294,13 +324,10 @@ def check_round(store: Store, round_no: int, settings: RoundSettings,
         raise RoundRefused(f"round {round_key(round_no)} has later rounds ({', '.join(round_key(r) for r in later)}) "
                            "chosen from its results; re-running it would rewrite their history. Re-run the latest "
                            f"round ({round_key(max(later))}) or go on with {round_key(max(later) + 1)}")
-    docs_spent, tokens_spent = store.spent_before(round_no)
-    docs_left, tokens_left = settings.budget.left(store.document_count(), docs_spent, tokens_spent)
-    if docs_left == 0 or tokens_left == 0:
-        raise RoundRefused(
-            f"the budget ({settings.budget.describe()}) is spent: {docs_spent:,} documents and {tokens_spent:,} tokens "
-            f"went to the rounds before {round_key(round_no)}, the warm-up included; raise the budget to go on")
-    return docs_spent, tokens_spent, docs_left, tokens_left
+    status = budget_status(store, settings.budget, round_no)
+    if status.spent:
+        raise RoundRefused(f"{status.describe()} before {round_key(round_no)}; raise the budget to go on")
+    return status.docs_spent, status.tokens_spent, status.docs_left, status.tokens_left
 
 
 def documents_for_rounds(store: Store, budget: Budget) -> int | None:

@@ -902,6 +902,16 @@ class Store:
             "SELECT * FROM clusters WHERE clustering_id = ? ORDER BY doc_id", [clustering_id]
         ).pl()
 
+    def documents_outside_clustering(self, clustering_id: str) -> tuple[int, int]:
+        """(documents embedded with the clustering's embedder that are in none of its arms, those documents)."""
+        return self.conn.execute(
+            "WITH embedded AS (SELECT e.doc_id FROM embeddings e JOIN documents d USING (doc_id) WHERE e.embedder_id = "
+            "(SELECT any_value(embedder_id) FROM cluster_summaries WHERE clustering_id = $c)) "
+            "SELECT count(*) FILTER (WHERE c.doc_id IS NULL), count(*) FROM embedded e "
+            "LEFT JOIN (SELECT doc_id FROM clusters WHERE clustering_id = $c) c USING (doc_id)",
+            {"c": clustering_id},
+        ).fetchone()
+
     def cluster_summaries(self, clustering_id: str) -> pl.DataFrame:
         return self.conn.execute(
             "SELECT * FROM cluster_summaries WHERE clustering_id = ? ORDER BY cluster_id", [clustering_id]
@@ -1084,6 +1094,14 @@ class Store:
                 "(SELECT write_id FROM partition_writes WHERE table_name = 'qa_pairs') RETURNING 1"
             ).fetchall()
         return len(updated)
+
+    def kept_pair_faults(self) -> tuple[int, int, int]:
+        """(kept pairs whose quality notes an evaluation overlap, kept pairs repeating another kept pair's question and
+        answer, kept pairs)."""
+        return self.conn.execute(
+            "SELECT count(*) FILTER (WHERE json_extract(quality, '$.contamination') IS NOT NULL), "
+            "count(*) - count(DISTINCT (lower(trim(question)), lower(trim(answer)))), count(*) FROM qa_pairs WHERE kept"
+        ).fetchone()
 
     def kept_pairs(self) -> pl.DataFrame:
         """The pairs qa_dataset kept, best quality first: qa_id, doc_id, round_id, question, answer, quality_score."""

@@ -24,8 +24,15 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import polars as pl
+
+from equal_dagster.core.export import dataset_hash as export_hash
+from equal_dagster.core.rounds import WARMUP_ROUND_ID
+from equal_dagster.core.store import Store, table_frame
 
 PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
 METHODS = ("lora", "full")
@@ -131,40 +138,25 @@ def _model_card(params: TrainingParams, report: TrainingReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def train_model(pairs: Sequence[tuple[str, str]], params: TrainingParams, out_dir: str | Path,
-                log: Callable[[str], None] | None = None, data_hash: str | None = None) -> TrainingReport:
-    """Fine-tune ``params.base_model`` on (question, answer) pairs and save it under ``out_dir`` (see the rules).
-    ``data_hash`` names the dataset in the model card and training.json (default: a hash of the pairs)."""
-    import torch
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        DataCollatorForSeq2Seq,
-        PrinterCallback,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-        set_seed,
-    )
-
-    say = log or (lambda message: None)
-    began = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    set_seed(params.seed)
-    tokenizer = AutoTokenizer.from_pretrained(params.base_model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+def _examples(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int) -> tuple[list[dict], int]:
+    """The encoded examples, and how many pairs were too long for ``max_length``."""
     examples, skipped = [], 0
     for question, answer in pairs:
-        encoded = encode_example(tokenizer, question, answer, params.max_length)
+        encoded = encode_example(tokenizer, question, answer, max_length)
         if encoded is None:
             skipped += 1
         else:
             examples.append(encoded)
     if not examples:
-        raise ValueError(f"no training example: {len(pairs)} pairs given, {skipped} too long for max_length "
-                         f"{params.max_length}")
+        raise ValueError(f"no training example: {len(pairs)} pairs given, {skipped} too long for max_length {max_length}")
+    return examples, skipped
+
+
+def _model_to_train(params: TrainingParams):
+    """The base model, with LoRA adapters on it when the method is ``lora``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     model = AutoModelForCausalLM.from_pretrained(params.base_model, torch_dtype=torch.float32)
     if params.method == "lora":
         from peft import LoraConfig, get_peft_model
@@ -173,10 +165,14 @@ def train_model(pairs: Sequence[tuple[str, str]], params: TrainingParams, out_di
             task_type="CAUSAL_LM", r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
             target_modules=list(params.target_modules) if params.target_modules else "all-linear",
         ))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    say(f"training {params.method} on {len(examples):,} examples ({skipped} too long), {trainable:,} of {total:,} "
-        "parameters trainable")
+    return model
+
+
+def _run_trainer(model, tokenizer, examples: list[dict], params: TrainingParams, out: Path,
+                 say: Callable[[str], None]) -> tuple[Any, list[dict[str, float]]]:
+    """transformers' Trainer over the examples; returns its result and the loss curve (also said step by step)."""
+    import torch
+    from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     curve: list[dict[str, float]] = []
 
@@ -197,7 +193,30 @@ def train_model(pairs: Sequence[tuple[str, str]], params: TrainingParams, out_di
                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
                       callbacks=[LossCurve()])
     trainer.remove_callback(PrinterCallback)  # the loss goes to ``log`` (the run log), not to stdout
-    result = trainer.train()
+    return trainer.train(), curve
+
+
+def train_model(pairs: Sequence[tuple[str, str]], params: TrainingParams, out_dir: str | Path,
+                log: Callable[[str], None] | None = None, data_hash: str | None = None) -> TrainingReport:
+    """Fine-tune ``params.base_model`` on (question, answer) pairs and save it under ``out_dir`` (see the rules).
+    ``data_hash`` names the dataset in the model card and training.json (default: a hash of the pairs)."""
+    from transformers import AutoTokenizer, set_seed
+
+    say = log or (lambda message: None)
+    began = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(params.seed)
+    tokenizer = AutoTokenizer.from_pretrained(params.base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    examples, skipped = _examples(tokenizer, pairs, params.max_length)
+    model = _model_to_train(params)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    say(f"training {params.method} on {len(examples):,} examples ({skipped} too long), {trainable:,} of {total:,} "
+        "parameters trainable")
+    result, curve = _run_trainer(model, tokenizer, examples, params, out, say)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     merged_path = None
@@ -217,6 +236,66 @@ def train_model(pairs: Sequence[tuple[str, str]], params: TrainingParams, out_di
     (out / "training.json").write_text(json.dumps({"params": params.as_json(), "report": asdict(report)}, indent=1))
     (out / "README.md").write_text(_model_card(params, report))
     return report
+
+
+PAIR_SOURCES = ("dataset", "warmup", "rounds")
+PairSource = Literal["dataset", "warmup", "rounds"]
+
+
+def select_training_pairs(kept: pl.DataFrame, pairs_from: str, max_pairs: int | None) -> pl.DataFrame:
+    """The kept pairs (best score first) to train on: all of them (``dataset``), the warm-up's (a random sample of
+    documents: the baseline), or the bandit rounds'; at most ``max_pairs``."""
+    if pairs_from not in PAIR_SOURCES:
+        raise ValueError(f"pairs_from {pairs_from!r}: choose one of {', '.join(PAIR_SOURCES)}")
+    if pairs_from == "warmup":
+        kept = kept.filter(kept["round_id"] == WARMUP_ROUND_ID)
+    elif pairs_from == "rounds":
+        kept = kept.filter(kept["round_id"] != WARMUP_ROUND_ID)
+    return kept.head(max_pairs) if max_pairs is not None else kept
+
+
+def model_id_for(params: TrainingParams, data_hash: str, name: str | None = None) -> str:
+    """The model's id: the name given, else base, method, dataset and settings."""
+    settings_hash = hashlib.sha256(json.dumps(params.as_json(), sort_keys=True).encode()).hexdigest()[:6]
+    return name or f"{Path(params.base_model).name}-{params.method}-{data_hash[:10]}-{settings_hash}"
+
+
+def base_model_id(base_model: str) -> str:
+    """The id under which the untrained base model's scores are stored."""
+    return f"base:{Path(base_model).name}"
+
+
+@dataclass
+class FineTuned:
+    model_id: str
+    path: Path
+    pairs: int
+    data_hash: str
+    report: TrainingReport
+
+
+def fine_tune(store: Store, params: TrainingParams, models_dir: str | Path, *, pairs_from: str = "dataset",
+              max_pairs: int | None = None, name: str | None = None, log: Callable[[str], None] | None = None) -> FineTuned:
+    """Train on the store's kept pairs (:func:`select_training_pairs`) into ``models_dir/<model_id>`` and record the
+    model and the pairs it was trained on in ``models`` and ``model_training_pairs``."""
+    say = log or (lambda message: None)
+    pairs = select_training_pairs(store.kept_pairs(), pairs_from, max_pairs)
+    if pairs.height == 0:
+        raise ValueError(f"no kept QA pair to train on (pairs_from {pairs_from}): materialize qa_dataset first")
+    data_hash = export_hash(pairs)
+    model_id = model_id_for(params, data_hash, name)
+    out_dir = Path(models_dir) / model_id
+    say(f"fine-tuning {params.base_model} ({params.method}) on {pairs.height:,} pairs ({pairs_from}) into {out_dir}")
+    report = train_model(list(zip(pairs["question"].to_list(), pairs["answer"].to_list())), params, out_dir,
+                         log=say, data_hash=data_hash)  # the card names the dataset as the models row does
+    store.save_model(table_frame("models", {
+        "model_id": [model_id], "base_model": [params.base_model], "dataset_hash": [data_hash],
+        "training_config": [json.dumps({**params.as_json(), "pairs_from": pairs_from, "max_pairs": max_pairs,
+                                        "examples": report.examples})],
+        "path": [str(out_dir)], "train_loss": [report.train_loss],
+        "created_at": [datetime.now(timezone.utc).replace(tzinfo=None)],
+    }), pairs["qa_id"].to_list())
+    return FineTuned(model_id, out_dir, pairs.height, data_hash, report)
 
 
 def load_trained(path: str | Path, base_model: str | None = None):

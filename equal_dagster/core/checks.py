@@ -1,0 +1,109 @@
+"""The data rules of each stage, as the asset checks show them (``equal_dagster/checks.py`` and the assets' own
+check specs). Each rule returns a :class:`Outcome`: passed or not, one line saying why, and the figures.
+
+Rules:
+
+- ``corpus``: the share of a crawl's rows quarantined (duplicates aside) is under :data:`MAX_QUARANTINE_SHARE`
+  (a crawl mostly broken is a wrong format or field name, not bad luck); no id conflict (one id, two texts).
+- ``embeddings``: every document of the crawl has a vector for the current embedder.
+- ``clusters``: every document embedded with the clustering's embedder is in exactly one arm.
+- ``warmup_extractions`` and ``bandit_rounds``: every drawn document has an extraction status; a round's reward is in
+  [0, 1]; the documents spent stay within the budget.
+- ``qa_dataset``: no kept pair overlaps an evaluation item; no two kept pairs are the same pair.
+- ``fine_tuned_model``: the loss fell from the first logged step to the last.
+- ``eval_scores``: the base and the fine-tuned models were scored on the same items (the same n per task).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from equal_dagster.core.extraction.results import STATUSES
+from equal_dagster.core.store import Store
+
+MAX_QUARANTINE_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    passed: bool
+    message: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def quarantine_share(rows_read: int, quarantined: Mapping[str, int]) -> Outcome:
+    bad = sum(n for reason, n in quarantined.items() if reason != "duplicate")
+    share = bad / rows_read if rows_read else (1.0 if bad else 0.0)
+    passed = share < MAX_QUARANTINE_SHARE
+    message = (f"{bad:,} of {rows_read:,} rows quarantined ({share:.1%})" +
+               ("" if passed else f", at least {MAX_QUARANTINE_SHARE:.0%}: check the crawl's format and field names"))
+    return Outcome(passed, message, {"quarantined": bad, "rows_read": rows_read, "share": round(share, 4)})
+
+
+def no_id_conflict(quarantined: Mapping[str, int]) -> Outcome:
+    conflicts = int(quarantined.get("id_conflict", 0))
+    return Outcome(conflicts == 0, f"{conflicts:,} rows reuse an id another text already has" if conflicts
+                   else "every id names one text", {"id_conflicts": conflicts})
+
+
+def crawl_embedded(store: Store, crawl_id: str, embedder_id: str) -> Outcome:
+    missing = len(store.documents_without_embedding(crawl_id, embedder_id))
+    return Outcome(missing == 0, f"{missing:,} documents of crawl {crawl_id} have no vector from {embedder_id}"
+                   if missing else f"every document of crawl {crawl_id} has a vector from {embedder_id}",
+                   {"documents_without_vector": missing})
+
+
+def every_document_in_one_arm(store: Store, clustering_id: str) -> Outcome:
+    missing, documents = store.documents_outside_clustering(clustering_id)
+    return Outcome(missing == 0, f"{missing:,} of {documents:,} embedded documents are in no arm" if missing
+                   else f"each of the {documents:,} embedded documents is in exactly one arm",
+                   {"documents": documents, "documents_in_no_arm": missing})
+
+
+def statuses_recorded(store: Store, round_id: str, drawn: int) -> Outcome:
+    statuses = store.extractions(round_id)["status"].to_list()
+    unknown = sum(1 for s in statuses if s not in STATUSES)
+    passed = len(statuses) == drawn and unknown == 0
+    return Outcome(passed, f"{len(statuses):,} of {drawn:,} drawn documents have a status" +
+                   (f", {unknown} unknown" if unknown else ""), {"drawn": drawn, "with_status": len(statuses)})
+
+
+def reward_in_range(reward: float) -> Outcome:
+    passed = 0.0 <= reward <= 1.0
+    return Outcome(passed, f"round reward {reward:.4f}" + ("" if passed else ", outside [0, 1]"), {"reward": reward})
+
+
+def within_budget(docs_spent: int, docs_limit: int | None, tokens_spent: int, tokens_limit: int | None) -> Outcome:
+    over_docs = docs_limit is not None and docs_spent > docs_limit
+    over_tokens = tokens_limit is not None and tokens_spent > tokens_limit
+    limit = "no limit" if docs_limit is None else f"{docs_limit:,}"
+    return Outcome(not (over_docs or over_tokens),
+                   f"{docs_spent:,} documents spent of {limit}" + (f"; {tokens_spent:,} tokens of {tokens_limit:,}"
+                                                                  if tokens_limit is not None else ""),
+                   {"documents_spent": docs_spent, "tokens_spent": tokens_spent})
+
+
+def kept_pairs_clean(store: Store) -> tuple[Outcome, Outcome]:
+    """(no kept pair contaminated, no exact duplicate among the kept pairs)."""
+    contaminated, duplicates, kept = store.kept_pair_faults()
+    return (Outcome(contaminated == 0, f"{contaminated:,} kept pairs overlap an evaluation item" if contaminated
+                    else f"none of the {kept:,} kept pairs overlaps an evaluation item", {"contaminated_kept": contaminated}),
+            Outcome(duplicates == 0, f"{duplicates:,} kept pairs repeat another kept pair" if duplicates
+                    else f"the {kept:,} kept pairs are distinct", {"duplicates_kept": duplicates}))
+
+
+def loss_fell(first: float | None, last: float | None) -> Outcome:
+    if first is None or last is None:
+        return Outcome(False, "no loss was logged", {})
+    return Outcome(last < first, f"loss {first:.4f} at the first logged step, {last:.4f} at the last",
+                   {"first_loss": first, "last_loss": last})
+
+
+def same_items(n_by_model: Mapping[str, Mapping[str, int | None]]) -> Outcome:
+    """Every model scored on the same number of items per task."""
+    tasks = sorted({t for per_task in n_by_model.values() for t in per_task})
+    differ = [t for t in tasks if len({n_by_model[m].get(t) for m in n_by_model}) > 1]
+    return Outcome(not differ, f"tasks scored on different items: {', '.join(differ)}" if differ
+                   else f"{len(n_by_model)} models scored on the same items of {len(tasks)} task(s)", {"tasks": len(tasks)})
