@@ -29,6 +29,7 @@ from equal_dagster.automation import (
     reextraction_schedule,
     warmup_job,
 )
+from equal_dagster.checks import ASSET_CHECKS
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.crawls import CrawlFolder
@@ -161,6 +162,7 @@ def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource |
     return dg.Definitions(
         assets=[corpus, warmup_extractions, embedder, embeddings, clusters, bandit_rounds, qa_dataset, fine_tuned_model,
                 eval_scores],
+        asset_checks=ASSET_CHECKS,
         jobs=[ingest_crawl_job, warmup_job, embedder_job, embed_crawl_job, clusters_job, bandit_round_job, dataset_job,
               fine_tune_job, evaluate_job],
         sensors=[new_crawl_sensor, next_round_sensor, dead_run_sensor],

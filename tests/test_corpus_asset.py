@@ -40,6 +40,11 @@ def test_corpus_asset_writes_documents_and_reports_metadata(paths, instance, mon
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any("12 rows read (" in m and "rows/s" in m for m in messages)
     assert any("9 quarantined" in m and "'too_large': 1" in m for m in messages)
+    # the data rules as asset checks: 8 of 12 rows quarantined (duplicates aside) fails the share, as a warning
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["quarantine_share"].passed and checks["quarantine_share"].severity == dg.AssetCheckSeverity.WARN
+    assert "of 12 rows quarantined" in checks["quarantine_share"].description
+    assert checks["no_id_conflict"].passed == ("id_conflict" not in metadata["quarantined_by_reason"])
 
 
 def test_rematerializing_gives_the_same_rows(paths, instance):

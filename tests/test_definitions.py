@@ -73,3 +73,12 @@ def test_every_environment_variable_read_is_documented_and_every_documented_one_
     read = {m for p in (root / "equal_dagster").rglob("*.py") for m in re.findall(r'"(EQUAL_[A-Z0-9_]+)"', p.read_text())}
     documented = set(re.findall(r"`(EQUAL_[A-Z0-9_]+)`", (root / "docs" / "configuration.md").read_text()))
     assert read == documented, {"read, not documented": read - documented, "documented, not read": documented - read}
+
+
+def test_every_asset_has_its_data_rules_as_asset_checks():
+    from equal_dagster.definitions import build_definitions
+
+    graph = build_definitions().resolve_asset_graph()
+    checked = {key.asset_key.to_user_string() for key in graph.asset_check_keys}
+    assets = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert checked == assets, assets - checked

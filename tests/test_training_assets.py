@@ -53,6 +53,10 @@ def test_dataset_model_and_scores_through_dagster(paths):
         assert model["examples"] == 40 and model["last_logged_loss"] < model["first_logged_loss"]
         scored = defs.resolve_job_def("evaluate").execute_in_process(instance=instance)
         scores = metadata(scored, "eval_scores")
+    # the data rules ran as asset checks beside each asset, and hold
+    checks = {c.check_name: c for r in (built, tuned, scored) for c in r.get_asset_check_evaluations()}
+    assert set(checks) == {"no_contaminated_pair", "no_duplicate_pair", "loss_fell", "scored_on_the_same_items"}
+    assert all(c.passed for c in checks.values()), {n: c.description for n, c in checks.items()}
     assert scores["models"] == ["base:base", model["model_id"]]
     assert "delta (last - base)" in scores["scores"] and "| demo_nll | nll |" in scores["scores"]
     with Store.open(paths.store, read_only=True) as store:

@@ -3,7 +3,8 @@
 import dagster as dg
 
 from equal_dagster.core.corpus import IngestError, IngestReport, ingest_crawl
-from equal_dagster.assets.metadata import markdown_table
+from equal_dagster.assets.metadata import check_result, markdown_table
+from equal_dagster.core.checks import no_id_conflict, quarantine_share
 from equal_dagster.partitions import crawls_partitions
 from equal_dagster.resources.crawls import CrawlFolder
 from equal_dagster.resources.store import StoreResource
@@ -30,6 +31,11 @@ def _reason_table(report: IngestReport) -> str:
         "Documents of one crawl: text normalized, exact duplicates kept once, and every row that cannot "
         "become a document in `quarantine` with its reason. Re-materializing replaces the crawl's rows."
     ),
+    check_specs=[
+        dg.AssetCheckSpec("quarantine_share", asset="corpus", description="under half of the crawl's rows quarantined "
+                          "(duplicates aside): more is a wrong format or field name"),
+        dg.AssetCheckSpec("no_id_conflict", asset="corpus", description="no id names two different texts"),
+    ],
 )
 def corpus(context: dg.AssetExecutionContext, store: StoreResource, crawl_folder: CrawlFolder) -> dg.MaterializeResult:
     crawl_id = context.partition_key
@@ -58,6 +64,8 @@ def corpus(context: dg.AssetExecutionContext, store: StoreResource, crawl_folder
         [(row["doc_id"], row["url"] or "", row["n_chars"], row["text"][:160]) for row in preview.iter_rows(named=True)],
     )
     return dg.MaterializeResult(
+        check_results=[check_result("quarantine_share", quarantine_share(report.rows_read, report.quarantined)),
+                       check_result("no_id_conflict", no_id_conflict(report.quarantined))],
         metadata={
             "dagster/row_count": report.documents_kept,
             "dagster/column_schema": dg.TableSchema(

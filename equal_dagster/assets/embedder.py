@@ -5,7 +5,8 @@ import dagster as dg
 from pydantic import Field
 
 from equal_dagster.assets.extraction import warmup_extractions
-from equal_dagster.assets.metadata import markdown_table
+from equal_dagster.assets.metadata import check_result, markdown_table
+from equal_dagster.core.checks import embedder_not_worse
 from equal_dagster.core.contrastive import ContrastiveParams, TrainingPair, render_qa, tune_embedder
 from equal_dagster.core.rounds import WARMUP_ROUND_ID
 from equal_dagster.resources.embedder import EmbedderResource
@@ -34,6 +35,8 @@ class EmbedderConfig(dg.Config):
         "MultipleNegativesRankingLoss) so that a document lands near its own warm-up QA pairs; saved under "
         "$EQUAL_HOME/embedders/<id> and used by `embeddings` from then on. Reports recall@1/@10 on held-out pairs."
     ),
+    check_specs=[dg.AssetCheckSpec("not_worse_than_base", asset="embedder", blocking=True,
+                                   description="the embedder in use recalls held-out QA pairs at least as well as the base")],
 )
 def embedder(context: dg.AssetExecutionContext, config: EmbedderConfig, store: StoreResource,
              embedding_model: EmbedderResource) -> dg.MaterializeResult:
@@ -41,7 +44,8 @@ def embedder(context: dg.AssetExecutionContext, config: EmbedderConfig, store: S
         rows = db.qa_pairs_with_documents([WARMUP_ROUND_ID])
     pairs = [TrainingPair(r["doc_id"], r["text"], render_qa(r["question"], r["answer"])) for r in rows.iter_rows(named=True)]
     params = ContrastiveParams(**config.model_dump())
-    report = tune_embedder(embedding_model.load_base(), pairs, params, embedding_model.embedders_dir, log=context.log.info)
+    base = embedding_model.load_base()
+    report = tune_embedder(base, pairs, params, embedding_model.embedders_dir, log=context.log.info)
     embedding_model.set_current(report.location, report.embedder_id, report.reason)
     context.log.info(f"embedder: {report.embedder_id} ({report.reason}); recall {report.recall}")
     recall_md = markdown_table(
@@ -49,7 +53,9 @@ def embedder(context: dg.AssetExecutionContext, config: EmbedderConfig, store: S
         [(name, values.get("@1", ""), values.get("@10", ""), values.get("hit@1", ""), values.get("hit@10", ""))
          for name, values in report.recall.items()],
     ) if report.recall else "no held-out check (no training)"
-    return dg.MaterializeResult(metadata={
+    check = check_result("not_worse_than_base", embedder_not_worse(report.recall, report.embedder_id == base.embedder_id),
+                         blocking=True)
+    return dg.MaterializeResult(check_results=[check], metadata={
         "embedder_id": report.embedder_id,
         "trained": report.trained,
         "reason": report.reason,

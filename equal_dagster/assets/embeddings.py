@@ -4,6 +4,8 @@ import dagster as dg
 
 from equal_dagster.assets.corpus import corpus
 from equal_dagster.assets.embedder import embedder as embedder_asset
+from equal_dagster.assets.metadata import check_result
+from equal_dagster.core.checks import crawl_embedded
 from equal_dagster.core.embedding import describe_embedder, embed_crawl
 from equal_dagster.partitions import crawls_partitions
 from equal_dagster.resources.embedder import EmbedderResource
@@ -23,6 +25,8 @@ from equal_dagster.resources.store import StoreResource
         "only documents without a vector from the current embedder are embedded (a re-run embeds nothing; a new "
         "embedder embeds everything, and the old vectors stay until dropped)."
     ),
+    check_specs=[dg.AssetCheckSpec("every_document_embedded", asset="embeddings", blocking=True,
+                                   description="every document of the crawl has a vector from the current embedder")],
 )
 def embeddings(context: dg.AssetExecutionContext, store: StoreResource, embedding_model: EmbedderResource) -> dg.MaterializeResult:
     crawl_id = context.partition_key
@@ -36,12 +40,13 @@ def embeddings(context: dg.AssetExecutionContext, store: StoreResource, embeddin
     with store.open_store() as db:
         report = embed_crawl(db, crawl_id, model, progress=log_progress)
         counts = db.embedding_counts(crawl_id)
+        embedded = crawl_embedded(db, crawl_id, model.embedder_id)
     context.log.info(
         f"crawl {crawl_id}: {report.embedded:,} embedded, {report.already_embedded:,} already had a vector, "
         f"{report.stale_deleted:,} stale vectors deleted, {report.documents_per_second:,.1f} documents/s"
     )
     info = describe_embedder(model)
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(check_results=[check_result("every_document_embedded", embedded, blocking=True)], metadata={
         "dagster/row_count": counts.get(model.embedder_id, 0),
         "embedder_id": model.embedder_id,
         "embedder_source": info["source"],

@@ -6,7 +6,8 @@ import dagster as dg
 from pydantic import Field
 
 from equal_dagster.assets.corpus import corpus
-from equal_dagster.assets.metadata import markdown_table
+from equal_dagster.assets.metadata import check_result, markdown_table
+from equal_dagster.core.checks import statuses_recorded
 from equal_dagster.core.extraction import STATUSES, StoreResponseCache
 from equal_dagster.core.rounds import WARMUP_ROUND_ID, RoundFailed
 from equal_dagster.core.warmup import (
@@ -78,6 +79,8 @@ def extraction_metadata(report: WarmupReport, qa_preview: list[dict], qa_columns
         "extracted with the configured backend and stored as round 0 (`extractions`, `qa_pairs`, `rounds`). Calls "
         "already paid for come from `llm_cache`; re-materializing replaces round 0."
     ),
+    check_specs=[dg.AssetCheckSpec("every_document_has_a_status", asset="warmup_extractions", blocking=True,
+                                   description="every sampled document has an extraction status")],
 )
 def warmup_extractions(
     context: dg.AssetExecutionContext, config: WarmupConfig, store: StoreResource, llm: ExtractionResource,
@@ -100,10 +103,12 @@ def warmup_extractions(
             raise dg.Failure(description=str(exc)) from exc
         preview = db.qa_pairs(WARMUP_ROUND_ID).head(5).to_dicts()
         columns = db.column_types("qa_pairs")
+        statuses = statuses_recorded(db, WARMUP_ROUND_ID, report.sampled)
     totals = report.run.totals()
     context.log.info(
         f"warm-up round {WARMUP_ROUND_ID}: {report.sampled:,} documents, {report.qa_pairs_written:,} QA pairs, "
         f"status {totals['status']}, {totals['backend_calls']:,} backend calls, {totals['cache_hits']:,} cache hits, "
         f"{totals['tokens_in']:,} tokens in / {totals['tokens_out']:,} out, counters {totals['counters']}"
     )
-    return dg.MaterializeResult(metadata=extraction_metadata(report, preview, columns))
+    return dg.MaterializeResult(metadata=extraction_metadata(report, preview, columns),
+                                check_results=[check_result("every_document_has_a_status", statuses, blocking=True)])

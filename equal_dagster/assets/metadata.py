@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import dagster as dg
+
+from equal_dagster.core.checks import Outcome
+
 
 def _cell(value: Any) -> str:
     text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
@@ -16,6 +20,14 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def check_result(name: str, outcome: Outcome, *, blocking: bool = False) -> dg.AssetCheckResult:
+    """A rule's outcome (:mod:`equal_dagster.core.checks`) as Dagster shows it; a failed blocking rule is an ERROR
+    (the assets downstream do not run), any other a WARN."""
+    severity = dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(check_name=name, passed=outcome.passed, severity=severity,
+                               description=outcome.message, metadata={"why": outcome.message, **outcome.metadata})
 
 
 def png_markdown(figure: Any, alt: str = "plot") -> str:

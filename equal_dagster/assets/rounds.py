@@ -7,7 +7,8 @@ from pydantic import Field
 
 from equal_dagster.assets.clusters import clusters
 from equal_dagster.assets.extraction import warmup_extractions
-from equal_dagster.assets.metadata import markdown_table, png_markdown
+from equal_dagster.assets.metadata import check_result, markdown_table, png_markdown
+from equal_dagster.core.checks import reward_in_range, statuses_recorded, within_budget
 from equal_dagster.core.extraction import StoreResponseCache
 from equal_dagster.core.reward import ReferenceSetError
 from equal_dagster.core.rounds import RoundFailed, RoundRefused, RoundReport, play_round, round_history, round_no_of
@@ -77,6 +78,14 @@ class RoundConfig(dg.Config):
         "extract QA pairs, reward each arm with 1 - W (optimal transport to the reference set), and write the round, "
         "its extractions and QA pairs at once. Rounds run in order (r0001, r0002, ...) until the budget is spent."
     ),
+    check_specs=[
+        dg.AssetCheckSpec("within_budget", asset="bandit_rounds", blocking=True,
+                          description="the documents and tokens spent, the warm-up's included, stay within the budget"),
+        dg.AssetCheckSpec("every_document_has_a_status", asset="bandit_rounds", blocking=True,
+                          description="every document the round drew has an extraction status"),
+        dg.AssetCheckSpec("reward_in_range", asset="bandit_rounds", blocking=True,
+                          description="the round's reward (1 - W) is in [0, 1]"),
+    ],
 )
 def bandit_rounds(context: dg.AssetExecutionContext, config: RoundConfig, store: StoreResource, llm: ExtractionResource,
                   embedding_model: EmbedderResource, bandit: BanditResource) -> dg.MaterializeResult:
@@ -101,6 +110,14 @@ def bandit_rounds(context: dg.AssetExecutionContext, config: RoundConfig, store:
             top_terms = {int(r["cluster_id"]): json.loads(r["top_terms"] or "[]")
                          for r in db.cluster_summaries(report.clustering_id).iter_rows(named=True)}
         preview = db.qa_pairs(report.round_id).head(5).to_dicts()
+        checks = [
+            check_result("within_budget", within_budget(report.docs_spent_total,
+                                                        settings.budget.document_limit(db.document_count()),
+                                                        report.tokens_spent_total, settings.budget.tokens), blocking=True),
+            check_result("every_document_has_a_status", statuses_recorded(db, report.round_id, report.documents),
+                         blocking=True),
+            check_result("reward_in_range", reward_in_range(report.round_reward), blocking=True),
+        ]
     totals = report.run.totals()
     context.log.info(
         f"round {report.round_id} ({report.policy}): {report.documents:,} documents, {report.qa_pairs:,} QA pairs, "
@@ -110,7 +127,7 @@ def bandit_rounds(context: dg.AssetExecutionContext, config: RoundConfig, store:
     )
     if totals["why_no_pairs"]:
         context.log.warning(f"round {report.round_id} found no QA pairs: {totals['why_no_pairs']}")
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(check_results=checks, metadata={
         "dagster/row_count": report.qa_pairs,
         "round_no": report.round_no,
         "policy": report.policy,

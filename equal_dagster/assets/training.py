@@ -9,7 +9,8 @@ import dagster as dg
 from pydantic import Field
 
 from equal_dagster.assets.dataset import qa_dataset
-from equal_dagster.assets.metadata import markdown_table
+from equal_dagster.assets.metadata import check_result, markdown_table
+from equal_dagster.core.checks import loss_fell
 from equal_dagster.core.evaluation import evaluate_model, has_chat_template, prepare_local_tasks
 from equal_dagster.core.store import table_frame
 from equal_dagster.core.training import PairSource, base_model_id, fine_tune
@@ -33,6 +34,8 @@ class FineTuneConfig(dg.Config):
         "The base model fine-tuned on the kept QA pairs (LoRA with peft, or full SFT), loss on the answer tokens only, "
         "in the base model's chat template; saved under $EQUAL_HOME/models/<model_id> with a model card and a `models` row."
     ),
+    check_specs=[dg.AssetCheckSpec("loss_fell", asset="fine_tuned_model",
+                                   description="the training loss fell from the first logged step to the last")],
 )
 def fine_tuned_model(context: dg.AssetExecutionContext, config: FineTuneConfig, store: StoreResource,
                      trainer: TrainerResource) -> dg.MaterializeResult:
@@ -44,7 +47,8 @@ def fine_tuned_model(context: dg.AssetExecutionContext, config: FineTuneConfig, 
         except ValueError as exc:
             raise dg.Failure(description=str(exc)) from exc
     report = tuned.report
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(check_results=[check_result("loss_fell", loss_fell(report.first_loss, report.last_loss))],
+                                metadata={
         "model_id": tuned.model_id,
         "path": str(tuned.path),
         "base_model": params.base_model,

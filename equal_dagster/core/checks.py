@@ -5,6 +5,7 @@ Rules:
 
 - ``corpus``: the share of a crawl's rows quarantined (duplicates aside) is under :data:`MAX_QUARANTINE_SHARE`
   (a crawl mostly broken is a wrong format or field name, not bad luck); no id conflict (one id, two texts).
+- ``embedder``: the embedder in use recalls held-out QA pairs at least as well as the base.
 - ``embeddings``: every document of the crawl has a vector for the current embedder.
 - ``clusters``: every document embedded with the clustering's embedder is in exactly one arm.
 - ``warmup_extractions`` and ``bandit_rounds``: every drawn document has an extraction status; a round's reward is in
@@ -92,6 +93,16 @@ def kept_pairs_clean(store: Store) -> tuple[Outcome, Outcome]:
                     else f"none of the {kept:,} kept pairs overlaps an evaluation item", {"contaminated_kept": contaminated}),
             Outcome(duplicates == 0, f"{duplicates:,} kept pairs repeat another kept pair" if duplicates
                     else f"the {kept:,} kept pairs are distinct", {"duplicates_kept": duplicates}))
+
+
+def embedder_not_worse(recall: Mapping[str, Mapping[str, float]], in_use_is_base: bool) -> Outcome:
+    """The embedder in use recalls a held-out document's QA pairs in its top 10 at least as often as the base."""
+    base, tuned = recall.get("base", {}).get("@10"), recall.get("tuned", {}).get("@10")
+    if base is None or tuned is None:
+        return Outcome(True, "no held-out check: the base embedder is in use (too few warm-up pairs to train)", {})
+    in_use = base if in_use_is_base else tuned
+    return Outcome(in_use >= base, f"held-out recall@10: {in_use} in use, {base} for the base",
+                   {"recall_at_10_in_use": in_use, "recall_at_10_base": base})
 
 
 def loss_fell(first: float | None, last: float | None) -> Outcome:
