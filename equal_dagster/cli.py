@@ -161,6 +161,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     paths = _paths(args)
     with Store.open(paths.store, read_only=True, wait_s=READER_WAIT_S) as store:
         rows = store.kept_pairs()
+        unscored = store.unscored_pairs()
+    if unscored:  # the dataset is older than the rounds: say so, then export what it holds
+        print(f"equal export: warning: {unscored:,} QA pairs harvested since qa_dataset was last built are not scored "
+              "and not in this export; materialize qa_dataset again (the build_dataset job) to include them",
+              file=sys.stderr)
     if rows.height == 0:
         print("equal export: no kept QA pair: materialize qa_dataset first", file=sys.stderr)
         return 1

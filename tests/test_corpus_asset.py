@@ -34,6 +34,7 @@ def test_corpus_asset_writes_documents_and_reports_metadata(paths, instance, mon
     assert "| too_large | 1 |" in metadata["quarantined_by_reason"]
     assert "good-1" in metadata["preview"]
     assert [c.name for c in metadata["dagster/column_schema"].columns][:3] == ["doc_id", "crawl_id", "source_file"]
+    assert all(c.description for c in metadata["dagster/column_schema"].columns)  # every column says what it holds
     with Store.open(paths.store, read_only=True) as store:
         assert store.documents("crawl-a")["doc_id"].to_list() == ["good-1", "good-2"]
     # progress and the counters reach the run log

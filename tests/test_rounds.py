@@ -80,6 +80,7 @@ def test_rounds_run_in_order_and_the_latest_can_be_rerun(home, instance, capsys)
     assert not set(round_one["doc_id"]) & set(store_docs(home, "round-0"))  # the warm-up's documents are not drawn again
     assert "data:image/png;base64," in meta["reward_plot"] and "| arm | why | score |" in meta["arms"]
     assert 0.0 <= meta["round_reward"] <= 1.0 and meta["warm_start_arms"] > 0
+    assert "the rules backend makes no LLM call" in meta["budget_estimate"]  # round 1 says what the budget costs
     checks = {c.check_name: c for c in first.get_asset_check_evaluations()}
     assert set(checks) == {"within_budget", "every_document_has_a_status", "reward_in_range"}
     assert all(c.passed for c in checks.values()) and "8 of 8 drawn documents" in checks["every_document_has_a_status"].description

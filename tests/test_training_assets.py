@@ -5,6 +5,7 @@ import json
 
 import dagster as dg
 
+from equal_dagster.cli import main
 from equal_dagster.core.extraction import Document
 from equal_dagster.core.extraction.extractor import RuleExtractor
 from equal_dagster.core.lineage import format_lineage, qa_lineage
@@ -22,7 +23,7 @@ def metadata(result, node):
     return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
 
 
-def test_dataset_model_and_scores_through_dagster(paths):
+def test_dataset_model_and_scores_through_dagster(paths, capsys):
     problems = generate_reference_set(1, n=60)
     evaluation = generate_eval_set(0, n=12, exclude={p["question"] for p in problems})
     documents = [Document(f"doc-{i:03d}", f"Problem: {p['question']}\nSolution: {p['answer']}") for i, p in enumerate(problems)]
@@ -58,7 +59,8 @@ def test_dataset_model_and_scores_through_dagster(paths):
     assert set(checks) == {"no_contaminated_pair", "no_duplicate_pair", "loss_fell", "scored_on_the_same_items"}
     assert all(c.passed for c in checks.values()), {n: c.description for n, c in checks.items()}
     assert scores["models"] == ["base:base", model["model_id"]]
-    assert "delta (last - base)" in scores["scores"] and "| demo_nll | nll |" in scores["scores"]
+    assert f"| {model['model_id']} - base:base |" in scores["scores"] and "| demo_nll | nll |" in scores["scores"]
+    assert "data:image/png;base64," in model["loss_curve"]  # the loss as a plot
     with Store.open(paths.store, read_only=True) as store:
         rows = store.eval_scores()
         models = store.models()
@@ -75,4 +77,21 @@ def test_dataset_model_and_scores_through_dagster(paths):
     assert leak["kept"] is False and leak["drop_reason"] == "contaminated"
     assert chain["quality"]["kept"] is True and chain["models"][0]["model_id"] == model["model_id"]
     assert "demo_nll/nll" in chain["models"][0]["eval_scores"]
+
+    # a round played after the dataset was built: the export says its pairs are not in it (qa_dataset is stale)
+    with Store.open(paths.store) as store:
+        write_extraction_round(store, "r0002", 2, "equal_ucb", RuleExtractor().extract(documents[:3]), seed=0,
+                               dagster_run_id="late-run")
+    assert main(["--home", str(paths.home), "export", "--format", "alpaca", "--out", str(paths.home / "export")]) == 0
+    err = capsys.readouterr().err
+    assert "3 QA pairs harvested since qa_dataset was last built are not scored" in err
     assert f"model       {model['model_id']}" in format_lineage(chain)
+
+
+def test_eval_table_compares_each_model_with_the_base_and_equal_ucb_with_random():
+    from equal_dagster.assets.training import score_rows
+
+    results = {"base:b": {("t", "acc"): 0.50}, "demo-equal_ucb": {("t", "acc"): 0.70}, "demo-random": {("t", "acc"): 0.55}}
+    header, rows = score_rows(results, "base:b")
+    assert header[-3:] == ["demo-equal_ucb - base:b", "demo-random - base:b", "demo-equal_ucb - demo-random"]
+    assert rows == [["t", "acc", "0.5000", "0.7000", "0.5500", "+0.2000", "+0.0500", "+0.1500"]]

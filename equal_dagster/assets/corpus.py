@@ -4,6 +4,7 @@ import dagster as dg
 
 from equal_dagster.core.corpus import IngestError, IngestReport, ingest_crawl
 from equal_dagster.assets.metadata import check_result, markdown_table
+from equal_dagster.core.store import column_schema
 from equal_dagster.core.checks import no_id_conflict, quarantine_share
 from equal_dagster.partitions import crawls_partitions
 from equal_dagster.resources.crawls import CrawlFolder
@@ -69,7 +70,8 @@ def corpus(context: dg.AssetExecutionContext, store: StoreResource, crawl_folder
         metadata={
             "dagster/row_count": report.documents_kept,
             "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(name, sql_type) for name, sql_type in columns.items()]
+                columns=[dg.TableColumn(name, sql_type, description=description)
+                         for name, sql_type, description in column_schema("documents", columns)]
             ),
             "rows_read": report.rows_read,
             "documents_kept": report.documents_kept,

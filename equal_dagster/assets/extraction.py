@@ -7,6 +7,7 @@ from pydantic import Field
 
 from equal_dagster.assets.corpus import corpus
 from equal_dagster.assets.metadata import check_result, markdown_table
+from equal_dagster.core.store import column_schema
 from equal_dagster.core.checks import statuses_recorded
 from equal_dagster.core.extraction import STATUSES, StoreResponseCache
 from equal_dagster.core.rounds import WARMUP_ROUND_ID, RoundFailed
@@ -43,7 +44,8 @@ def extraction_metadata(report: WarmupReport, qa_preview: list[dict], qa_columns
     )
     return {
         "dagster/row_count": report.qa_pairs_written,
-        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in qa_columns.items()]),
+        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, t, description=d)
+                                                         for n, t, d in column_schema("qa_pairs", qa_columns)]),
         "round_id": WARMUP_ROUND_ID,
         "corpus_documents": report.corpus_documents,
         "documents_sampled": report.sampled,

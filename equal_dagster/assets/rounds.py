@@ -9,6 +9,7 @@ from equal_dagster.assets.clusters import clusters
 from equal_dagster.assets.extraction import warmup_extractions
 from equal_dagster.assets.metadata import check_result, markdown_table, png_markdown
 from equal_dagster.core.checks import reward_in_range, statuses_recorded, within_budget
+from equal_dagster.core.estimate import estimate_cost, format_estimate
 from equal_dagster.core.extraction import StoreResponseCache
 from equal_dagster.core.reward import ReferenceSetError
 from equal_dagster.core.rounds import RoundFailed, RoundRefused, RoundReport, play_round, round_history, round_no_of
@@ -110,6 +111,9 @@ def bandit_rounds(context: dg.AssetExecutionContext, config: RoundConfig, store:
             top_terms = {int(r["cluster_id"]): json.loads(r["top_terms"] or "[]")
                          for r in db.cluster_summaries(report.clustering_id).iter_rows(named=True)}
         preview = db.qa_pairs(report.round_id).head(5).to_dicts()
+        # the first round says what the whole budget will cost (`equal estimate`), before more is spent
+        estimate = (format_estimate(estimate_cost(db, llm.extraction_config(), settings.budget), llm.extraction_config(),
+                                    settings.budget) if report.round_no == 1 else None)
         checks = [
             check_result("within_budget", within_budget(report.docs_spent_total,
                                                         settings.budget.document_limit(db.document_count()),
@@ -153,6 +157,7 @@ def bandit_rounds(context: dg.AssetExecutionContext, config: RoundConfig, store:
         "cache_hits": totals["cache_hits"],
         "documents_by_status": dg.MetadataValue.json(totals["status"]),
         "why_no_pairs": totals["why_no_pairs"],  # null when pairs were found
+        "budget_estimate": dg.MetadataValue.md(f"```\n{estimate}\n```") if estimate else None,  # round 1 only
         "notes": "; ".join(report.notes),
         "timings": dg.MetadataValue.json(report.timings),
         "reward_plot": dg.MetadataValue.md(reward_plot(history)),

@@ -9,7 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from equal_dagster.assets.dataset import qa_dataset
-from equal_dagster.assets.metadata import check_result, markdown_table
+from equal_dagster.assets.metadata import check_result, markdown_table, png_markdown
 from equal_dagster.core.checks import loss_fell
 from equal_dagster.core.evaluation import evaluate_model, has_chat_template, prepare_local_tasks
 from equal_dagster.core.store import table_frame
@@ -62,10 +62,44 @@ def fine_tuned_model(context: dg.AssetExecutionContext, config: FineTuneConfig, 
         "last_logged_loss": report.last_loss if report.last_loss is not None else float("nan"),
         "trainable_parameters": report.trainable_parameters,
         "dataset_hash": tuned.data_hash,
-        "loss_curve": dg.MetadataValue.md(markdown_table(["step", "loss"], [(int(p["step"]), f"{p['loss']:.4f}")
-                                                                             for p in report.loss_curve])),
+        "loss_curve": dg.MetadataValue.md(loss_plot(report.loss_curve)),
         "seconds": report.seconds,
     })
+
+
+def loss_plot(curve: list[dict[str, float]]) -> str:
+    """The training loss per logged step, as an image the UI shows."""
+    if not curve:
+        return "no loss logged"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 2.6))
+    axis.plot([p["step"] for p in curve], [p["loss"] for p in curve], marker=".")
+    axis.set_xlabel("step")
+    axis.set_ylabel("training loss")
+    axis.grid(alpha=0.3)
+    markdown = png_markdown(figure, "training loss")
+    plt.close(figure)
+    return markdown
+
+
+def score_rows(results: dict[str, dict[tuple[str, str], float]], base_id: str) -> tuple[list[str], list[list[str]]]:
+    """The scores table: one column per model, then each tuned model's delta against the base, and, with two tuned
+    models (the demo's equal_ucb and random, in that order), the first's delta against the second."""
+    tuned = [m for m in results if m != base_id]
+    deltas = [(m, base_id) for m in tuned if base_id in results] + ([(tuned[0], tuned[1])] if len(tuned) == 2 else [])
+    header = ["task", "metric", *results, *[f"{a} - {b}" for a, b in deltas]]
+    rows = []
+    for key in sorted({k for r in results.values() for k in r}):
+        row = [*key, *[f"{results[m][key]:.4f}" if results[m].get(key) is not None else "" for m in results]]
+        for a, b in deltas:
+            x, y = results[a].get(key), results[b].get(key)
+            row.append(f"{x - y:+.4f}" if x is not None and y is not None else "")
+        rows.append(row)
+    return header, rows
 
 
 class EvalConfig(dg.Config):
@@ -115,17 +149,7 @@ def eval_scores(context: dg.AssetExecutionContext, config: EvalConfig, store: St
                 "metric": [s.metric for s in scores], "value": [s.value for s in scores],
                 "stderr": [s.stderr for s in scores], "n": [s.n for s in scores], "evaluated_at": [now] * len(scores),
             }))
-    keys = sorted({k for r in results.values() for k in r})
-    base_scores = results.get(base_model_id(base), {})
-    header = ["task", "metric"] + list(results) + (["delta (last - base)"] if base_scores and len(results) > 1 else [])
-    rows = []
-    for key in keys:
-        values = [results[m].get(key) for m in results]
-        row = [*key, *[f"{v:.4f}" if v is not None else "" for v in values]]
-        if len(header) > len(row):
-            last, first = values[-1], base_scores.get(key)
-            row.append(f"{last - first:+.4f}" if last is not None and first is not None else "")
-        rows.append(row)
+    header, rows = score_rows(results, base_model_id(base))
     return dg.MaterializeResult(metadata={
         "dagster/row_count": sum(len(r) for r in results.values()),
         "models": dg.MetadataValue.json(list(results)),

@@ -195,6 +195,44 @@ TABLES: dict[str, dict[str, str]] = {
     },
 }
 
+# What the columns users read hold (the column schemas the Dagster UI shows).
+COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "documents": {
+        "doc_id": "the row's id field, a WARC record's id, or derived from the source and the text's hash",
+        "crawl_id": "the crawl (a `crawls` partition) the document came from",
+        "source_file": "the file in the crawl folder, relative to it",
+        "line_no": "the row's line (JSONL), row number (Parquet) or record number (WARC) in its file",
+        "url": "the page's URL, when the row or the WARC record has one",
+        "text": "the normalized text (NFC, LF line breaks, spaces folded; a web page's main text)",
+        "n_chars": "characters of the text",
+        "content_hash": "BLAKE2b of the normalized text: exact duplicates share it",
+        "ingested_at": "when the crawl was ingested (UTC)",
+        "title": "a web page's <title>",
+        "language": "ISO 639-1 code identified from the text ('' when too short to tell)",
+    },
+    "qa_pairs": {
+        "qa_id": "the pair's id: trace it with `equal lineage QA_ID`",
+        "doc_id": "the document it was extracted from",
+        "round_id": "the round that extracted it (round-0: the warm-up)",
+        "question": "the question (instruction)",
+        "answer": "the answer (response)",
+        "extractor": "backend, model and prompt version that wrote it",
+        "quality": "InstructMining's indicators and the filters' notes (JSON), set by qa_dataset",
+        "quality_score": "the InstructMining rule's score, set by qa_dataset",
+        "kept": "whether qa_dataset kept it (null: not scored yet)",
+        "drop_reason": "why qa_dataset dropped it",
+        "dagster_run_id": "the Dagster run that wrote it",
+        "created_at": "when it was written (UTC)",
+    },
+}
+
+
+def column_schema(table: str, columns: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(name, type, description) of ``columns`` (name -> type) of ``table``."""
+    described = COLUMN_DESCRIPTIONS.get(table, {})
+    return [(name, sql_type, described.get(name, "")) for name, sql_type in columns.items()]
+
+
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "documents": ("doc_id",),
     "pages": ("doc_id",),
@@ -1094,6 +1132,10 @@ class Store:
                 "(SELECT write_id FROM partition_writes WHERE table_name = 'qa_pairs') RETURNING 1"
             ).fetchall()
         return len(updated)
+
+    def unscored_pairs(self) -> int:
+        """QA pairs that no qa_dataset build has scored yet (rounds played since the last one)."""
+        return self.conn.execute("SELECT count(*) FROM qa_pairs WHERE kept IS NULL").fetchone()[0]
 
     def kept_pair_faults(self) -> tuple[int, int, int]:
         """(kept pairs whose quality notes an evaluation overlap, kept pairs repeating another kept pair's question and
