@@ -1,7 +1,10 @@
-"""`equal ui` (what `make ui` runs) serves the Dagster UI on 127.0.0.1, and its GraphQL API lists our assets."""
+"""`equal ui` (what `make ui` runs) serves the Dagster UI on 127.0.0.1: its GraphQL API lists our assets, and a real
+headless Chromium shows a played round's page (metadata, reward plot, asset checks). Screenshots are kept under
+``$EQUAL_TEST_ARTIFACTS`` (default ``.test-artifacts/`` in the repository)."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,6 +14,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from equal_dagster.cli import main
+
+ARTIFACTS = Path(os.environ.get("EQUAL_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / ".test-artifacts"))
 
 
 def free_port() -> int:
@@ -26,35 +33,6 @@ def graphql(port: int, query: str) -> dict:
         return json.loads(response.read())
 
 
-@pytest.mark.slow
-def test_equal_ui_serves_the_asset_graph(tmp_path):
-    port = free_port()
-    env = {**os.environ, "EQUAL_HOME": str(tmp_path / "home")}
-    env.pop("DAGSTER_HOME", None)
-    log = open(tmp_path / "ui.log", "w")
-    process = subprocess.Popen([str(Path(sys.executable).parent / "equal"), "ui", "--port", str(port)],
-                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 180
-        nodes = None
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                data = graphql(port, "{ assetNodes { assetKey { path } groupName } }")
-                nodes = data.get("data", {}).get("assetNodes")
-                if nodes:
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
-        assert nodes, (tmp_path / "ui.log").read_text()[-3000:]
-        assert {"path": ["corpus"]} in [n["assetKey"] for n in nodes]
-        # the persistent instance lives under EQUAL_HOME
-        assert (tmp_path / "home" / "dagster" / "dagster.yaml").exists()
-    finally:
-        stop_group(process)
-        log.close()
-
-
 def stop_group(process: subprocess.Popen) -> None:
     """Stop `dagster dev` and its children (webserver, daemon, code server) by their process group."""
     for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
@@ -67,3 +45,93 @@ def stop_group(process: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def chromium():
+    """A headless Chromium driven by Debian's chromedriver (`.ci/run` installs both when missing)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1200"):
+        options.add_argument(argument)
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=options)
+
+
+def wait_for_text(driver, texts: list[str], timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    body = ""
+    while time.monotonic() < deadline:
+        body = driver.find_element("tag name", "body").text
+        if all(t in body for t in texts):
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"{texts} not all on the page; it shows: {body[:2000]}")
+
+
+def dismiss_popups(driver) -> None:
+    """Dagster's first visit shows a dialog until dismissed."""
+    for label in ("Dismiss", "Got it", "Close", "Skip", "Not now"):
+        for button in driver.find_elements("xpath", f"//button[normalize-space()='{label}']"):
+            try:
+                button.click()
+            except Exception:  # noqa: BLE001 - a button that went away meanwhile
+                pass
+
+
+@pytest.mark.slow
+def test_equal_ui_serves_the_asset_graph_and_a_browser_shows_a_rounds_checks(clustered, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    shutil.copytree(clustered.home, home)
+    monkeypatch.setenv("EQUAL_LLM_BACKEND", "rules")
+    assert main(["--home", str(home), "rounds", "1"]) == 0  # a round on the home's own instance: the UI shows it
+    port = free_port()
+    env = {**os.environ, "EQUAL_HOME": str(home)}
+    env.pop("DAGSTER_HOME", None)
+    log = open(tmp_path / "ui.log", "w")
+    process = subprocess.Popen([str(Path(sys.executable).parent / "equal"), "ui", "--port", str(port)],
+                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 180
+        nodes = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                nodes = graphql(port, "{ assetNodes { assetKey { path } groupName } }").get("data", {}).get("assetNodes")
+                if nodes:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert nodes, (tmp_path / "ui.log").read_text()[-3000:]
+        assert {"path": ["corpus"]} in [n["assetKey"] for n in nodes]
+        assert (home / "dagster" / "dagster.yaml").exists()  # the persistent instance lives under EQUAL_HOME
+
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        driver = chromium()
+        try:
+            driver.get(f"http://127.0.0.1:{port}/assets/bandit_rounds")
+            time.sleep(2)
+            dismiss_popups(driver)
+            body = wait_for_text(driver, ["bandit_rounds", "arms_per_round", "round_reward"])
+            driver.save_screenshot(str(ARTIFACTS / "ui-bandit-rounds.png"))
+            assert "r0001" in body and "Latest check results" in body
+            # the reward plot: a PNG in markdown, which Dagster shows behind the value's link (long values open in a
+            # dialog); the image must render there
+            link = driver.find_element("xpath", "//tr[td[contains(., 'reward_plot')]]//a")
+            driver.execute_script("arguments[0].scrollIntoView(); arguments[0].click();", link)
+            deadline = time.monotonic() + 30
+            while not driver.find_elements("css selector", "img[src^='data:image/png']") and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert driver.find_elements("css selector", "img[src^='data:image/png']"), "no plot rendered"
+            time.sleep(1)  # the dialog fades in
+            driver.save_screenshot(str(ARTIFACTS / "ui-bandit-rounds-reward-plot.png"))
+            driver.get(f"http://127.0.0.1:{port}/assets/bandit_rounds?view=checks")
+            dismiss_popups(driver)
+            wait_for_text(driver, ["within_budget", "reward_in_range", "every_document_has_a_status"])
+            driver.save_screenshot(str(ARTIFACTS / "ui-bandit-rounds-checks.png"))
+        finally:
+            driver.quit()
+    finally:
+        stop_group(process)
+        log.close()
