@@ -95,7 +95,6 @@ except ImportError as e:
     hint = " (trafilatura imports jusText, which needs `pip install lxml_html_clean` with lxml >= 5.2)" if "clean" in str(e) else ""
     die(f"cannot import trafilatura: {e}{hint}")
 try:
-    import resiliparse
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.html import HTMLTree
 except ImportError as e:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -117,7 +118,7 @@ class WorkingSet:
             self.notes.setdefault(i, {}).update(note)
 
 
-class FilterStep:
+class FilterStep(ABC):
     """One rule of the module's list (DataTrove-style): ``apply`` marks the pairs it drops; ``run`` counts what the
     step kept and dropped."""
 
@@ -126,8 +127,9 @@ class FilterStep:
     def __init__(self) -> None:
         self.kept = self.dropped = 0
 
+    @abstractmethod
     def apply(self, pairs: WorkingSet) -> None:
-        raise NotImplementedError
+        """Drop (``pairs.drop``) the pairs this rule rejects."""
 
     def run(self, pairs: WorkingSet) -> None:
         before = len(pairs.alive())
