@@ -39,3 +39,26 @@ def test_models_scored_on_the_same_items_and_the_embedder_in_use():
     assert embedder_not_worse(recall, in_use_is_base=True).passed
     assert not embedder_not_worse(recall, in_use_is_base=False).passed
     assert embedder_not_worse({}, in_use_is_base=True).passed  # not trained: nothing to compare
+
+
+def test_kept_pairs_are_tested_again_for_contamination_and_duplicates(tmp_path):
+    from equal_dagster.core.checks import kept_pairs_clean
+    from equal_dagster.core.extraction import Document, RuleExtractor
+    from equal_dagster.core.rounds import write_extraction_round
+    from equal_dagster.core.store import Store, table_frame
+
+    answer = "Paris has been the capital of France since the late tenth century under the Capetian kings of France."
+    documents = [Document("a", f"Q: What is the capital of France?\nA: {answer}"),
+                 Document("b", f"Q: What is the capital of France?\nA: {answer}"),  # the same pair again
+                 Document("c", "Q: How many legs does a spider have?\nA: Eight legs, like every other arachnid.")]
+    with Store.open(tmp_path / "s.duckdb") as store:
+        write_extraction_round(store, "round-0", 0, "warmup", RuleExtractor().extract(documents), seed=0,
+                               dagster_run_id=None)
+        ids = store.qa_pairs()["qa_id"].to_list()
+        store.set_qa_quality(table_frame("qa_pairs", {"qa_id": ids, "quality": ["{}"] * 3, "quality_score": [1.0] * 3,
+                                                      "kept": [True] * 3, "drop_reason": [None] * 3}))
+        contaminated, duplicates = kept_pairs_clean(store, [f"Evaluation item. {answer}"])
+        clean, _ = kept_pairs_clean(store, ["nothing in common with any pair at all here"])
+    assert not contaminated.passed and contaminated.metadata["contaminated_kept"] == 2
+    assert not duplicates.passed and duplicates.metadata["duplicates_kept"] == 1
+    assert clean.passed

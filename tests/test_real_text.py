@@ -228,3 +228,19 @@ def test_a_page_that_carries_its_qa_costs_no_llm_call():
     ledger = extraction_rows(run.results, "r0001", None, datetime.now()).to_dicts()
     assert ledger[0]["calls"] == "[]" and ledger[0]["tokens_in"] == ledger[0]["tokens_out"] == 0
     assert ledger[0]["backend"] == "rules" and ledger[1]["tokens_in"] > 0
+
+
+def test_a_page_in_latin1_and_an_answer_with_a_url_keep_their_text():
+    """Review findings: a page decoded from its <meta> charset is not decoded twice; a URL with a query string in
+    an answer is not a footer."""
+    from equal_dagster.core.web import decode_html
+
+    body = ('<html><head><meta charset="iso-8859-1"></head><body><h2>Wie geht es dem Bär?</h2>'
+            "<p>Dem Bär geht es gut, danke schön.</p></body></html>").encode("latin-1")
+    html, encoding = decode_html(body)
+    assert encoding == "iso-8859-1"
+    assert [(p.question, p.answer) for p in harvest("", html)[0]] == [("Wie geht es dem Bär?",
+                                                                      "Dem Bär geht es gut, danke schön.")]
+    page = ("<h3>How do I search here?</h3><p>Go to https://example.com/search?q=term and type.</p>"
+            "<h3>Is it free to use?</h3><p>Yes, it is free for everyone.</p>")
+    assert [p.question for p in harvest("", page)[0]] == ["How do I search here?", "Is it free to use?"]

@@ -13,7 +13,7 @@ from equal_dagster.assets.metadata import check_result, markdown_table, png_mark
 from equal_dagster.core.checks import loss_fell
 from equal_dagster.core.evaluation import evaluate_model, has_chat_template, prepare_local_tasks
 from equal_dagster.core.store import table_frame
-from equal_dagster.core.training import PairSource, base_model_id, fine_tune
+from equal_dagster.core.training import PairSource, base_model_id, plan_fine_tune, record_fine_tune
 from equal_dagster.resources.evaluator import EvaluatorResource
 from equal_dagster.resources.store import StoreResource
 from equal_dagster.resources.trainer import TrainerResource
@@ -40,13 +40,15 @@ class FineTuneConfig(dg.Config):
 def fine_tuned_model(context: dg.AssetExecutionContext, config: FineTuneConfig, store: StoreResource,
                      trainer: TrainerResource) -> dg.MaterializeResult:
     params = trainer.training_params()
-    with store.open_store() as db:
+    with store.open_store(read_only=True) as db:
         try:
-            tuned = fine_tune(db, params, trainer.models_dir, pairs_from=config.pairs_from, max_pairs=config.max_pairs,
-                              name=config.model_name, log=context.log.info)
+            tuned = plan_fine_tune(db, params, trainer.models_dir, pairs_from=config.pairs_from,
+                                   max_pairs=config.max_pairs, name=config.model_name)
         except ValueError as exc:
             raise dg.Failure(description=str(exc)) from exc
-    report = tuned.report
+    report = tuned.train(log=context.log.info)  # no store held meanwhile: training can take hours
+    with store.open_store() as db:
+        record_fine_tune(db, tuned)
     return dg.MaterializeResult(check_results=[check_result("loss_fell", loss_fell(report.first_loss, report.last_loss))],
                                 metadata={
         "model_id": tuned.model_id,

@@ -17,11 +17,12 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from equal_dagster.core.extraction.results import STATUSES
+from equal_dagster.core.quality import Decontaminator, exact_duplicates
 from equal_dagster.core.store import Store
 
 MAX_QUARANTINE_SHARE = 0.5
@@ -58,6 +59,8 @@ def crawl_embedded(store: Store, crawl_id: str, embedder_id: str) -> Outcome:
 
 def every_document_in_one_arm(store: Store, clustering_id: str) -> Outcome:
     missing, documents = store.documents_outside_clustering(clustering_id)
+    if documents == 0:
+        return Outcome(False, f"clustering {clustering_id} has no embedded document (no summaries, or no vectors)", {})
     return Outcome(missing == 0, f"{missing:,} of {documents:,} embedded documents are in no arm" if missing
                    else f"each of the {documents:,} embedded documents is in exactly one arm",
                    {"documents": documents, "documents_in_no_arm": missing})
@@ -86,9 +89,14 @@ def within_budget(docs_spent: int, docs_limit: int | None, tokens_spent: int, to
                    {"documents_spent": docs_spent, "tokens_spent": tokens_spent})
 
 
-def kept_pairs_clean(store: Store) -> tuple[Outcome, Outcome]:
-    """(no kept pair contaminated, no exact duplicate among the kept pairs)."""
-    contaminated, duplicates, kept = store.kept_pair_faults()
+def kept_pairs_clean(store: Store, evaluation_texts: Sequence[str], ngram: int = 13) -> tuple[Outcome, Outcome]:
+    """(no kept pair shares an ``ngram``-word n-gram with an evaluation text, no two kept pairs are the same after
+    normalization): tested again on the kept pairs, independently of the filters that should have dropped them."""
+    pairs = store.kept_pairs()
+    question_answers = list(zip(pairs["question"].to_list(), pairs["answer"].to_list()))
+    decontaminator = Decontaminator(evaluation_texts, ngram)
+    contaminated = sum(1 for q, a in question_answers if decontaminator.overlap(f"{q}\n{a}"))
+    duplicates, kept = len(exact_duplicates(question_answers)), len(question_answers)
     return (Outcome(contaminated == 0, f"{contaminated:,} kept pairs overlap an evaluation item" if contaminated
                     else f"none of the {kept:,} kept pairs overlaps an evaluation item", {"contaminated_kept": contaminated}),
             Outcome(duplicates == 0, f"{duplicates:,} kept pairs repeat another kept pair" if duplicates

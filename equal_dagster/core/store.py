@@ -1137,14 +1137,6 @@ class Store:
         """QA pairs that no qa_dataset build has scored yet (rounds played since the last one)."""
         return self.conn.execute("SELECT count(*) FROM qa_pairs WHERE kept IS NULL").fetchone()[0]
 
-    def kept_pair_faults(self) -> tuple[int, int, int]:
-        """(kept pairs whose quality notes an evaluation overlap, kept pairs repeating another kept pair's question and
-        answer, kept pairs)."""
-        return self.conn.execute(
-            "SELECT count(*) FILTER (WHERE json_extract(quality, '$.contamination') IS NOT NULL), "
-            "count(*) - count(DISTINCT (lower(trim(question)), lower(trim(answer)))), count(*) FROM qa_pairs WHERE kept"
-        ).fetchone()
-
     def kept_pairs(self) -> pl.DataFrame:
         """The pairs qa_dataset kept, best quality first: qa_id, doc_id, round_id, question, answer, quality_score."""
         return self.conn.execute(

@@ -266,36 +266,49 @@ def base_model_id(base_model: str) -> str:
 
 
 @dataclass
-class FineTuned:
+class FineTune:
+    """One fine-tune, planned from the store (:func:`plan_fine_tune`), trained with no store open (:meth:`train`:
+    hours on a real model), then recorded (:func:`record_fine_tune`)."""
+
+    params: TrainingParams
+    pairs: pl.DataFrame
+    pairs_from: str
+    max_pairs: int | None
     model_id: str
     path: Path
-    pairs: int
     data_hash: str
-    report: TrainingReport
+    report: TrainingReport | None = None
+
+    def train(self, log: Callable[[str], None] | None = None) -> TrainingReport:
+        say = log or (lambda message: None)
+        say(f"fine-tuning {self.params.base_model} ({self.params.method}) on {self.pairs.height:,} pairs "
+            f"({self.pairs_from}) into {self.path}")
+        self.report = train_model(list(zip(self.pairs["question"].to_list(), self.pairs["answer"].to_list())),
+                                  self.params, self.path, log=say, data_hash=self.data_hash)  # the card names the dataset
+        return self.report
 
 
-def fine_tune(store: Store, params: TrainingParams, models_dir: str | Path, *, pairs_from: str = "dataset",
-              max_pairs: int | None = None, name: str | None = None, log: Callable[[str], None] | None = None) -> FineTuned:
-    """Train on the store's kept pairs (:func:`select_training_pairs`) into ``models_dir/<model_id>`` and record the
-    model and the pairs it was trained on in ``models`` and ``model_training_pairs``."""
-    say = log or (lambda message: None)
+def plan_fine_tune(store: Store, params: TrainingParams, models_dir: str | Path, *, pairs_from: str = "dataset",
+                   max_pairs: int | None = None, name: str | None = None) -> FineTune:
+    """The pairs to train on (:func:`select_training_pairs`), the model's id and folder."""
     pairs = select_training_pairs(store.kept_pairs(), pairs_from, max_pairs)
     if pairs.height == 0:
         raise ValueError(f"no kept QA pair to train on (pairs_from {pairs_from}): materialize qa_dataset first")
     data_hash = export_hash(pairs)
     model_id = model_id_for(params, data_hash, name)
-    out_dir = Path(models_dir) / model_id
-    say(f"fine-tuning {params.base_model} ({params.method}) on {pairs.height:,} pairs ({pairs_from}) into {out_dir}")
-    report = train_model(list(zip(pairs["question"].to_list(), pairs["answer"].to_list())), params, out_dir,
-                         log=say, data_hash=data_hash)  # the card names the dataset as the models row does
+    return FineTune(params, pairs, pairs_from, max_pairs, model_id, Path(models_dir) / model_id, data_hash)
+
+
+def record_fine_tune(store: Store, tuned: FineTune) -> None:
+    """The ``models`` row of a trained model and the pairs it was trained on (``model_training_pairs``)."""
+    assert tuned.report is not None, "train the model first"
     store.save_model(table_frame("models", {
-        "model_id": [model_id], "base_model": [params.base_model], "dataset_hash": [data_hash],
-        "training_config": [json.dumps({**params.as_json(), "pairs_from": pairs_from, "max_pairs": max_pairs,
-                                        "examples": report.examples})],
-        "path": [str(out_dir)], "train_loss": [report.train_loss],
+        "model_id": [tuned.model_id], "base_model": [tuned.params.base_model], "dataset_hash": [tuned.data_hash],
+        "training_config": [json.dumps({**tuned.params.as_json(), "pairs_from": tuned.pairs_from,
+                                        "max_pairs": tuned.max_pairs, "examples": tuned.report.examples})],
+        "path": [str(tuned.path)], "train_loss": [tuned.report.train_loss],
         "created_at": [datetime.now(timezone.utc).replace(tzinfo=None)],
-    }), pairs["qa_id"].to_list())
-    return FineTuned(model_id, out_dir, pairs.height, data_hash, report)
+    }), tuned.pairs["qa_id"].to_list())
 
 
 def load_trained(path: str | Path, base_model: str | None = None):

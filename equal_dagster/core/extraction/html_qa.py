@@ -133,9 +133,8 @@ def main_element(root: Any) -> Any:
     return root
 
 
-def page_blocks(html: str) -> list[Block]:
-    """The main content of a page as blocks (rule 3)."""
-    root = parse_html(html)
+def page_blocks(root: Any) -> list[Block]:
+    """The main content of a parsed page (:func:`parse_html`) as blocks (rule 3)."""
     if root is None:
         return []
     blocks: list[Block] = []
@@ -143,9 +142,15 @@ def page_blocks(html: str) -> list[Block]:
     return blocks
 
 
+# The page is already text (decoded by core/web.py with the charset it declares): the parser must read these bytes
+# as UTF-8 whatever a <meta charset> inside says, or every non-ASCII character would be decoded twice.
+_UTF8_PARSER = lxml.html.HTMLParser(encoding="utf-8")
+
+
 def parse_html(html: str) -> Any:
+    """The page's tree, or None when there is nothing to parse."""
     try:
-        return lxml.html.document_fromstring(html.encode("utf-8", "replace"))
+        return lxml.html.document_fromstring(html.encode("utf-8", "replace"), parser=_UTF8_PARSER)
     except (lxml.etree.ParserError, ValueError):
         return None
 
@@ -254,9 +259,8 @@ def microdata_pairs(root: Any) -> list[QAPair]:
     return pairs
 
 
-def marked_up_pairs(html: str) -> tuple[list[QAPair], str | None]:
-    """Rules 1 and 2, and the page's blocks for rule 3: (pairs, rule name) or ([], None)."""
-    root = parse_html(html)
+def marked_up_pairs(root: Any) -> tuple[list[QAPair], str | None]:
+    """Rules 1 and 2 on a parsed page (:func:`parse_html`): (pairs, rule name) or ([], None)."""
     if root is None:
         return [], None
     for rule, find in (("json_ld", json_ld_pairs), ("microdata", microdata_pairs)):

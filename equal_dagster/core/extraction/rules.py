@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from equal_dagster.core.extraction.html_qa import Block, marked_up_pairs, page_blocks
+from equal_dagster.core.extraction.html_qa import Block, marked_up_pairs, page_blocks, parse_html
 from equal_dagster.core.extraction.results import QAPair
 
 RULES_VERSION = "rules/v2"
@@ -256,6 +256,7 @@ def text_blocks(text: str) -> list[Block]:
     return blocks
 
 
+_PASSING_QUESTION = re.compile(r"\?\s+[A-Z]")  # "...help? Contact us.": a question, then a new sentence
 _FOOTER = re.compile(r"^(?:©|\(c\)|copyright\b|all rights reserved|back to top|last (?:updated|modified)\b|"
                      r"contact us\b|still (?:need help|have questions)|(?:previous|next|up|home)\s*(?:\||$))", re.IGNORECASE)
 
@@ -265,7 +266,7 @@ def _is_footer(block: Block) -> bool:
     passing ("Still need help? Contact us.")."""
     if block.kind != "para" or "\n" in block.text or len(block.text.split()) > 15:
         return False
-    return bool(_FOOTER.match(block.text)) or "?" in block.text[:-1]
+    return bool(_FOOTER.match(block.text) or (_PASSING_QUESTION.search(block.text) and "://" not in block.text))
 
 
 def _same_item_level(block: Block, question: Block) -> bool:
@@ -302,7 +303,7 @@ def faq_pairs(blocks: list[Block], *, plain_questions: bool) -> list[QAPair]:
         answer: list[str] = []
         for after in blocks[i + 1:]:
             if after.kind in ("heading", "term", "rule") or (after.kind == "question" and plain_questions) \
-                    or _is_footer(after) or _same_item_level(after, block):
+                    or (answer and _is_footer(after)) or _same_item_level(after, block):
                 break
             answer.append(after.text)
         if answer and not (len(answer) == 1 and _QUESTION_END.search(answer[0])):
@@ -338,9 +339,10 @@ def harvest(text: str, html: str | None = None) -> tuple[list[QAPair], str | Non
     found: list[QAPair] = []
     rule = None
     if html:
-        found, rule = marked_up_pairs(html)
+        root = parse_html(html)  # once: the markup rules and the page's blocks read the same tree
+        found, rule = marked_up_pairs(root)
         if not found:
-            found, rule = faq_pairs(page_blocks(html), plain_questions=False), "html_faq"
+            found, rule = faq_pairs(page_blocks(root), plain_questions=False), "html_faq"
     if not found:
         found, rule = _labelled_pairs(text), "labelled"
     if not found:
