@@ -6,7 +6,12 @@ UI."""
 import dagster as dg
 
 from equal_dagster.assets.metadata import check_result
-from equal_dagster.core.checks import every_document_in_one_arm, kept_pairs_clean, same_items
+from equal_dagster.core.checks import (
+    every_document_in_one_arm,
+    kept_pairs_distinct,
+    kept_pairs_uncontaminated,
+    same_items,
+)
 from equal_dagster.resources.evaluator import EvaluatorResource
 from equal_dagster.resources.store import StoreResource
 
@@ -25,13 +30,13 @@ def every_document_in_an_arm(store: StoreResource) -> dg.AssetCheckResult:
                 description="no kept pair shares a 13-word n-gram with an evaluation item (tested again on the kept pairs)")
 def no_contaminated_pair(store: StoreResource, evaluator: EvaluatorResource) -> dg.AssetCheckResult:
     with store.open_store(read_only=True) as db:
-        return check_result("no_contaminated_pair", kept_pairs_clean(db, evaluator.evaluation_texts())[0], blocking=True)
+        return check_result("no_contaminated_pair", kept_pairs_uncontaminated(db, evaluator.evaluation_texts()), blocking=True)
 
 
 @dg.asset_check(asset="qa_dataset", blocking=True, description="no two kept pairs are the same question and answer")
 def no_duplicate_pair(store: StoreResource) -> dg.AssetCheckResult:
     with store.open_store(read_only=True) as db:
-        return check_result("no_duplicate_pair", kept_pairs_clean(db, [])[1], blocking=True)
+        return check_result("no_duplicate_pair", kept_pairs_distinct(db), blocking=True)
 
 
 @dg.asset_check(asset="eval_scores", description="the base and the fine-tuned models were scored on the same items")

@@ -89,18 +89,33 @@ def within_budget(docs_spent: int, docs_limit: int | None, tokens_spent: int, to
                    {"documents_spent": docs_spent, "tokens_spent": tokens_spent})
 
 
-def kept_pairs_clean(store: Store, evaluation_texts: Sequence[str], ngram: int = 13) -> tuple[Outcome, Outcome]:
-    """(no kept pair shares an ``ngram``-word n-gram with an evaluation text, no two kept pairs are the same after
-    normalization): tested again on the kept pairs, independently of the filters that should have dropped them."""
+def _kept_question_answers(store: Store) -> list[tuple[str, str]]:
     pairs = store.kept_pairs()
-    question_answers = list(zip(pairs["question"].to_list(), pairs["answer"].to_list()))
+    return list(zip(pairs["question"].to_list(), pairs["answer"].to_list()))
+
+
+def kept_pairs_uncontaminated(store: Store, evaluation_texts: Sequence[str], ngram: int = 13) -> Outcome:
+    """No kept pair shares an ``ngram``-word n-gram with an evaluation text: tested again on the kept pairs,
+    independently of the filter that should have dropped them."""
     decontaminator = Decontaminator(evaluation_texts, ngram)
-    contaminated = sum(1 for q, a in question_answers if decontaminator.overlap(f"{q}\n{a}"))
-    duplicates, kept = len(exact_duplicates(question_answers)), len(question_answers)
-    return (Outcome(contaminated == 0, f"{contaminated:,} kept pairs overlap an evaluation item" if contaminated
-                    else f"none of the {kept:,} kept pairs overlaps an evaluation item", {"contaminated_kept": contaminated}),
-            Outcome(duplicates == 0, f"{duplicates:,} kept pairs repeat another kept pair" if duplicates
-                    else f"the {kept:,} kept pairs are distinct", {"duplicates_kept": duplicates}))
+    pairs = _kept_question_answers(store)
+    contaminated = sum(1 for q, a in pairs if decontaminator.overlap(f"{q}\n{a}"))
+    return Outcome(contaminated == 0, f"{contaminated:,} kept pairs overlap an evaluation item" if contaminated
+                   else f"none of the {len(pairs):,} kept pairs overlaps an evaluation item",
+                   {"contaminated_kept": contaminated})
+
+
+def kept_pairs_distinct(store: Store) -> Outcome:
+    """No two kept pairs are the same question and answer once normalized (the dedup filter's own key)."""
+    pairs = _kept_question_answers(store)
+    duplicates = len(exact_duplicates(pairs))
+    return Outcome(duplicates == 0, f"{duplicates:,} kept pairs repeat another kept pair" if duplicates
+                   else f"the {len(pairs):,} kept pairs are distinct", {"duplicates_kept": duplicates})
+
+
+def kept_pairs_clean(store: Store, evaluation_texts: Sequence[str], ngram: int = 13) -> tuple[Outcome, Outcome]:
+    """Both rules on the kept pairs: (:func:`kept_pairs_uncontaminated`, :func:`kept_pairs_distinct`)."""
+    return kept_pairs_uncontaminated(store, evaluation_texts, ngram), kept_pairs_distinct(store)
 
 
 def embedder_not_worse(recall: Mapping[str, Mapping[str, float]], in_use_is_base: bool) -> Outcome:

@@ -232,9 +232,10 @@ def score_pairs(store: Store, embedder, questions: list[str], answers: list[str]
                         "every pair)", n, missing, lambda: reward_scores(params.reward_model, questions, answers))
     perplexity = _optional(params.perplexity_model, "perplexity (no reference LM configured)", n, missing,
                            lambda: answer_perplexities(params.perplexity_model, questions, answers))
-    unieval = _optional(params.unieval_model, "naturalness, coherence, understandability (no UniEval model configured)",
-                        n, missing, lambda: unieval_scores(params.unieval_model, questions, answers))
-    if not params.unieval_model:
+    if params.unieval_model:
+        unieval = unieval_scores(params.unieval_model, questions, answers)
+    else:
+        missing.append("naturalness, coherence, understandability (no UniEval model configured)")
         unieval = {d: [None] * n for d in UNIEVAL_QUESTIONS}
     values = [{
         "input_length": token_length(questions[i], tokenizer), "output_length": token_length(answers[i], tokenizer),

@@ -207,7 +207,7 @@ def run_demo(
         last = store.last_round_no()
         pairs = store.qa_pairs_of_rounds([round_key(last)]) if last else None
     say(f"on the real crawl ({REAL_CRAWL}): {real['extracted']} of its {real['documents']} documents were drawn, "
-        f"{real['with_pairs']} of them gave {real['qa_pairs']} QA pairs (the rules backend harvests only the Q&A a "
+        f"{real['qa_pairs']} QA pairs came from {real['with_pairs']} of them (the rules backend harvests only the Q&A a "
         "page carries, such as a README's FAQ section; an LLM backend writes pairs from the rest)")
     if pairs is not None and pairs.height:
         say(f"trace a QA pair back to its file, cluster and round: equal lineage {pairs['qa_id'][0]}")

@@ -50,7 +50,7 @@ from equal_dagster.core.extraction.results import (
     cap_pairs,
     why_no_pairs,
 )
-from equal_dagster.core.extraction.rules import RULES_VERSION, harvest
+from equal_dagster.core.extraction.rules import PAGE_RULES, RULES_VERSION, harvest
 
 STRATEGIES = ("equal", "reinstruct")
 RESPONSE_CHARS_PER_TOKEN = 16  # a token is rarely more than 16 characters: longer answers ignored max_tokens
@@ -272,7 +272,7 @@ class LLMExtractor:
             if document.html is None:
                 continue
             pairs, rule = harvest(document.text, document.html)
-            if rule in (None, "labelled", "text_faq"):
+            if rule not in PAGE_RULES:
                 continue  # only the page's markup is trusted to stand in for the model
             result = ExtractionResult(document.doc_id, "ok", backend="rules", strategy=self.strategy,
                                       prompt_version=RULES_VERSION, tokens_counted_by="none")

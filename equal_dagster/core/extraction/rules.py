@@ -27,6 +27,9 @@ from equal_dagster.core.extraction.html_qa import Block, marked_up_pairs, page_b
 from equal_dagster.core.extraction.results import QAPair
 
 RULES_VERSION = "rules/v2"
+# The rules that read a page's own markup (html_qa): trusted to stand in for a model call on a web page. The text
+# rules ("labelled", "text_faq") are not: a model reads that text better.
+PAGE_RULES = ("json_ld", "microdata", "html_faq")
 
 _QUESTION_LABEL = re.compile(
     r"^(?:#{1,6}\s*)?(?:problem|exercise|example|question|(?-i:Q))(?:\s*#?\d+)?\s*[.:)]\s*(?P<rest>.*)$", re.IGNORECASE
