@@ -17,8 +17,8 @@ from equal_dagster.assets.training import eval_scores, fine_tuned_model
 from equal_dagster.automation import (
     bandit_round_job,
     clusters_job,
-    dead_run_sensor,
     dataset_job,
+    dead_run_sensor,
     embed_crawl_job,
     embedder_job,
     evaluate_job,
@@ -31,6 +31,7 @@ from equal_dagster.automation import (
 )
 from equal_dagster.checks import ASSET_CHECKS
 from equal_dagster.core.settings import EqualPaths
+from equal_dagster.loggers import LOGGERS
 from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.crawls import CrawlFolder
 from equal_dagster.resources.embedder import EmbedderResource
@@ -38,7 +39,6 @@ from equal_dagster.resources.evaluator import EvaluatorResource
 from equal_dagster.resources.llm import ExtractionResource
 from equal_dagster.resources.store import StoreResource
 from equal_dagster.resources.trainer import TrainerResource
-
 
 # The environment, one table: variable -> (resource, field). Only the variables that are set (not blank) are passed;
 # every other field keeps the default its resource declares (taken from the core dataclass where the algorithm
@@ -167,6 +167,7 @@ def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource |
               fine_tune_job, evaluate_job],
         sensors=[new_crawl_sensor, next_round_sensor, dead_run_sensor],
         schedules=[reextraction_schedule],
+        loggers=LOGGERS,  # the headless commands' console and log file; a run from the UI keeps Dagster's own
         resources={
             "store": StoreResource(database=str(paths.store)),
             "crawl_folder": crawl_folder,

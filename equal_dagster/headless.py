@@ -5,9 +5,7 @@ up in `make ui` afterwards); there is no second code path."""
 from __future__ import annotations
 
 import json
-import os
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,12 +17,24 @@ from dagster._core.utils import make_new_run_id
 from equal_dagster.core.corpus import display_name
 from equal_dagster.core.crawls import scan_crawl_folder
 from equal_dagster.core.embedding import Embedder
-from equal_dagster.core.rounds import MAX_FAILURE_SHARE, RoundAlreadyPlayed, harvest_summary, round_key
+from equal_dagster.core.rounds import (
+    MAX_FAILURE_SHARE,
+    RoundAlreadyPlayed,
+    harvest_summary,
+    round_key,
+)
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.store import Store
 from equal_dagster.core.warmup import WARMUP_FRACTION
 from equal_dagster.definitions import build_definitions
-from equal_dagster.instance import HOST_TAG, PoolWatch, persistent_instance, release_dead_runs
+from equal_dagster.errors import UsageError
+from equal_dagster.instance import (
+    HOST_TAG,
+    PoolWatch,
+    persistent_instance,
+    release_dead_runs,
+)
+from equal_dagster.logs import active_log, console_level, say_err
 from equal_dagster.partitions import crawls_partitions, rounds_partitions
 from equal_dagster.resources.bandit import BanditResource
 
@@ -42,26 +52,23 @@ class HeadlessRunError(RuntimeError):
         self.refusal = refusal
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def materialization_metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
     """The metadata values of ``node``'s (first) materialization in an in-process run."""
     return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
 
 
 def execute_job(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, *, partition_key: str | None = None,
-                run_config: dict | None = None, say: Callable[[str], None] = _stderr) -> dg.ExecuteInProcessResult:
+                run_config: dict | None = None, say: Callable[[str], None] = say_err) -> dg.ExecuteInProcessResult:
     """Run ``job`` in this process on the home's instance; raise :class:`HeadlessRunError` with the step's error if it
     fails. Runs whose process died are failed first (their slot of the duckdb pool freed), and :class:`PoolWatch`
-    keeps watch while this run may wait for the pool. The console shows the run's events from
-    ``EQUAL_CONSOLE_LOG_LEVEL`` (INFO: the steps' own progress lines, not Dagster's debug events); the run log in
-    the instance keeps every event."""
+    keeps watch while this run may wait for the pool. Under an `equal` command, the run logs to its console and log
+    file (:mod:`equal_dagster.logs`); called from a script, to Dagster's console logger at
+    ``EQUAL_CONSOLE_LOG_LEVEL`` (default INFO: the steps' progress lines, not Dagster's debug events). The run log in the instance keeps every event either way."""
     release_dead_runs(instance, say)
     run_id = make_new_run_id()
-    level = os.environ.get("EQUAL_CONSOLE_LOG_LEVEL", "INFO").upper()
-    config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": level}}}}
+    log = active_log()
+    loggers = log.run_config() if log else {"console": {"config": {"log_level": console_level("INFO")}}}
+    config = {**(run_config or {}), "loggers": loggers}
     with PoolWatch(instance, run_id, say):
         result = defs.resolve_job_def(job).execute_in_process(
             instance=instance, partition_key=partition_key, run_config=config, raise_on_error=False, run_id=run_id,
@@ -95,7 +102,7 @@ def bandit_settings_of_last_round(store_path: Path) -> dict | None:
 
 
 def play_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, store_path: Path, count: int | None,
-                say: Callable[[str], None] = _stderr) -> list[dict]:
+                say: Callable[[str], None] = say_err) -> list[dict]:
     """Play the next ``count`` rounds in order (None: until the budget or the candidates are spent); returns each
     round's metadata. Stops early, without error, once a round reports the budget spent."""
     results = []
@@ -160,7 +167,7 @@ StageResult = Callable[[Stage, "str | None", dg.ExecuteInProcessResult], None]
 
 def run_stages_before_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, crawls: list[str], seed: int, *,
                              warmup_fraction: float = WARMUP_FRACTION, tune_embedder: bool = True,
-                             recluster: bool = True, say: Callable[[str], None] = _stderr,
+                             recluster: bool = True, say: Callable[[str], None] = say_err,
                              skipped: dict[str, str] | None = None, announce: Callable[[Stage, str | None], str] | None = None,
                              on_result: StageResult | None = None) -> dict[str, float]:
     """Run :data:`STAGES` (the embedder's only with ``tune_embedder``; the clusters anew with ``recluster``). A crawl
@@ -207,57 +214,67 @@ def _check_ingested(defs: dg.Definitions, crawls: list[str], skipped: dict[str, 
     with Store.open(store_path, read_only=True, wait_s=READ_WAIT_S) as store:
         if store.document_count() == 0:
             reasons = store.quarantine()["reason"].value_counts(sort=True).iter_rows()
-            raise HeadlessRunError(
+            raise UsageError(
                 f"no document was kept from {', '.join(crawls)}: every row was quarantined ("
                 + ", ".join(f"{n:,} {reason}" for reason, n in reasons)
                 + f"); the quarantine table of {store_path} has each row's reason")
 
 
-def run_headless(
-    crawl_dir: Path,
-    reference: Path,
-    *,
-    policy: str,
-    budget: str,
-    seed: int,
-    home: Path,
-    arms_per_round: int | None = None,
-    docs_per_arm: int | None = None,
-    warmup_fraction: float = WARMUP_FRACTION,
-    tune_embedder: bool = True,
-    budget_tokens: int | None = None,
-    say: Callable[[str], None] = _stderr,
-) -> dict:
-    """Ingest every subfolder of ``crawl_dir`` as a crawl, then warm-up, embedder, embeddings, clusters and bandit
-    rounds until the budget is spent; returns the summary `equal run` prints."""
-    began = time.perf_counter()
+@dataclass(frozen=True)
+class RunPlan:
+    """What `equal run` will do, checked before any run is launched (:func:`plan_run`)."""
+
+    paths: EqualPaths
+    crawls: list[str]
+    skipped: dict[str, str]
+    bandit: BanditResource
+    seed: int
+    warmup_fraction: float
+    tune_embedder: bool
+
+
+def plan_run(crawl_dir: Path, reference: Path, *, policy: str, budget: str, seed: int, home: Path,
+             arms_per_round: int | None = None, docs_per_arm: int | None = None,
+             warmup_fraction: float = WARMUP_FRACTION, tune_embedder: bool = True, budget_tokens: int | None = None,
+             say: Callable[[str], None] = say_err) -> RunPlan:
+    """Check what `equal run` was given (the crawl folder and its crawls, a fresh home, the policy, budget and
+    reference set) without launching anything: a mistake raises :class:`UsageError` (or a ``ValueError`` from the
+    settings) naming what and where."""
     crawl_dir, reference, home = Path(crawl_dir).absolute(), Path(reference).absolute(), Path(home).absolute()
     if not crawl_dir.is_dir():
-        raise HeadlessRunError(f"no crawl folder at {crawl_dir}" + (" (it is a file)" if crawl_dir.exists() else ""))
+        raise UsageError(f"no crawl folder at {crawl_dir}" + (" (it is a file)" if crawl_dir.exists() else ""))
     scan = scan_crawl_folder(crawl_dir, set(), settle_seconds=0)
     skipped = {display_name(name): why for name, why in scan.refused.items()}
     for name, why in skipped.items():
         say(f"crawl folder {crawl_dir / name} skipped: {why}")
-    crawls = scan.new
-    if not crawls:
-        raise HeadlessRunError(f"{crawl_dir} holds no crawl: each subfolder or crawl file (.jsonl, .parquet, .warc.gz, "
-                               ".html) in it is one"
-                               + (f" ({len(skipped)} refused: see above)" if skipped else ""))
+    if not scan.new:
+        raise UsageError(f"{crawl_dir} holds no crawl: each subfolder or crawl file (.jsonl, .parquet, .warc.gz, "
+                         ".html) in it is one" + (f" ({len(skipped)} refused: see above)" if skipped else ""))
+    if not 0 < warmup_fraction < 1:
+        raise UsageError(f"the warm-up fraction must be between 0 and 1 (got {warmup_fraction:g})")
     paths = EqualPaths(home, crawl_dir)
     if paths.store.exists():
         with Store.open(paths.store, read_only=True) as store:
             if store.last_round_no() is not None:
-                raise HeadlessRunError(f"{home} already holds bandit rounds: `equal run` starts from nothing; give a fresh "
-                                       "--home (or go on with `equal rounds N`)")
+                raise UsageError(f"{home} already holds bandit rounds: `equal run` starts from nothing; give a fresh "
+                                 "--home (or go on with `equal rounds N`)")
     bandit = BanditResource(policy=policy, budget=budget, budget_tokens=budget_tokens, seed=seed, reference=str(reference),
                             arms_per_round=arms_per_round, docs_per_arm=docs_per_arm)
     bandit.round_settings()  # a bad policy or budget fails here, before any work
     bandit.load_reference()
+    return RunPlan(paths, list(scan.new), skipped, bandit, seed, warmup_fraction, tune_embedder)
+
+
+def execute_run(plan: RunPlan, say: Callable[[str], None] = say_err) -> dict:
+    """Ingest the planned crawls, then warm-up, embedder, embeddings, clusters and bandit rounds until the budget is
+    spent; returns the summary `equal run` prints."""
+    began = time.perf_counter()
+    paths, bandit, skipped = plan.paths, plan.bandit, dict(plan.skipped)
     instance = persistent_instance(paths)
     defs = build_definitions(paths, bandit=bandit)
-    timings = run_stages_before_rounds(defs, instance, crawls, seed, warmup_fraction=warmup_fraction,
-                                       tune_embedder=tune_embedder, say=say, skipped=skipped)
-    crawls = [c for c in crawls if c not in skipped]
+    timings = run_stages_before_rounds(defs, instance, plan.crawls, plan.seed, warmup_fraction=plan.warmup_fraction,
+                                       tune_embedder=plan.tune_embedder, say=say, skipped=skipped)
+    crawls = [c for c in plan.crawls if c not in skipped]
     with Store.open(paths.store, read_only=True) as store:
         corpus_documents = store.document_count()
     tick = time.perf_counter()
@@ -269,7 +286,8 @@ def run_headless(
     with Store.open(paths.store) as store:
         harvest = harvest_summary(store, yardstick, bandit.load_reference(), bandit.round_settings().ot)
     return {
-        "home": str(home), "crawls": crawls, "skipped_crawls": skipped, "policy": policy, "budget": budget, "seed": seed,
+        "home": str(paths.home), "crawls": crawls, "skipped_crawls": skipped, "policy": bandit.policy,
+        "budget": bandit.budget, "seed": plan.seed,
         "corpus_documents": corpus_documents, "documents_extracted": harvest.documents_extracted,
         "share_extracted": round(harvest.documents_extracted / corpus_documents, 4) if corpus_documents else 0.0,
         "tokens": harvest.tokens, "qa_pairs": harvest.qa_pairs, "why_no_pairs": harvest.why_no_pairs,
@@ -279,6 +297,11 @@ def run_headless(
         "round_shape": rounds[0]["round_shape"] if rounds else None, "timings_s": timings,
         "elapsed_s": round(time.perf_counter() - began, 2),
     }
+
+
+def run_headless(crawl_dir: Path, reference: Path, *, say: Callable[[str], None] = say_err, **settings) -> dict:
+    """`equal run` from a script: :func:`plan_run` with ``settings``, then :func:`execute_run`."""
+    return execute_run(plan_run(crawl_dir, reference, say=say, **settings), say)
 
 
 def summary_json(summary: dict) -> str:

@@ -42,6 +42,18 @@ def persistent_instance(paths: EqualPaths) -> dg.DagsterInstance:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def serve_ui(port: int, host: str = "127.0.0.1") -> None:
+    """The Dagster UI (webserver and daemon) on ``host:port`` for ``$DAGSTER_HOME``, loading this package's
+    definitions; until interrupted. What `dagster dev` does, called directly: its command line is superseded by
+    `dg dev`, which needs a dg project, and warns on every start."""
+    from dagster._cli.dev import dev_command_impl
+    from dagster_shared.cli import WorkspaceOpts
+
+    dev_command_impl(code_server_log_level="warning", log_level="info", log_format="colored", port=str(port), host=host,
+                     use_legacy_code_server_behavior=False, shutdown_pipe=None, verbose=False,
+                     workspace_opts=WorkspaceOpts(module_name=("equal_dagster.definitions",)))
+
+
 # -- runs that died --------------------------------------------------------------------------------------------------
 # A process killed with SIGKILL (or a machine that went down) leaves its Dagster run STARTED for ever, holding its slot
 # of the `duckdb` pool, so every later write waits behind it (Dagster frees slots only for runs that end). A run whose

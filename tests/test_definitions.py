@@ -38,7 +38,6 @@ def test_dagster_definitions_validate_passes(tmp_path):
 def test_instance_settings_put_duckdb_writers_in_one_pool():
     settings = yaml.safe_load((ROOT / "equal_dagster" / "dagster.yaml").read_text())
     assert settings["concurrency"]["pools"]["default_limit"] == 1
-    assert (ROOT / "dagster.yaml").read_text() == (ROOT / "equal_dagster" / "dagster.yaml").read_text()
 
 
 def test_duckdb_stays_below_2():

@@ -15,7 +15,16 @@ def test_equal_demo_materializes_the_demo_crawls(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("EQUAL_CRAWL_DIR", raising=False)
     # 3,000 rows rather than the default 6,000: the same stages, half the embedding time
     assert main(["--home", str(tmp_path / "home"), "demo", "--documents", "3000"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    # the console: the summary on stdout; on stderr the log file's path and warnings only (no Dagster events, no
+    # trainer steps, no progress bars: they are in the log file)
+    log = next((tmp_path / "home" / "logs").glob("*-demo.log"))
+    assert captured.err.startswith(f"equal demo: the full log is {log}\n")
+    assert all(line.startswith("warning: ") for line in captured.err.splitlines()[1:]), captured.err
+    assert "it/s]" not in captured.err + out and "{'loss'" not in captured.err + out
+    logged = log.read_text()
+    assert "[STEP_START]" in logged and "loss" in logged and "fine_tuned_model: " in logged
     assert "| crawl | rows read | documents | duplicates | quarantined |" in out
     assert "warm-up (round 0):" in out and "| ok |" in out
     assert "| cluster | size | top terms | sample first lines |" in out

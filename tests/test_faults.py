@@ -259,6 +259,6 @@ def test_equal_run_on_a_crawl_of_invalid_rows_says_so_in_one_line(tmp_path, caps
     (crawls / "broken" / "part.jsonl").write_text("{not json\n" * 5 + '{"no_text": 1}\n')
     reference = tmp_path / "reference.jsonl"
     reference.write_text('{"question": "What is 2 + 2?", "answer": "4"}\n')
-    assert main(["run", "--crawl-dir", str(crawls), "--reference", str(reference), "--home", str(tmp_path / "h")]) == 1
+    assert main(["run", "--crawl-dir", str(crawls), "--reference", str(reference), "--home", str(tmp_path / "h")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "no document was kept from broken: every row was quarantined (5 invalid_json, 1 missing_text)" in err

@@ -35,18 +35,28 @@ def test_equal_run_prints_one_json_summary_and_equal_rounds_goes_on(tmp_path, ca
         assert store.rounds()["round_id"].to_list()[: summary["rounds"] + 1][-1] == f"r{summary['rounds']:04d}"
         assert json.loads(store.rounds()["config"][1])["bandit"]["seed"] == 3
 
-    # a home that already holds rounds is not reused
-    assert main(arguments + ["--home", str(home)]) == 1
+    # the console: a short summary; every Dagster event in the command's log file, whose path it printed once
+    logs = sorted((home / "logs").glob("*-run.log"))
+    assert len(logs) == 1 and captured.err.count(str(logs[0])) == 1
+    assert " - dagster - " not in captured.err and "STEP_START" not in captured.err and "Loading weights" not in captured.err
+    logged = logs[0].read_text()
+    assert "DEBUG" in logged and "STEP_START" in logged and "ingesting crawl" in logged
+
+    # a home that already holds rounds is not reused: the user's mistake, said before any run is launched
+    runs_before = len(os.listdir(home / "dagster" / "history" / "runs"))
+    assert main(arguments + ["--home", str(home)]) == 2
     assert "already holds bandit rounds" in capsys.readouterr().err
+    assert len(os.listdir(home / "dagster" / "history" / "runs")) == runs_before
 
     # `equal rounds` goes on with the last round's settings: refused while the budget is spent, then raised
-    assert main(["--home", str(home), "rounds", "1"]) == 1
+    assert main(["--home", str(home), "rounds", "1"]) == 2
     assert "is spent" in capsys.readouterr().err
     assert main(["--home", str(home), "rounds", "1", "--budget", "10x"]) == 2  # a typo: one line, no run launched
     err = capsys.readouterr().err.strip()
     assert err.startswith("equal rounds: ") and "10x" in err and err.count("\n") == 0, err
-    assert main(["--home", str(home), "lineage", "qa-nope", "--json"]) == 1
-    assert json.loads(capsys.readouterr().out)["qa_id"] == "qa-nope"
+    assert main(["--home", str(home), "lineage", "qa-nope", "--json"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["qa_id"] == "qa-nope" and error["exit_code"] == 2 and "qa-nope" in error["error"]
     assert main(["--home", str(home), "rounds", "2", "--budget", "20%"]) == 0
     out = capsys.readouterr().out
     assert out.count(" documents, ") == 2 and f"r{summary['rounds'] + 2:04d}:" in out

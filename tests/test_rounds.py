@@ -122,7 +122,7 @@ def test_rounds_run_in_order_and_the_latest_can_be_rerun(home, instance, capsys)
     assert chain["round"]["arm_chosen"]["arm"] == chain["cluster"]["cluster_id"]
     assert chain["round"]["why_chosen"] in ("ucb", "unplayed") and chain["round"]["arm_reward"] is not None
     assert chain["qa_pair"]["dagster_run_id"] == chain["round"]["dagster_run_id"] == chain["extraction"]["dagster_run_id"]
-    assert main(["--home", str(home.home), "lineage", "qa-nope"]) == 1
+    assert main(["--home", str(home.home), "lineage", "qa-nope"]) == 2  # the id given is the mistake
 
 
 def store_docs(paths, round_id):

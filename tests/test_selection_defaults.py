@@ -97,11 +97,12 @@ def test_the_asset_equal_run_and_the_environment_resolve_the_same_defaults(monke
 
     seen = {}
 
-    def fake_run_headless(crawl_dir, reference, **kwargs):
+    def fake_plan_run(crawl_dir, reference, **kwargs):
         seen.update(kwargs)
-        return {}
+        return headless.RunPlan(EqualPaths(tmp_path / "h", tmp_path), [], {}, resource, 0, 0.05, True)
 
-    monkeypatch.setattr(headless, "run_headless", fake_run_headless)
+    monkeypatch.setattr(headless, "plan_run", fake_plan_run)
+    monkeypatch.setattr(headless, "execute_run", lambda plan: {})
     assert main(["run", "--crawl-dir", str(tmp_path), "--reference", "r.jsonl", "--home", str(tmp_path / "h")]) == 0
     assert seen["arms_per_round"] is None and seen["docs_per_arm"] is None and seen["policy"] == defaults.policy
     assert seen["budget"] == resource.budget

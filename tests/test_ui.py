@@ -132,6 +132,8 @@ def test_equal_ui_serves_the_asset_graph_and_a_browser_shows_a_rounds_checks(clu
             driver.save_screenshot(str(ARTIFACTS / "ui-bandit-rounds-checks.png"))
         finally:
             driver.quit()
+        served = (tmp_path / "ui.log").read_text()  # `equal ui` starts without a warning (`make ui` runs it)
+        assert "Warning" not in served and "WARNING" not in served, served[-3000:]
     finally:
         stop_group(process)
         log.close()
