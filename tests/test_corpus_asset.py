@@ -32,6 +32,7 @@ def test_corpus_asset_writes_documents_and_reports_metadata(paths, instance, mon
     assert metadata["documents_kept"] == 2 and metadata["dagster/row_count"] == 2
     assert metadata["duplicates"] == 1 and metadata["quarantined"] == 9
     assert "| too_large | 1 |" in metadata["quarantined_by_reason"]
+    assert "duplicate" not in metadata["quarantined_by_reason"]  # duplicates are counted apart, not quarantined
     assert "good-1" in metadata["preview"]
     assert [c.name for c in metadata["dagster/column_schema"].columns][:3] == ["doc_id", "crawl_id", "source_file"]
     assert all(c.description for c in metadata["dagster/column_schema"].columns)  # every column says what it holds

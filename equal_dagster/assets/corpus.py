@@ -21,7 +21,8 @@ def _log_progress(context: dg.AssetExecutionContext):
     return log
 
 def _reason_table(report: IngestReport) -> str:
-    return markdown_table(["reason", "rows"], [("duplicate", report.duplicates), *sorted(report.quarantined.items())])
+    """The quarantine's rows per reason (duplicates are not quarantined: kept once, counted in `duplicates`)."""
+    return markdown_table(["reason", "rows"], sorted(report.quarantined.items()))
 
 @dg.asset(
     partitions_def=crawls_partitions,
