@@ -498,7 +498,7 @@ def store_location(default: str | Path) -> str | Path | LakeLocation:
 
 
 def _redacted(text: str) -> str:
-    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
+    return re.sub(r"(password\s*=\s*)('[^']*'|[^\s'\"]+)", r"\1***", text, flags=re.IGNORECASE)
 
 
 def _literal(text: str) -> str:
@@ -546,6 +546,8 @@ def connect_lake(location: LakeLocation, *, read_only: bool = False, snapshot: i
     except duckdb.Error as exc:
         conn.close()
         reason = _redacted(" ".join(str(exc).split()))[:400]
+        if "creating a new DuckLake is explicitly disabled" in reason:
+            raise StoreError(f"no store at {location}: materialize the corpus first (or check EQUAL_STORE)") from exc
         raise StoreError(f"cannot open the DuckLake store {location}: {reason}") from exc
     return conn
 
@@ -761,6 +763,7 @@ class Store:
         self.path = str(path)
         self.lake = _is_lake(conn)  # a DuckLake catalog in use (else a DuckDB file)
         self.snapshot = snapshot  # the DuckLake snapshot this store was opened at (None: the latest)
+        self.conflicts_retried = 0  # commits that lost to a concurrent writer's and were retried (DuckLake)
         self.conn.execute("SET enable_progress_bar = false")
         if read_only:
             self._check_version()
@@ -897,6 +900,7 @@ class Store:
                                         f"writers after {attempt} attempts in {LAKE_RETRY_S:.0f} s "
                                         f"({' '.join(str(exc).split())[:300]})") from exc
                 log.debug("%s: commit conflict (attempt %d), retrying in %.2f s", what, attempt, pause)
+                self.conflicts_retried += 1
                 time.sleep(pause)
                 delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")

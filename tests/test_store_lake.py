@@ -1,0 +1,159 @@
+"""The store on DuckLake with a Postgres catalog: snapshots, several writers at once, a writer killed mid-write, two
+writers of the same partition. (tests/test_store.py runs the store's other tests on both backends.)"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from equal_dagster.core.store import (
+    LakeLocation, PartitionConflict, Store, StoreError, _without_constraints, store_location,
+)
+from lake_writer import documents, quarantined
+from test_store import doc_rows, rows_stored
+
+WRITER = Path(__file__).parent / "lake_writer.py"
+
+
+def test_the_extension_wheels_are_built_for_the_duckdb_installed():
+    """An extension loads only into the DuckDB version it was built for: the pins must move together."""
+    for name in ("ducklake", "postgres", "sqlite", "httpfs"):
+        assert version(f"duckdb-extension-{name}") == duckdb.__version__, name
+
+
+def test_the_store_location_comes_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("EQUAL_STORE", raising=False)
+    assert store_location(tmp_path / "equal.duckdb") == tmp_path / "equal.duckdb"
+    monkeypatch.setenv("EQUAL_STORE", "ducklake:postgres:dbname=equal host=db password=s3cret")
+    monkeypatch.setenv("EQUAL_STORE_DATA", str(tmp_path / "lake"))
+    location = store_location(tmp_path / "equal.duckdb")
+    assert location == LakeLocation("postgres:dbname=equal host=db password=s3cret", f"{tmp_path / 'lake'}/")
+    assert "s3cret" not in str(location) and location.extensions == ["ducklake", "postgres"]
+    monkeypatch.setenv("EQUAL_STORE_DATA", "s3://bucket/equal/")
+    assert store_location("x").extensions == ["ducklake", "postgres", "httpfs"]
+    with pytest.raises(StoreError, match="unknown DuckLake catalog"):
+        LakeLocation.parse("ducklake:mysql:db=x")
+    assert _without_constraints("CREATE TABLE t (a VARCHAR NOT NULL,\n  PRIMARY KEY (a, b)\n)") == \
+        "CREATE TABLE t (a VARCHAR NOT NULL\n)"
+    assert _without_constraints("CREATE TABLE v (version INTEGER PRIMARY KEY, at TIMESTAMP)") == \
+        "CREATE TABLE v (version INTEGER, at TIMESTAMP)"
+
+
+def test_a_missing_lake_is_refused_read_only_and_a_duckdb_file_has_no_snapshots(postgres, tmp_path):
+    lake = postgres.new_lake(tmp_path / "lake")
+    with pytest.raises(StoreError, match="no store at ducklake:postgres:"):
+        with Store.open(lake, read_only=True):
+            pass
+    with Store.open(tmp_path / "s.duckdb") as store:
+        assert store.snapshot_id() is None
+    with pytest.raises(StoreError, match="keeps no snapshots"):
+        with Store.open(tmp_path / "s.duckdb", read_only=True, snapshot=3):
+            pass
+
+
+def test_each_write_makes_a_snapshot_and_a_snapshot_opens_as_it_was(postgres, tmp_path):
+    lake = postgres.new_lake(tmp_path / "lake")
+    with Store.open(lake) as store:
+        assert store.lake
+        with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+            writer.insert("documents", doc_rows("c1", ["a", "b"]))
+        first = store.snapshot_id()
+        with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+            writer.insert("documents", doc_rows("c1", ["a", "b", "c"], text="v2"))
+        latest = store.snapshot_id()
+        assert latest > first and store.snapshots()["snapshot_id"].to_list()[-1] == latest
+    with Store.open(lake, read_only=True, snapshot=first) as old:
+        assert old.snapshot_id() == first
+        assert old.documents()["text"].to_list() == ["t a", "t b"]
+        with pytest.raises(StoreError, match="read-only"):
+            old.save_responses(doc_rows("c1", ["x"]))
+    with Store.open(lake, read_only=True) as now:
+        assert now.documents()["text"].to_list() == ["v2 a", "v2 b", "v2 c"]
+    with pytest.raises(StoreError, match="only be opened read-only"):
+        with Store.open(lake, snapshot=first):
+            pass
+
+
+def test_two_writers_of_the_same_partition_one_wins_the_other_is_told(postgres, tmp_path):
+    lake = postgres.new_lake(tmp_path / "lake")
+    with Store.open(lake) as first, Store.open(lake) as second:
+        with first.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+            writer.insert("documents", doc_rows("c1", ["old"]))
+        with pytest.raises(PartitionConflict, match=r"partition crawl_id = 'c1' of table documents was replaced by "
+                                                    r"another writer .*1 rows of documents\) dropped"):
+            with first.replace_partition("crawl_id", "c1", ["documents"]) as slow:
+                slow.insert("documents", doc_rows("c1", ["slow"]))
+                with second.replace_partition("crawl_id", "c1", ["documents"]) as fast:  # starts later, ends first
+                    fast.insert("documents", doc_rows("c1", ["fast"]))
+        assert first.documents()["doc_id"].to_list() == ["fast"]
+        assert rows_stored(first) == 1  # the loser's rows and the replaced ones are gone
+        # a first write of a partition is no exception (no write to delete: DuckLake alone would let both in)
+        with pytest.raises(PartitionConflict, match="partition crawl_id = 'c2'"):
+            with first.replace_partition("crawl_id", "c2", ["documents"]) as slow:
+                slow.insert("documents", doc_rows("c2", ["s"]))
+                with second.replace_partition("crawl_id", "c2", ["documents"]) as fast:
+                    fast.insert("documents", doc_rows("c2", ["f"]))
+        assert second.documents("c2")["doc_id"].to_list() == ["f"]
+
+
+def _writer(lake: LakeLocation, job: dict) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(WRITER.parent), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, str(WRITER), lake.catalog, lake.data_path, json.dumps(job)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_concurrent_writers_lose_nothing_and_duplicate_nothing(postgres, tmp_path):
+    """Four processes ingest crawls (each re-ingests its first one: deletes among the appends) while a fifth writes
+    rounds; every commit conflict along the way is retried."""
+    lake = postgres.new_lake(tmp_path / "lake")
+    with Store.open(lake):  # migrated once, before the writers start
+        pass
+    crawls = {w: [f"crawl-{w}-{c}" for c in range(2)] for w in range(4)}
+    jobs = [{"crawls": [[c, 600, 3] for c in crawls[w]] + [[crawls[w][0], 600, 2]]} for w in range(4)]
+    jobs.append({"rounds": list(range(1, 5))})
+    started = time.monotonic()
+    writers = [_writer(lake, job) for job in jobs]
+    results = [w.communicate(timeout=240) for w in writers]
+    elapsed = time.monotonic() - started
+    for writer, (out, err) in zip(writers, results):
+        assert writer.returncode == 0, err[-3000:]
+    print(f"5 writers, {sum(len(j.get('crawls', j.get('rounds'))) for j in jobs)} partition writes: {elapsed:.1f} s; "
+          + "; ".join(out.strip() for out, _ in results))
+    with Store.open(lake, read_only=True) as store:
+        docs = store.documents()
+        assert docs.height == 8 * 600 and docs["doc_id"].n_unique() == 8 * 600
+        assert sorted(docs["crawl_id"].unique().to_list()) == sorted(c for cs in crawls.values() for c in cs)
+        assert store.quarantine().height == 8
+        assert store.rounds()["round_no"].to_list() == [1, 2, 3, 4]
+        assert store.qa_pairs().height == 20 and store.extractions().height == 20
+        assert store.conn.execute("SELECT count(*) FROM partition_writes").fetchone()[0] == 8 * 2 + 4 * 3
+
+
+def test_a_writer_killed_mid_write_leaves_no_partial_partition(postgres, tmp_path):
+    lake = postgres.new_lake(tmp_path / "lake")
+    with Store.open(lake) as store:
+        with store.replace_partition("crawl_id", "c1", ["documents", "quarantine"]) as writer:
+            writer.insert("documents", documents("c1", 0, 50))
+            writer.insert("quarantine", quarantined("c1"))
+    ready = tmp_path / "ready"
+    victim = _writer(lake, {"hang_in": "c1", "ready": str(ready)})
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert victim.poll() is None, victim.communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    with Store.open(lake) as store:
+        assert store.documents()["doc_id"].to_list() == [f"c1-{i}" for i in range(50)]  # the old write, whole
+        assert rows_stored(store) == 150  # and the killed writer's 100 rows, invisible
+        store.delete_unfinished_writes()
+        assert rows_stored(store) == 50
+        assert store.documents().height == 50 and store.quarantine().height == 1
