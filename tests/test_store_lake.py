@@ -157,3 +157,64 @@ def test_a_writer_killed_mid_write_leaves_no_partial_partition(postgres, tmp_pat
         store.delete_unfinished_writes()
         assert rows_stored(store) == 50
         assert store.documents().height == 50 and store.quarantine().height == 1
+
+
+def test_ingest_cache_vectors_quality_models_and_lineage_on_both_backends(store_at, paths):
+    """The store's other writers, as the pipeline calls them: ingestion (deduplication across crawls, a re-ingest),
+    the LLM cache, vectors, the QA pairs' quality, a model with its pairs and scores, and a pair's lineage."""
+    from datetime import datetime
+
+    import polars as pl
+
+    from conftest import write_jsonl
+    from equal_dagster.core.corpus import CrawlFormat, ingest_crawl
+    from equal_dagster.core.store import table_frame
+    from lake_writer import round_rows
+
+    write_jsonl(paths.crawl_dir / "one" / "a.jsonl", [{"id": "a1", "text": "Shared page"}, {"id": "a2", "text": "Only"}])
+    write_jsonl(paths.crawl_dir / "two" / "b.jsonl", [{"id": "b1", "text": "Shared page\n"}, {"id": "b2", "text": "Two"}])
+    with Store.open(store_at) as store:
+        for crawl in ("one", "two", "one"):
+            report = ingest_crawl(store, crawl, paths.crawl_dir / crawl, paths.crawl_dir, CrawlFormat())
+        assert report.duplicates == 0 and store.documents()["doc_id"].to_list() == ["a1", "a2", "b2"]
+        assert store.quarantine("two")["reason"].to_list() == ["duplicate"]
+
+        responses = pl.DataFrame({"cache_key": ["k1", "k1", "k2"], "backend": ["openai"] * 3, "model": ["m"] * 3,
+                                  "prompt_version": ["v1"] * 3, "response": ["first", "second", "r2"],
+                                  "tokens_in": [1, 2, 3], "tokens_out": [1, 2, 3], "latency_s": [0.1] * 3})
+        store.save_responses(responses)
+        store.save_responses(responses.with_columns(pl.lit("later").alias("response")))
+        cached = store.cached_responses(["k1", "k2", "k3"]).sort("cache_key")
+        assert cached["response"].to_list() == ["first", "r2"] and store.llm_cache_size() == 2
+
+        def vectors(ids, crawl, value):
+            return table_frame("embeddings", {"doc_id": ids, "embedder_id": ["e"] * len(ids), "crawl_id": [crawl] * len(ids),
+                                              "vector": [[value, 1.0]] * len(ids), "embedded_at": [datetime(2026, 1, 1)] * len(ids)})
+        store.insert_embeddings(vectors(["a1", "a2", "gone"], "one", 0.5))
+        store.insert_embeddings(vectors(["a1", "b2"], "one", 0.9))  # a1 kept as it was
+        assert store.embedding_vectors(["a1"], "e").tolist() == [[0.5, 1.0]]
+        assert store.delete_stale_embeddings("one") == 2  # "gone", and b2 (filed under the wrong crawl)
+        assert store.drop_embeddings("e") == 2 and store.embedding_counts() == {}
+
+        rows = round_rows(1)
+        rows["extractions"] = rows["extractions"].with_columns(pl.lit("a1").alias("doc_id")).head(1)
+        rows["qa_pairs"] = rows["qa_pairs"].with_columns(pl.lit("a1").alias("doc_id"))
+        with store.replace_partition("round_id", "round-1", list(rows)) as writer:
+            for table, frame in rows.items():
+                writer.insert(table, frame)
+        qa_ids = store.qa_pairs()["qa_id"].to_list()
+        quality = pl.DataFrame({"qa_id": qa_ids[:3], "quality": ["{}"] * 3, "quality_score": [0.9, 0.5, 0.1],
+                                "kept": [True, True, False], "drop_reason": [None, None, "low"]})
+        assert store.set_qa_quality(quality) == 3
+        assert store.unscored_pairs() == 2 and store.kept_pairs()["qa_id"].to_list() == qa_ids[:2]
+
+        model = table_frame("models", {"model_id": ["m1"], "base_model": ["tiny"], "path": ["/m1"],
+                                       "created_at": [datetime(2026, 1, 3)]})
+        store.save_model(model, qa_ids[:2])
+        store.save_model(model, qa_ids[:2])  # replaced, not doubled
+        store.replace_eval_scores("m1", table_frame("eval_scores", {
+            "model_id": ["m1"], "task": ["gsm"], "metric": ["acc"], "value": [0.25], "evaluated_at": [datetime(2026, 1, 4)]}))
+        assert store.models_trained_on(qa_ids[0])[["model_id", "task", "value"]].rows() == [("m1", "gsm", 0.25)]
+        found = store.lineage(qa_ids[0])
+        assert found["document"]["crawl_id"] == "one" and found["round"]["round_no"] == 1
+        assert found["extraction"]["backend"] == "rules"
