@@ -815,10 +815,11 @@ class Store:
                 f"store {self.path or '(connection)'} has schema version {current}, newer than this code "
                 f"({SCHEMA_VERSION}): upgrade equal-dagster"
             )
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            with self.transaction():
-                if self.schema_version() >= version:  # another writer got there first (DuckLake)
-                    continue
+        if current == SCHEMA_VERSION:
+            return
+        # One transaction for every step: all or nothing, and one DuckLake commit (each costs catalog round trips).
+        with self.transaction():
+            for version in range(self.schema_version() + 1, SCHEMA_VERSION + 1):  # (another writer may have migrated)
                 for statement in MIGRATIONS[version]:
                     if callable(statement):
                         statement(self.conn)
