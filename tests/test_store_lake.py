@@ -219,3 +219,30 @@ def test_ingest_cache_vectors_quality_models_and_lineage_on_both_backends(store_
         found = store.lineage(qa_ids[0])
         assert found["document"]["crawl_id"] == "one" and found["round"]["round_no"] == 1
         assert found["extraction"]["backend"] == "rules"
+
+
+def test_the_corpus_asset_on_ducklake_records_the_snapshot_it_wrote(postgres, tmp_path, paths):
+    import dagster as dg
+
+    from conftest import write_jsonl
+    from equal_dagster.assets.corpus import corpus
+    from equal_dagster.partitions import crawls_partitions
+    from equal_dagster.resources.crawls import CrawlFolder
+    from equal_dagster.resources.store import StoreResource
+
+    lake = postgres.new_lake(tmp_path / "lake")
+    with Store.open(lake) as store:  # created with its data path: the catalog remembers it
+        before = store.snapshot_id()
+    write_jsonl(paths.crawl_dir / "c1" / "a.jsonl", [{"id": "a1", "text": "A page"}, {"id": "a2", "text": "Another"}])
+    resources = {"store": StoreResource(database=f"ducklake:{lake.catalog}"),
+                 "crawl_folder": CrawlFolder(path=str(paths.crawl_dir))}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(crawls_partitions.name, ["c1"])
+        result = dg.materialize([corpus], partition_key="c1", instance=instance, resources=resources)
+    assert result.success
+    snapshot = result.asset_materializations_for_node("corpus")[0].metadata["store_snapshot"].value
+    assert snapshot > before
+    with Store.open(lake, read_only=True, snapshot=snapshot) as then:
+        assert then.documents("c1")["doc_id"].to_list() == ["a1", "a2"]
+    with Store.open(lake, read_only=True, snapshot=before) as earlier:
+        assert earlier.documents().height == 0

@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from equal_dagster.assets.extraction import warmup_extractions
-from equal_dagster.assets.metadata import markdown_table, png_markdown
+from equal_dagster.assets.metadata import markdown_table, png_markdown, store_snapshot
 from equal_dagster.assets.rounds import bandit_rounds
 from equal_dagster.core.export import FORMATS
 from equal_dagster.core.qa_dataset import DatasetParams, build_qa_dataset
@@ -82,10 +82,12 @@ def qa_dataset(context: dg.AssetExecutionContext, config: QADatasetConfig, store
                                       log=context.log.info)
         except ValueError as exc:
             raise dg.Failure(description=str(exc)) from exc
+        snapshot = store_snapshot(db)
     reasons = markdown_table(["kept or dropped", "QA pairs"],
                              [("kept", report.kept)] + sorted(report.dropped.items(), key=lambda kv: -kv[1]))
     return dg.MaterializeResult(metadata={
         "dagster/row_count": report.kept,
+        **snapshot,
         "pairs_scored": report.pairs,
         "pairs_kept": report.kept,
         "by_reason": dg.MetadataValue.md(reasons),
