@@ -447,6 +447,9 @@ LAKE_SCHEME = "ducklake:"
 LAKE_CATALOG = "equal_lake"  # the name the lakehouse is attached under
 # How long a statement or a transaction is retried against transient commit conflicts with other writers.
 LAKE_RETRY_S = 60.0
+# How long deleting invisible rows (a replaced write's, a failed write's) is retried before they are left to
+# Store.delete_unfinished_writes: the write itself is done by then.
+LAKE_CLEANUP_RETRY_S = 10.0
 _LAKE_CATALOG_KINDS = {"postgres": "postgres", "sqlite": "sqlite", "duckdb": None}
 _URL_DATA_PATH = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
@@ -471,7 +474,7 @@ class LakeLocation:
         kind = catalog.split(":", 1)[0]
         if kind not in _LAKE_CATALOG_KINDS or ":" not in catalog:
             raise StoreError(f"unknown DuckLake catalog {_redacted(catalog)!r}: use postgres:<connection string> "
-                             "or sqlite:<file>")
+                             "(several machines), sqlite:<file> (several processes) or duckdb:<file> (one process)")
         if data_path and not _URL_DATA_PATH.match(data_path):
             data_path = str(Path(data_path).expanduser().absolute()) + "/"
         return cls(catalog, data_path or None)
@@ -595,7 +598,7 @@ class PartitionWriter:
     holds it open. The rows stay invisible until the write becomes current."""
 
     def __init__(self, conn: duckdb.DuckDBPyConnection, column: str, value: str, tables: Sequence[str], write_id: str,
-                 retrying: Callable[..., Any] | None = None, lake: bool = False):
+                 retrying: Callable[..., Any] | None = None):
         self._conn = conn
         self._column = column
         self._value = value
@@ -603,7 +606,6 @@ class PartitionWriter:
         self.rows_inserted: dict[str, int] = dict.fromkeys(tables, 0)
         # Store._retrying: each append is a transaction of its own, retried alone against concurrent writers
         self._retrying = retrying or (lambda what, fn, in_transaction=False: fn())
-        self._lake = lake
 
     def insert(self, table: str, rows: pl.DataFrame) -> None:
         if table not in self.rows_inserted:
@@ -880,11 +882,12 @@ class Store:
                 self.conn.execute("ROLLBACK")
             raise
 
-    def _retrying(self, what: str, body: Callable[[], Any], *, in_transaction: bool = False) -> Any:
+    def _retrying(self, what: str, body: Callable[[], Any], *, in_transaction: bool = False,
+                  retry_s: float = LAKE_RETRY_S) -> Any:
         """``body()`` (in a transaction of its own with ``in_transaction``), again after a pause while DuckLake
-        refuses its commit because a concurrent writer's conflicted (for up to :data:`LAKE_RETRY_S`, the pauses
-        doubling from 50 ms to 2 s, jittered). ``what`` names the write in the error when it never gets through."""
-        deadline = time.monotonic() + LAKE_RETRY_S
+        refuses its commit because a concurrent writer's conflicted (for up to ``retry_s``, the pauses doubling from
+        50 ms to 2 s, jittered). ``what`` names the write in the error when it never gets through."""
+        deadline = time.monotonic() + retry_s
         delay = 0.05
         for attempt in itertools.count(1):
             try:
@@ -898,7 +901,7 @@ class Store:
                 pause = delay * (0.5 + random.random())
                 if time.monotonic() + pause > deadline:
                     raise StoreConflict(f"{what} in {self.path or 'the store'}: still conflicting with concurrent "
-                                        f"writers after {attempt} attempts in {LAKE_RETRY_S:.0f} s "
+                                        f"writers after {attempt} attempts in {retry_s:.0f} s "
                                         f"({' '.join(str(exc).split())[:300]})") from exc
                 log.debug("%s: commit conflict (attempt %d), retrying in %.2f s", what, attempt, pause)
                 self.conflicts_retried += 1
@@ -958,7 +961,7 @@ class Store:
         self._check_writable()
         write_id = uuid.uuid4().hex
         started_from = self._current_writes(value, tables)
-        writer = PartitionWriter(self.conn, column, value, tables, write_id, retrying=self._retrying, lake=self.lake)
+        writer = PartitionWriter(self.conn, column, value, tables, write_id, retrying=self._retrying)
         try:
             yield writer
             replaced = self._retrying(
@@ -1004,7 +1007,8 @@ class Store:
         for table in tables:
             try:
                 self._retrying(f"deleting the rows of write {write_id} from {table}",
-                               lambda t=table: self.conn.execute(f"DELETE FROM {t}_rows WHERE write_id = ?", [write_id]))
+                               lambda t=table: self.conn.execute(f"DELETE FROM {t}_rows WHERE write_id = ?", [write_id]),
+                               retry_s=LAKE_CLEANUP_RETRY_S)
             except StoreConflict as exc:
                 log.warning("%s (invisible; Store.delete_unfinished_writes deletes them)", exc)
 
