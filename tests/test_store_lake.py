@@ -246,3 +246,11 @@ def test_the_corpus_asset_on_ducklake_records_the_snapshot_it_wrote(postgres, tm
         assert then.documents("c1")["doc_id"].to_list() == ["a1", "a2"]
     with Store.open(lake, read_only=True, snapshot=before) as earlier:
         assert earlier.documents().height == 0
+
+
+def test_files_that_go_with_a_lake_store_are_written_in_the_home(monkeypatch, tmp_path):
+    from equal_dagster.resources.store import StoreResource
+
+    monkeypatch.setenv("EQUAL_HOME", str(tmp_path / "home"))
+    assert StoreResource(database=str(tmp_path / "x" / "equal.duckdb")).files_dir() == tmp_path / "x"
+    assert StoreResource(database="ducklake:postgres:dbname=equal host=db").files_dir() == tmp_path / "home"

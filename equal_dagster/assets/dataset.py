@@ -1,7 +1,6 @@
 """Asset ``qa_dataset``: every harvested QA pair scored (InstructMining), filtered, de-duplicated, decontaminated,
 selected and exported."""
 
-from pathlib import Path
 from typing import Optional
 
 import dagster as dg
@@ -75,7 +74,7 @@ def qa_dataset(context: dg.AssetExecutionContext, config: QADatasetConfig, store
         evaluation_texts = evaluator.evaluation_texts()
     except ValueError as exc:
         raise dg.Failure(description=str(exc)) from exc
-    out_dir = Path(store.database).parent / "datasets"
+    out_dir = store.files_dir() / "datasets"
     with store.open_store() as db:
         try:
             report = build_qa_dataset(db, embedding_model.load_current(), evaluation_texts, params, out_dir,

@@ -39,7 +39,6 @@ open as before.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import itertools
 import logging
 import os
