@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from equal_dagster.core.store import (
-    LakeLocation, PartitionConflict, Store, StoreError, _without_constraints, store_location,
+    SCHEMA_VERSION, LakeLocation, PartitionConflict, Store, StoreError, _without_constraints, store_location,
 )
 from lake_writer import documents, quarantined
 from test_store import doc_rows, rows_stored
@@ -111,10 +111,9 @@ def _writer(lake: LakeLocation, job: dict) -> subprocess.Popen:
 
 def test_concurrent_writers_lose_nothing_and_duplicate_nothing(postgres, tmp_path):
     """Four processes ingest crawls (each re-ingests its first one: deletes among the appends) while a fifth writes
-    rounds; every commit conflict along the way is retried."""
+    rounds, all five starting on a new lake (they race to create the schema); every commit conflict along the way is
+    retried."""
     lake = postgres.new_lake(tmp_path / "lake")
-    with Store.open(lake):  # migrated once, before the writers start
-        pass
     crawls = {w: [f"crawl-{w}-{c}" for c in range(2)] for w in range(4)}
     jobs = [{"crawls": [[c, 600, 2] for c in crawls[w]] + [[crawls[w][0], 600, 3]]} for w in range(4)]
     jobs.append({"rounds": list(range(1, 4))})
@@ -127,6 +126,7 @@ def test_concurrent_writers_lose_nothing_and_duplicate_nothing(postgres, tmp_pat
     print(f"5 writers, {sum(len(j.get('crawls', j.get('rounds'))) for j in jobs)} partition writes: {elapsed:.1f} s; "
           + "; ".join(out.strip() for out, _ in results))
     with Store.open(lake, read_only=True) as store:
+        assert store.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION  # once each
         docs = store.documents()
         assert docs.height == 8 * 600 and docs["doc_id"].n_unique() == 8 * 600
         assert sorted(docs["crawl_id"].unique().to_list()) == sorted(c for cs in crawls.values() for c in cs)

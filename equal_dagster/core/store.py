@@ -529,29 +529,38 @@ def _load_extension(conn: duckdb.DuckDBPyConnection, name: str) -> None:
 def connect_lake(location: LakeLocation, *, read_only: bool = False, snapshot: int | None = None
                  ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the DuckLake store attached (as :data:`LAKE_CATALOG`) and in use;
-    ``snapshot``: the store as it was at that snapshot (read-only)."""
+    ``snapshot``: the store as it was at that snapshot (read-only). Several processes may create the same new store
+    at once: the ones that lose DuckLake's race to create its catalog tables attach again, to the winner's."""
     if location.data_path and not _URL_DATA_PATH.match(location.data_path) and not read_only:
         Path(location.data_path).mkdir(parents=True, exist_ok=True)
-    conn = duckdb.connect()
-    try:
-        for name in location.extensions:
-            _load_extension(conn, name)
-        options = [f"DATA_PATH {_literal(location.data_path)}"] if location.data_path else []
-        options += [f"SNAPSHOT_VERSION {int(snapshot)}"] if snapshot is not None else []
-        options += ["READ_ONLY"] if read_only else []
-        conn.execute(f"ATTACH {_literal(LAKE_SCHEME + location.catalog)} AS {LAKE_CATALOG}"
-                     + (f" ({', '.join(options)})" if options else ""))
-        conn.execute(f"USE {LAKE_CATALOG}")
-    except StoreError:
-        conn.close()
-        raise
-    except duckdb.Error as exc:
-        conn.close()
-        reason = _redacted(" ".join(str(exc).split()))[:400]
-        if "creating a new DuckLake is explicitly disabled" in reason:
-            raise StoreError(f"no store at {location}: materialize the corpus first (or check EQUAL_STORE)") from exc
-        raise StoreError(f"cannot open the DuckLake store {location}: {reason}") from exc
-    return conn
+    options = [f"DATA_PATH {_literal(location.data_path)}"] if location.data_path else []
+    options += [f"SNAPSHOT_VERSION {int(snapshot)}"] if snapshot is not None else []
+    options += ["READ_ONLY"] if read_only else []
+    attach = (f"ATTACH {_literal(LAKE_SCHEME + location.catalog)} AS {LAKE_CATALOG}"
+              + (f" ({', '.join(options)})" if options else ""))
+    deadline = time.monotonic() + LAKE_CLEANUP_RETRY_S
+    while True:
+        conn = duckdb.connect()
+        try:
+            for name in location.extensions:
+                _load_extension(conn, name)
+            conn.execute(attach)
+            conn.execute(f"USE {LAKE_CATALOG}")
+            return conn
+        except StoreError:
+            conn.close()
+            raise
+        except duckdb.Error as exc:
+            conn.close()
+            reason = _redacted(" ".join(str(exc).split()))[:400]
+            lost_creation_race = "Failed to initialize DuckLake" in reason and (
+                "duplicate key" in reason or "already exists" in reason)
+            if lost_creation_race and time.monotonic() < deadline:
+                time.sleep(0.1 + 0.2 * random.random())
+                continue
+            if "creating a new DuckLake is explicitly disabled" in reason:
+                raise StoreError(f"no store at {location}: materialize the corpus first (or check EQUAL_STORE)") from exc
+            raise StoreError(f"cannot open the DuckLake store {location}: {reason}") from exc
 
 
 def _is_lake(conn: duckdb.DuckDBPyConnection) -> bool:
