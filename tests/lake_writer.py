@@ -2,8 +2,9 @@
 
     python tests/lake_writer.py CATALOG DATA_PATH JOB_JSON
 
-JOB_JSON: {"crawls": [[crawl_id, n_docs, batches], ...]} ingests each crawl (documents and quarantine, one partition
-write each, ``batches`` appends); {"rounds": [round_no, ...]} writes those rounds (rounds, extractions, qa_pairs);
+JOB_JSON: {"crawls": [[crawl_id, n_docs, batches], ...], "tag": "w1"} ingests each crawl (documents and quarantine,
+one partition write each, ``batches`` appends; texts end with "by <tag>"; a crawl another writer replaced meanwhile
+is reported as lost); {"rounds": [round_no, ...]} writes those rounds (rounds, extractions, qa_pairs);
 {"hang_in": crawl_id, "ready": path} appends a first batch of that crawl, touches ``ready`` and sleeps (to be
 killed mid-write). Prints one JSON line: the partitions written and the seconds it took.
 """
@@ -18,14 +19,14 @@ from pathlib import Path
 
 import polars as pl
 
-from equal_dagster.core.store import LakeLocation, Store, table_frame
+from equal_dagster.core.store import LakeLocation, PartitionConflict, Store, table_frame
 
 
-def documents(crawl: str, start: int, n: int) -> pl.DataFrame:
+def documents(crawl: str, start: int, n: int, by: str = "") -> pl.DataFrame:
     ids = [f"{crawl}-{i}" for i in range(start, start + n)]
     return table_frame("documents", {
         "doc_id": ids, "crawl_id": [crawl] * n, "source_file": ["f.jsonl"] * n, "line_no": list(range(start, start + n)),
-        "url": [None] * n, "text": [f"text of {i}" for i in ids], "n_chars": [10] * n, "content_hash": ids,
+        "url": [None] * n, "text": [f"text of {i}{by}" for i in ids], "n_chars": [10] * n, "content_hash": ids,
         "ingested_at": [datetime(2026, 1, 1)] * n,
     })
 
@@ -56,14 +57,20 @@ def round_rows(round_no: int) -> dict[str, pl.DataFrame]:
 
 def main(catalog: str, data_path: str, job: dict) -> None:
     started = time.monotonic()
-    written = []
+    written, lost = [], []
+    by = f" by {job['tag']}" if "tag" in job else ""
     with Store.open(LakeLocation(catalog, data_path)) as store:
         for crawl, n, batches in job.get("crawls", []):
-            with store.replace_partition("crawl_id", crawl, ["documents", "quarantine"]) as writer:
-                per_batch = n // batches
-                for b in range(batches):
-                    writer.insert("documents", documents(crawl, b * per_batch, per_batch))
-                writer.insert("quarantine", quarantined(crawl))
+            try:
+                with store.replace_partition("crawl_id", crawl, ["documents", "quarantine"]) as writer:
+                    per_batch = n // batches
+                    for b in range(batches):
+                        writer.insert("documents", documents(crawl, b * per_batch, per_batch, by))
+                    writer.insert("quarantine", quarantined(crawl))
+            except PartitionConflict as exc:  # another writer replaced the same crawl meanwhile: it won
+                lost.append(crawl)
+                print(exc, file=sys.stderr)
+                continue
             written.append(crawl)
         for round_no in job.get("rounds", []):
             rows = round_rows(round_no)
@@ -77,7 +84,8 @@ def main(catalog: str, data_path: str, job: dict) -> None:
                 Path(job["ready"]).touch()
                 time.sleep(600)
         retried = store.conflicts_retried
-    print(json.dumps({"written": len(written), "conflicts_retried": retried, "seconds": round(time.monotonic() - started, 2)}))
+    print(json.dumps({"written": len(written), "lost": lost, "conflicts_retried": retried,
+                      "seconds": round(time.monotonic() - started, 2)}))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
 
 from equal_dagster.core.store import (
@@ -110,12 +111,14 @@ def _writer(lake: LakeLocation, job: dict) -> subprocess.Popen:
 
 
 def test_concurrent_writers_lose_nothing_and_duplicate_nothing(postgres, tmp_path):
-    """Four processes ingest crawls (each re-ingests its first one: deletes among the appends) while a fifth writes
-    rounds, all five starting on a new lake (they race to create the schema); every commit conflict along the way is
-    retried."""
+    """Four processes ingest crawls (each re-ingests its first one: deletes among the appends; two of them also write
+    one same crawl) while a fifth writes rounds, all five starting on a new lake (they race to create the schema);
+    every commit conflict along the way is retried."""
     lake = postgres.new_lake(tmp_path / "lake")
     crawls = {w: [f"crawl-{w}-{c}" for c in range(2)] for w in range(4)}
-    jobs = [{"crawls": [[c, 600, 2] for c in crawls[w]] + [[crawls[w][0], 600, 3]]} for w in range(4)]
+    jobs = [{"crawls": [[c, 600, 2] for c in crawls[w]] + [[crawls[w][0], 600, 3]], "tag": f"w{w}"} for w in range(4)]
+    for w in (0, 1):
+        jobs[w]["crawls"].insert(1, ["shared", 400, 2])
     jobs.append({"rounds": list(range(1, 4))})
     started = time.monotonic()
     writers = [_writer(lake, job) for job in jobs]
@@ -125,16 +128,21 @@ def test_concurrent_writers_lose_nothing_and_duplicate_nothing(postgres, tmp_pat
         assert writer.returncode == 0, err[-3000:]
     print(f"5 writers, {sum(len(j.get('crawls', j.get('rounds'))) for j in jobs)} partition writes: {elapsed:.1f} s; "
           + "; ".join(out.strip() for out, _ in results))
+    reports = [json.loads(out) for out, _ in results]
     with Store.open(lake, read_only=True) as store:
         assert store.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION  # once each
-        docs = store.documents()
+        shared = store.documents("shared")
+        # the shared crawl: one writer's rows, whole (the other's came before, or lost with PartitionConflict)
+        assert shared.height == 400 and shared["text"].str.extract(r"by (w\d)$").n_unique() == 1
+        assert sum(r["lost"] == ["shared"] for r in reports) <= 1
+        docs = store.documents().filter(pl.col("crawl_id") != "shared")
         assert docs.height == 8 * 600 and docs["doc_id"].n_unique() == 8 * 600
         assert sorted(docs["crawl_id"].unique().to_list()) == sorted(c for cs in crawls.values() for c in cs)
-        assert store.quarantine().height == 8
+        assert store.quarantine().height == 9
         assert store.rounds()["round_no"].to_list() == [1, 2, 3]
         assert store.qa_pairs().height == 15 and store.extractions().height == 15
-        assert store.conn.execute("SELECT count(*) FROM partition_writes").fetchone()[0] == 8 * 2 + 3 * 3
-        assert rows_stored(store) == 8 * 600  # the re-ingested crawls' replaced rows deleted
+        assert store.conn.execute("SELECT count(*) FROM partition_writes").fetchone()[0] == 9 * 2 + 3 * 3
+        assert rows_stored(store) == 8 * 600 + 400  # the replaced and the lost writes' rows deleted
 
 
 def test_a_writer_killed_mid_write_leaves_no_partial_partition(postgres, tmp_path):
@@ -164,8 +172,6 @@ def test_ingest_cache_vectors_quality_models_and_lineage_on_both_backends(store_
     """The store's other writers, as the pipeline calls them: ingestion (deduplication across crawls, a re-ingest),
     the LLM cache, vectors, the QA pairs' quality, a model with its pairs and scores, and a pair's lineage."""
     from datetime import datetime
-
-    import polars as pl
 
     from conftest import write_jsonl
     from equal_dagster.core.corpus import CrawlFormat, ingest_crawl
