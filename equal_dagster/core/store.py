@@ -44,6 +44,7 @@ import logging
 import os
 import random
 import re
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -542,6 +543,8 @@ def connect_lake(location: LakeLocation, *, read_only: bool = False, snapshot: i
     while True:
         conn = duckdb.connect()
         try:
+            # an in-memory DuckDB spills to ./.tmp: into the system's temporary folder instead, one per process
+            conn.execute(f"SET temp_directory = {_literal(str(Path(tempfile.gettempdir()) / f'equal-lake-{os.getpid()}'))}")
             for name in location.extensions:
                 _load_extension(conn, name)
             conn.execute(attach)
