@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test ui bench clean browser
+.PHONY: setup demo test ui bench clean browser postgres
 
 setup: $(STAMP)
 
@@ -26,7 +26,14 @@ browser:
 		echo "installing Debian's chromium and chromium-driver (apt) for the UI test"; \
 		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver; }
 
-test: $(STAMP) browser
+# the DuckLake store's tests start a throwaway Postgres from its binaries (initdb, pg_ctl): Debian's postgresql, installed
+# with apt when missing (Debian keeps them in /usr/lib/postgresql/<version>/bin, where tests/postgres.py looks)
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		echo "installing Debian's postgresql (apt) for the DuckLake store's tests"; \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends postgresql; }
+
+test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -q
 
 ui: $(STAMP)

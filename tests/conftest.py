@@ -63,3 +63,15 @@ def clustered(tmp_path_factory) -> EqualPaths:
         assert defs.resolve_job_def("embed_crawl").execute_in_process(partition_key=CRAWL_NAMES[0], instance=instance).success
         assert defs.resolve_job_def("cluster").execute_in_process(instance=instance).success
     return paths
+
+
+from postgres import postgres  # noqa: E402,F401  (the session's throwaway Postgres, for DuckLake stores)
+
+
+@pytest.fixture(params=["duckdb", "ducklake"])
+def store_at(request, tmp_path: Path):
+    """Where a test's new store goes, once per backend: a DuckDB file, and a DuckLake store (its own database in the
+    session's Postgres, its Parquet files in the test's folder)."""
+    if request.param == "duckdb":
+        return tmp_path / "s.duckdb"
+    return request.getfixturevalue("postgres").new_lake(tmp_path / "lake")

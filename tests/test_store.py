@@ -15,16 +15,16 @@ def doc_rows(crawl: str, ids: list[str], text: str = "t") -> pl.DataFrame:
     })
 
 
-def test_open_creates_every_table_and_records_the_version(tmp_path):
-    with Store.open(tmp_path / "s.duckdb") as store:
+def test_open_creates_every_table_and_records_the_version(store_at):
+    with Store.open(store_at) as store:
         assert store.schema_version() == SCHEMA_VERSION
         assert set(store.table_row_counts()) == set(TABLES)
         assert list(store.column_types("documents")) == list(TABLES["documents"])
 
 
-def test_reopening_does_not_migrate_again(tmp_path):
+def test_reopening_does_not_migrate_again(store_at):
     for _ in range(2):
-        with Store.open(tmp_path / "s.duckdb") as store:
+        with Store.open(store_at) as store:
             assert store.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
 
 
@@ -46,16 +46,16 @@ def test_read_only_open_refuses_missing_or_old_store_and_writes(tmp_path):
                 pass
 
 
-def test_newer_store_is_refused(tmp_path):
-    with Store.open(tmp_path / "s.duckdb") as store:
+def test_newer_store_is_refused(store_at):
+    with Store.open(store_at) as store:
         store.conn.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION + 1])
     with pytest.raises(StoreError, match="newer than this code"):
-        with Store.open(tmp_path / "s.duckdb"):
+        with Store.open(store_at):
             pass
 
 
-def test_replace_partition_replaces_only_its_partition(tmp_path):
-    with Store.open(tmp_path / "s.duckdb") as store:
+def test_replace_partition_replaces_only_its_partition(store_at):
+    with Store.open(store_at) as store:
         for crawl, ids in [("c1", ["a", "b"]), ("c2", ["c"])]:
             with store.replace_partition("crawl_id", crawl, ["documents"]) as writer:
                 writer.insert("documents", doc_rows(crawl, ids))
@@ -66,8 +66,8 @@ def test_replace_partition_replaces_only_its_partition(tmp_path):
         assert docs.filter(pl.col("doc_id") == "a")["text"].item() == "new a"
 
 
-def test_exception_in_the_middle_of_a_write_leaves_previous_rows(tmp_path):
-    with Store.open(tmp_path / "s.duckdb") as store:
+def test_exception_in_the_middle_of_a_write_leaves_previous_rows(store_at):
+    with Store.open(store_at) as store:
         with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
             writer.insert("documents", doc_rows("c1", ["a", "b"]))
         before = store.documents()
@@ -77,12 +77,12 @@ def test_exception_in_the_middle_of_a_write_leaves_previous_rows(tmp_path):
                 raise RuntimeError("crash halfway")
         assert store.documents().equals(before)
     # and a reopened store sees the same
-    with Store.open(tmp_path / "s.duckdb", read_only=True) as store:
+    with Store.open(store_at, read_only=True) as store:
         assert store.documents()["doc_id"].to_list() == ["a", "b"]
 
 
-def test_writer_refuses_rows_of_another_partition_or_unknown_columns(tmp_path):
-    with Store.open(tmp_path / "s.duckdb") as store:
+def test_writer_refuses_rows_of_another_partition_or_unknown_columns(store_at):
+    with Store.open(store_at) as store:
         with pytest.raises(StoreError, match="must all have crawl_id = 'c1'"):
             with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
                 writer.insert("documents", doc_rows("c2", ["a"]))
@@ -95,9 +95,9 @@ def test_writer_refuses_rows_of_another_partition_or_unknown_columns(tmp_path):
         assert store.documents().height == 0
 
 
-def test_values_are_bound_not_spliced(tmp_path):
+def test_values_are_bound_not_spliced(store_at):
     hostile = "c1'; DROP TABLE documents; --"
-    with Store.open(tmp_path / "s.duckdb") as store:
+    with Store.open(store_at) as store:
         with store.replace_partition("crawl_id", hostile, ["documents"]) as writer:
             writer.insert("documents", doc_rows(hostile, ["a"]))
         assert store.documents(hostile).height == 1
@@ -108,8 +108,8 @@ def rows_stored(store, table="documents") -> int:
     return store.conn.execute(f"SELECT count(*) FROM {table}_rows").fetchone()[0]
 
 
-def test_new_rows_are_invisible_until_the_swap_and_old_ones_are_deleted(tmp_path):
-    with Store.open(tmp_path / "s.duckdb") as store:
+def test_new_rows_are_invisible_until_the_swap_and_old_ones_are_deleted(store_at):
+    with Store.open(store_at) as store:
         with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
             writer.insert("documents", doc_rows("c1", ["a"]))
             assert store.documents().height == 0  # written, not yet visible
@@ -141,8 +141,8 @@ def test_rows_of_a_write_cut_off_by_a_crash_are_deleted_on_the_next_open(tmp_pat
         assert rows_stored(store) == 1
 
 
-def test_only_partitioned_tables_by_their_column(tmp_path):
-    with Store.open(tmp_path / "s.duckdb") as store:
+def test_only_partitioned_tables_by_their_column(store_at):
+    with Store.open(store_at) as store:
         with pytest.raises(StoreError, match="not partitioned by 'round_id'"):
             with store.replace_partition("round_id", "r1", ["documents"]):
                 pass
@@ -172,10 +172,10 @@ def test_a_version_1_store_is_migrated_to_the_ledger_columns(tmp_path):
         assert list(store.column_types("llm_cache")) == list(TABLES["llm_cache"])
 
 
-def test_llm_cache_keeps_the_first_response_for_a_key(tmp_path):
+def test_llm_cache_keeps_the_first_response_for_a_key(store_at):
     from equal_dagster.core.extraction.cache import CachedResponse, StoreResponseCache
 
-    with Store.open(tmp_path / "s.duckdb") as store:
+    with Store.open(store_at) as store:
         cache = StoreResponseCache(store)
         cache.put_many([CachedResponse("k1", "openai", "m", "equal-qa/v1", "first", 10, 5, 0.1)])
         cache.put_many([CachedResponse("k1", "openai", "m", "equal-qa/v1", "second", 1, 1, 0.1),

@@ -7,7 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from equal_dagster.assets.embeddings import embeddings
-from equal_dagster.assets.metadata import markdown_table
+from equal_dagster.assets.metadata import markdown_table, store_snapshot
 from equal_dagster.core.clustering import ClusteringParams, ClusteringReport, assign_new_documents, build_clustering
 from equal_dagster.core.embedding import resolve_model
 from equal_dagster.resources.embedder import EmbedderResource
@@ -70,6 +70,7 @@ def clusters(context: dg.AssetExecutionContext, config: ClustersConfig, store: S
                 report = assign_new_documents(db, current, log=context.log.info)
         except ValueError as exc:
             raise dg.Failure(description=str(exc)) from exc
+        snapshot = store_snapshot(db)
     context.log.info(
         f"clustering {report.clustering_id}: {report.documents:,} documents in {report.n_clusters:,} clusters, "
         f"{report.new_documents:,} new, assignments {report.by_assignment}, {'; '.join(report.notes) or 'no notes'}, "
@@ -78,6 +79,7 @@ def clusters(context: dg.AssetExecutionContext, config: ClustersConfig, store: S
     sizes = [r["size"] for r in report.summaries]
     return dg.MaterializeResult(metadata={
         "dagster/row_count": report.documents,
+        **snapshot,
         "clustering_id": report.clustering_id,
         "embedder_id": report.embedder_id,
         "clusters": report.n_clusters,

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from equal_dagster.core.corpus import IngestError, IngestReport, ingest_crawl
-from equal_dagster.assets.metadata import check_result, markdown_table
+from equal_dagster.assets.metadata import check_result, markdown_table, store_snapshot
 from equal_dagster.core.store import column_schema
 from equal_dagster.core.checks import no_id_conflict, quarantine_share
 from equal_dagster.partitions import crawls_partitions
@@ -52,6 +52,7 @@ def corpus(context: dg.AssetExecutionContext, store: StoreResource, crawl_folder
         preview = db.sample_documents(crawl_id, 5)
         languages = db.language_counts(crawl_id)
         columns = db.column_types("documents")
+        snapshot = store_snapshot(db)
 
     quarantined = sum(report.quarantined.values())
     context.log.info(
@@ -74,6 +75,7 @@ def corpus(context: dg.AssetExecutionContext, store: StoreResource, crawl_folder
                 columns=[dg.TableColumn(name, sql_type, description=description)
                          for name, sql_type, description in column_schema("documents", columns)]
             ),
+            **snapshot,
             "rows_read": report.rows_read,
             "documents_kept": report.documents_kept,
             "duplicates": report.duplicates,

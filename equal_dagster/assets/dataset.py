@@ -1,14 +1,13 @@
 """Asset ``qa_dataset``: every harvested QA pair scored (InstructMining), filtered, de-duplicated, decontaminated,
 selected and exported."""
 
-from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 from pydantic import Field
 
 from equal_dagster.assets.extraction import warmup_extractions
-from equal_dagster.assets.metadata import markdown_table, png_markdown
+from equal_dagster.assets.metadata import markdown_table, png_markdown, store_snapshot
 from equal_dagster.assets.rounds import bandit_rounds
 from equal_dagster.core.export import FORMATS
 from equal_dagster.core.qa_dataset import DatasetParams, build_qa_dataset
@@ -75,17 +74,19 @@ def qa_dataset(context: dg.AssetExecutionContext, config: QADatasetConfig, store
         evaluation_texts = evaluator.evaluation_texts()
     except ValueError as exc:
         raise dg.Failure(description=str(exc)) from exc
-    out_dir = Path(store.database).parent / "datasets"
+    out_dir = store.files_dir() / "datasets"
     with store.open_store() as db:
         try:
             report = build_qa_dataset(db, embedding_model.load_current(), evaluation_texts, params, out_dir,
                                       log=context.log.info)
         except ValueError as exc:
             raise dg.Failure(description=str(exc)) from exc
+        snapshot = store_snapshot(db)
     reasons = markdown_table(["kept or dropped", "QA pairs"],
                              [("kept", report.kept)] + sorted(report.dropped.items(), key=lambda kv: -kv[1]))
     return dg.MaterializeResult(metadata={
         "dagster/row_count": report.kept,
+        **snapshot,
         "pairs_scored": report.pairs,
         "pairs_kept": report.kept,
         "by_reason": dg.MetadataValue.md(reasons),

@@ -4,7 +4,7 @@ import dagster as dg
 
 from equal_dagster.assets.corpus import corpus
 from equal_dagster.assets.embedder import embedder as embedder_asset
-from equal_dagster.assets.metadata import check_result
+from equal_dagster.assets.metadata import check_result, store_snapshot
 from equal_dagster.core.checks import crawl_embedded
 from equal_dagster.core.embedding import describe_embedder, embed_crawl
 from equal_dagster.partitions import crawls_partitions
@@ -41,6 +41,7 @@ def embeddings(context: dg.AssetExecutionContext, store: StoreResource, embeddin
         report = embed_crawl(db, crawl_id, model, progress=log_progress)
         counts = db.embedding_counts(crawl_id)
         embedded = crawl_embedded(db, crawl_id, model.embedder_id)
+        snapshot = store_snapshot(db)
     context.log.info(
         f"crawl {crawl_id}: {report.embedded:,} embedded, {report.already_embedded:,} already had a vector, "
         f"{report.stale_deleted:,} stale vectors deleted, {report.documents_per_second:,.1f} documents/s"
@@ -48,6 +49,7 @@ def embeddings(context: dg.AssetExecutionContext, store: StoreResource, embeddin
     info = describe_embedder(model)
     return dg.MaterializeResult(check_results=[check_result("every_document_embedded", embedded, blocking=True)], metadata={
         "dagster/row_count": counts.get(model.embedder_id, 0),
+        **snapshot,
         "embedder_id": model.embedder_id,
         "embedder_source": info["source"],
         "dimension": info["dimension"],

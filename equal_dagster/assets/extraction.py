@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from equal_dagster.assets.corpus import corpus
-from equal_dagster.assets.metadata import check_result, markdown_table
+from equal_dagster.assets.metadata import check_result, markdown_table, store_snapshot
 from equal_dagster.core.store import column_schema
 from equal_dagster.core.checks import statuses_recorded
 from equal_dagster.core.extraction import STATUSES, StoreResponseCache
@@ -106,11 +106,12 @@ def warmup_extractions(
         preview = db.qa_pairs(WARMUP_ROUND_ID).head(5).to_dicts()
         columns = db.column_types("qa_pairs")
         statuses = statuses_recorded(db, WARMUP_ROUND_ID, report.sampled)
+        snapshot = store_snapshot(db)
     totals = report.run.totals()
     context.log.info(
         f"warm-up round {WARMUP_ROUND_ID}: {report.sampled:,} documents, {report.qa_pairs_written:,} QA pairs, "
         f"status {totals['status']}, {totals['backend_calls']:,} backend calls, {totals['cache_hits']:,} cache hits, "
         f"{totals['tokens_in']:,} tokens in / {totals['tokens_out']:,} out, counters {totals['counters']}"
     )
-    return dg.MaterializeResult(metadata=extraction_metadata(report, preview, columns),
+    return dg.MaterializeResult(metadata={**extraction_metadata(report, preview, columns), **snapshot},
                                 check_results=[check_result("every_document_has_a_status", statuses, blocking=True)])

@@ -22,6 +22,13 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def store_snapshot(db: Any) -> dict[str, Any]:
+    """``store_snapshot``: the DuckLake snapshot the asset's writes made, to open the store as it was then
+    (``Store.open(location, read_only=True, snapshot=n)``); nothing on a DuckDB file, which keeps no snapshots."""
+    snapshot = db.snapshot_id()
+    return {} if snapshot is None else {"store_snapshot": snapshot}
+
+
 def check_result(name: str, outcome: Outcome, *, blocking: bool = False) -> dg.AssetCheckResult:
     """A rule's outcome (:mod:`equal_dagster.core.checks`) as Dagster shows it; a failed blocking rule is an ERROR
     (the assets downstream do not run), any other a WARN."""

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from equal_dagster.assets.clusters import clusters
 from equal_dagster.assets.extraction import warmup_extractions
-from equal_dagster.assets.metadata import check_result, markdown_table, png_markdown
+from equal_dagster.assets.metadata import check_result, markdown_table, png_markdown, store_snapshot
 from equal_dagster.core.checks import reward_in_range, statuses_recorded, within_budget
 from equal_dagster.core.estimate import estimate_cost, format_estimate
 from equal_dagster.core.extraction import StoreResponseCache
@@ -122,6 +122,7 @@ def bandit_rounds(context: dg.AssetExecutionContext, config: RoundConfig, store:
                          blocking=True),
             check_result("reward_in_range", reward_in_range(report.round_reward), blocking=True),
         ]
+        snapshot = store_snapshot(db)
     totals = report.run.totals()
     context.log.info(
         f"round {report.round_id} ({report.policy}): {report.documents:,} documents, {report.qa_pairs:,} QA pairs, "
@@ -133,6 +134,7 @@ def bandit_rounds(context: dg.AssetExecutionContext, config: RoundConfig, store:
         context.log.warning(f"round {report.round_id} found no QA pairs: {totals['why_no_pairs']}")
     return dg.MaterializeResult(check_results=checks, metadata={
         "dagster/row_count": report.qa_pairs,
+        **snapshot,
         "round_no": report.round_no,
         "policy": report.policy,
         "clustering_id": report.clustering_id or "",

@@ -9,7 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from equal_dagster.assets.dataset import qa_dataset
-from equal_dagster.assets.metadata import check_result, markdown_table, png_markdown
+from equal_dagster.assets.metadata import check_result, markdown_table, png_markdown, store_snapshot
 from equal_dagster.core.checks import loss_fell
 from equal_dagster.core.evaluation import evaluate_model, has_chat_template, prepare_local_tasks
 from equal_dagster.core.store import table_frame
@@ -49,8 +49,10 @@ def fine_tuned_model(context: dg.AssetExecutionContext, config: FineTuneConfig, 
     report = tuned.train(log=context.log.info)  # no store held meanwhile: training can take hours
     with store.open_store() as db:
         record_fine_tune(db, tuned)
+        snapshot = store_snapshot(db)
     return dg.MaterializeResult(check_results=[check_result("loss_fell", loss_fell(report.first_loss, report.last_loss))],
                                 metadata={
+        **snapshot,
         "model_id": tuned.model_id,
         "path": str(tuned.path),
         "base_model": params.base_model,
@@ -138,6 +140,7 @@ def eval_scores(context: dg.AssetExecutionContext, config: EvalConfig, store: St
         (row["model_id"], row["base_model"], row["path"]) for row in chosen.iter_rows(named=True)]
     results: dict[str, dict[tuple[str, str], float]] = {}
     now = datetime.now(timezone.utc).replace(tzinfo=None)
+    snapshot: dict = {}
     for model_id, base_model, path in runs:
         is_adapter = path is not None and (Path(path) / "adapter_config.json").exists()
         context.log.info(f"evaluating {model_id} on {', '.join(tasks)}")
@@ -151,9 +154,11 @@ def eval_scores(context: dg.AssetExecutionContext, config: EvalConfig, store: St
                 "metric": [s.metric for s in scores], "value": [s.value for s in scores],
                 "stderr": [s.stderr for s in scores], "n": [s.n for s in scores], "evaluated_at": [now] * len(scores),
             }))
+            snapshot = store_snapshot(db)
     header, rows = score_rows(results, base_model_id(base))
     return dg.MaterializeResult(metadata={
         "dagster/row_count": sum(len(r) for r in results.values()),
+        **snapshot,
         "models": dg.MetadataValue.json(list(results)),
         "tasks": dg.MetadataValue.json(tasks),
         "scores": dg.MetadataValue.md(markdown_table(header, rows)),

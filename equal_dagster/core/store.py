@@ -15,16 +15,39 @@ Rules this module keeps (DESIGN.md, "The store"):
 * Every value reaches DuckDB as a bound parameter or as a registered Arrow table; table and column names come
   only from :data:`TABLES`, never from data.
 * Tables cross into the rest of the code as polars DataFrames.
+
+Two backends, one schema and one set of SQL statements (DESIGN.md, "Scaling out"):
+
+* a DuckDB file (the default, ``$EQUAL_HOME/equal.duckdb``): one writing process at a time;
+* a DuckLake lakehouse (:class:`LakeLocation`, chosen with ``EQUAL_STORE=ducklake:<catalog>`` and
+  ``EQUAL_STORE_DATA=<folder or s3://...>``): a catalog in Postgres (or a SQLite file), data as Parquet files, many
+  writing processes on many machines, and a snapshot after every commit.
+
+What DuckLake (1.5.5) lacks, and how this module makes up for it, all here and nowhere else: no PRIMARY KEY/UNIQUE
+constraints (created without them; ``ON CONFLICT DO NOTHING`` becomes an insert of the rows whose key is absent), no
+RETURNING on INSERT/UPDATE/DELETE (counted in the same transaction instead, on both backends), no indexes or
+sequences (none used). Concurrent writers conflict at commit when one deletes from a table another inserted into
+(DuckLake checks per table): such a transient conflict is retried with backoff (:data:`LAKE_RETRY_S`); a partition
+write appends its rows in transactions of their own (which retry alone) and makes them current in one small
+transaction, so two writers of different partitions never lose work, while two writers replacing the same partition
+at once end with one winner and a :class:`PartitionConflict` naming the table and partition for the other. Rows left
+behind by a writer that was killed stay invisible; on DuckLake they are deleted by
+:meth:`Store.delete_unfinished_writes` (run it while no writer is active), on a DuckDB file at the next read-write
+open as before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
+import os
+import random
 import re
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +56,9 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
+
+log = logging.getLogger(__name__)
 
 # Table name -> (column name -> DuckDB type), in column order; and the primary key.
 TABLES: dict[str, dict[str, str]] = {
@@ -321,6 +346,9 @@ MIGRATIONS: dict[int, list[Any]] = {  # SQL strings, or functions of the connect
     6: _add_columns_sql("cluster_summaries", ["mean", "spread"]),
     # Web crawls (issue 16): pages' titles and languages; their raw HTML.
     7: _add_columns_sql("documents", ["title", "language"]) + _create_table_sql("pages"),
+    # DuckLake (issue 18): one row every partition swap updates, so that concurrent swaps always conflict.
+    8: ["CREATE TABLE IF NOT EXISTS partition_swaps (swaps BIGINT NOT NULL)",
+        "INSERT INTO partition_swaps SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM partition_swaps)"],
 }
 
 
@@ -412,6 +440,163 @@ def connect(path: str | Path, *, read_only: bool = False, wait_s: float = 0.0) -
             delay = min(delay * 2, 2.0)
 
 
+# -- DuckLake -------------------------------------------------------------------------------------------------
+STORE_ENV = "EQUAL_STORE"  # ducklake:<catalog> (or a DuckDB file's path); unset: $EQUAL_HOME/equal.duckdb
+STORE_DATA_ENV = "EQUAL_STORE_DATA"  # where a DuckLake store keeps its Parquet files: a folder, or s3://bucket/prefix/
+LAKE_SCHEME = "ducklake:"
+LAKE_CATALOG = "equal_lake"  # the name the lakehouse is attached under
+# How long a statement or a transaction is retried against transient commit conflicts with other writers.
+LAKE_RETRY_S = 60.0
+# How long deleting invisible rows (a replaced write's, a failed write's) is retried before they are left to
+# Store.delete_unfinished_writes: the write itself is done by then.
+LAKE_CLEANUP_RETRY_S = 10.0
+_LAKE_CATALOG_KINDS = {"postgres": "postgres", "sqlite": "sqlite", "duckdb": None}
+_URL_DATA_PATH = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class LakeLocation:
+    """A store on DuckLake: ``catalog``, what follows ``ducklake:`` in DuckDB's ATTACH (``postgres:<libpq
+    connection string>``, e.g. ``postgres:dbname=equal host=db.internal user=equal``, or ``sqlite:<file>``), and
+    ``data_path``, where the Parquet files go (a local or shared folder, or ``s3://bucket/prefix/`` and the like).
+    The catalog remembers the data path it was created with: later opens may leave it out."""
+
+    catalog: str
+    data_path: str | None = None
+
+    @classmethod
+    def parse(cls, location: str, data_path: str | None = None) -> LakeLocation:
+        """``ducklake:<catalog>`` (the value of ``EQUAL_STORE``) and a data path (``EQUAL_STORE_DATA``)."""
+        if not location.startswith(LAKE_SCHEME):
+            raise StoreError(f"a DuckLake store is written ducklake:<catalog>, e.g. ducklake:postgres:dbname=equal "
+                             f"host=127.0.0.1; got {_redacted(location)!r}")
+        catalog = location[len(LAKE_SCHEME):].strip()
+        kind = catalog.split(":", 1)[0]
+        if kind not in _LAKE_CATALOG_KINDS or ":" not in catalog:
+            raise StoreError(f"unknown DuckLake catalog {_redacted(catalog)!r}: use postgres:<connection string> "
+                             "(several machines), sqlite:<file> (several processes) or duckdb:<file> (one process)")
+        if data_path and not _URL_DATA_PATH.match(data_path):
+            data_path = str(Path(data_path).expanduser().absolute()) + "/"
+        return cls(catalog, data_path or None)
+
+    @property
+    def extensions(self) -> list[str]:
+        kind = _LAKE_CATALOG_KINDS[self.catalog.split(":", 1)[0]]
+        remote = self.data_path is not None and _URL_DATA_PATH.match(self.data_path) is not None
+        return ["ducklake"] + ([kind] if kind else []) + (["httpfs"] if remote else [])
+
+    def __str__(self) -> str:
+        return f"{LAKE_SCHEME}{_redacted(self.catalog)}" + (f" (data {self.data_path})" if self.data_path else "")
+
+
+def store_location(default: str | Path) -> str | Path | LakeLocation:
+    """Where the store is: ``EQUAL_STORE`` (a :class:`LakeLocation` with ``EQUAL_STORE_DATA``, or a DuckDB file),
+    else ``default`` (the DuckDB file of the EQUAL home)."""
+    chosen = os.environ.get(STORE_ENV, "").strip()
+    if not chosen:
+        return default
+    if chosen.startswith(LAKE_SCHEME):
+        return LakeLocation.parse(chosen, os.environ.get(STORE_DATA_ENV) or None)
+    return Path(chosen).expanduser()
+
+
+def _redacted(text: str) -> str:
+    return re.sub(r"(password\s*=\s*)('[^']*'|[^\s'\"]+)", r"\1***", text, flags=re.IGNORECASE)
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal (ATTACH takes no bound parameters)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _load_extension(conn: duckdb.DuckDBPyConnection, name: str) -> None:
+    """LOAD a DuckDB extension offline: installed already, else INSTALLed from the ``duckdb-extension-<name>`` wheel's
+    file (``duckdb_extensions.import_extension``; a plain ``INSTALL <name>`` would need the internet)."""
+    conn.execute("SET autoinstall_known_extensions = false")
+    with contextlib.suppress(duckdb.Error):
+        conn.execute(f"LOAD {name}")
+        return
+    try:
+        import duckdb_extensions
+
+        duckdb_extensions.import_extension(name, con=conn)
+        conn.execute(f"LOAD {name}")
+    except (ImportError, duckdb.Error) as exc:
+        raise StoreError(f"the DuckDB extension {name!r} is not available for duckdb {duckdb.__version__}: "
+                         f"pip install duckdb-extensions duckdb-extension-{name}=={duckdb.__version__} "
+                         f"({str(exc).splitlines()[0]})") from exc
+
+
+def connect_lake(location: LakeLocation, *, read_only: bool = False, snapshot: int | None = None
+                 ) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the DuckLake store attached (as :data:`LAKE_CATALOG`) and in use;
+    ``snapshot``: the store as it was at that snapshot (read-only). Several processes may create the same new store
+    at once: the ones that lose DuckLake's race to create its catalog tables attach again, to the winner's."""
+    if location.data_path and not _URL_DATA_PATH.match(location.data_path) and not read_only:
+        Path(location.data_path).mkdir(parents=True, exist_ok=True)
+    options = [f"DATA_PATH {_literal(location.data_path)}"] if location.data_path else []
+    options += [f"SNAPSHOT_VERSION {int(snapshot)}"] if snapshot is not None else []
+    options += ["READ_ONLY"] if read_only else []
+    attach = (f"ATTACH {_literal(LAKE_SCHEME + location.catalog)} AS {LAKE_CATALOG}"
+              + (f" ({', '.join(options)})" if options else ""))
+    deadline = time.monotonic() + LAKE_CLEANUP_RETRY_S
+    while True:
+        conn = duckdb.connect()
+        try:
+            # an in-memory DuckDB spills to ./.tmp: into the system's temporary folder instead, one per process
+            conn.execute(f"SET temp_directory = {_literal(str(Path(tempfile.gettempdir()) / f'equal-lake-{os.getpid()}'))}")
+            for name in location.extensions:
+                _load_extension(conn, name)
+            conn.execute(attach)
+            conn.execute(f"USE {LAKE_CATALOG}")
+            return conn
+        except StoreError:
+            conn.close()
+            raise
+        except duckdb.Error as exc:
+            conn.close()
+            reason = _redacted(" ".join(str(exc).split()))[:400]
+            lost_creation_race = "Failed to initialize DuckLake" in reason and (
+                "duplicate key" in reason or "already exists" in reason)
+            if lost_creation_race and time.monotonic() < deadline:
+                time.sleep(0.1 + 0.2 * random.random())
+                continue
+            if "creating a new DuckLake is explicitly disabled" in reason:
+                raise StoreError(f"no store at {location}: materialize the corpus first (or check EQUAL_STORE)") from exc
+            raise StoreError(f"cannot open the DuckLake store {location}: {reason}") from exc
+
+
+def _is_lake(conn: duckdb.DuckDBPyConnection) -> bool:
+    row = conn.execute("SELECT type FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    return bool(row) and row[0] == "ducklake"
+
+
+def _is_commit_conflict(exc: BaseException) -> bool:
+    """A DuckLake commit that lost to a concurrent writer's (worth retrying: nothing was written)."""
+    text = str(exc)
+    return isinstance(exc, duckdb.Error) and ("Transaction conflict" in text
+                                              or "Failed to commit DuckLake transaction" in text)
+
+
+class StoreConflict(StoreError):
+    """A write that kept losing to concurrent writers for :data:`LAKE_RETRY_S` (DuckLake)."""
+
+    exit_code = 1
+
+
+class PartitionConflict(StoreConflict):
+    """Another writer replaced the same partition while this write was under way: its rows won, this write's were
+    dropped."""
+
+
+# PRIMARY KEY clauses of the statements this module generates (DuckLake has no constraints).
+_PRIMARY_KEY_CLAUSE = re.compile(r",\s*PRIMARY KEY \([^)]*\)| PRIMARY KEY(?=,)")
+
+
+def _without_constraints(statement: str) -> str:
+    return _PRIMARY_KEY_CLAUSE.sub("", statement)
+
+
 @dataclass(frozen=True)
 class CrawlCounts:
     crawl_id: str
@@ -423,12 +608,15 @@ class PartitionWriter:
     """Appends rows for the tables of one partition, under one write id, while :meth:`Store.replace_partition`
     holds it open. The rows stay invisible until the write becomes current."""
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection, column: str, value: str, tables: Sequence[str], write_id: str):
+    def __init__(self, conn: duckdb.DuckDBPyConnection, column: str, value: str, tables: Sequence[str], write_id: str,
+                 retrying: Callable[..., Any] | None = None):
         self._conn = conn
         self._column = column
         self._value = value
         self.write_id = write_id
         self.rows_inserted: dict[str, int] = dict.fromkeys(tables, 0)
+        # Store._retrying: each append is a transaction of its own, retried alone against concurrent writers
+        self._retrying = retrying or (lambda what, fn, in_transaction=False: fn())
 
     def insert(self, table: str, rows: pl.DataFrame) -> None:
         if table not in self.rows_inserted:
@@ -442,7 +630,9 @@ class PartitionWriter:
                 f"rows for {table} must all have {self._column} = {self._value!r} "
                 f"({'column missing' if self._column not in rows.columns else f'{wrong} rows differ'})"
             )
-        _insert_frame(self._conn, _rows_table(table), rows.with_columns(pl.lit(self.write_id).alias("write_id")))
+        tagged = rows.with_columns(pl.lit(self.write_id).alias("write_id"))
+        self._retrying(f"appending to {table} ({self._column} = {self._value!r})",
+                       lambda: _insert_frame(self._conn, _rows_table(table), tagged))
         self.rows_inserted[table] += rows.height
 
     def carry_over(self, table: str) -> int:
@@ -451,13 +641,18 @@ class PartitionWriter:
         if table not in self.rows_inserted:
             raise StoreError(f"table {table!r} is not part of this partition write ({', '.join(self.rows_inserted)})")
         columns = ", ".join(TABLES[table])
-        copied = self._conn.execute(
-            f"INSERT INTO {table}_rows ({columns}, write_id) SELECT {columns}, ? FROM {table} WHERE {self._column} = ? "
-            "RETURNING 1",
-            [self.write_id, self._value],
-        ).fetchall()
-        self.rows_inserted[table] += len(copied)
-        return len(copied)
+
+        def copy() -> int:
+            n = self._conn.execute(f"SELECT count(*) FROM {table} WHERE {self._column} = ?", [self._value]).fetchone()[0]
+            self._conn.execute(
+                f"INSERT INTO {table}_rows ({columns}, write_id) SELECT {columns}, ? FROM {table} WHERE {self._column} = ?",
+                [self.write_id, self._value],
+            )
+            return n
+
+        copied = self._retrying(f"carrying over {table} ({self._column} = {self._value!r})", copy, in_transaction=True)
+        self.rows_inserted[table] += copied
+        return copied
 
     def existing_documents(self, content_hashes: list[str], doc_ids: list[str]) -> pl.DataFrame:
         """Documents with one of these content hashes or ids, as the store will hold them once this write
@@ -496,13 +691,21 @@ def _keys_in_order(keys: Sequence[str], column: str = "key") -> pa.Table:
 
 
 def _insert_frame(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame, *, keep_existing: bool = False,
-                  stamp: str | None = None) -> None:
+                  stamp: str | None = None, lake: bool = False) -> None:
     """INSERT the frame's columns into ``table``; ``stamp``: a timestamp column set to now(); ``keep_existing``: a
-    row whose key is already there is skipped."""
+    row whose key is already there is skipped (the primary key's index on a DuckDB file; on DuckLake, which has no
+    constraints, the rows whose key is absent: two writers adding the same key at the same moment may both add it,
+    and readers of those tables take one)."""
     columns = ", ".join(rows.columns)
     stamp_column, stamp_value = (f", {stamp}", ", now()") if stamp else ("", "")
-    conflict = " ON CONFLICT DO NOTHING" if keep_existing else ""
     with _registered(conn, rows.to_arrow()) as name:
+        if keep_existing and lake:
+            selected = ", ".join(f"b.{c}" for c in rows.columns)
+            key = " AND ".join(f"t.{c} = b.{c}" for c in PRIMARY_KEYS[table])
+            conn.execute(f"INSERT INTO {table} ({columns}{stamp_column}) SELECT {selected}{stamp_value} FROM {name} b "
+                         f"ANTI JOIN {table} t ON {key}")
+            return
+        conflict = " ON CONFLICT DO NOTHING" if keep_existing else ""
         conn.execute(f"INSERT INTO {table} ({columns}{stamp_column}) SELECT {columns}{stamp_value} FROM {name}{conflict}")
 
 
@@ -560,16 +763,20 @@ def _setting_value(shown: str) -> str:
 
 
 class Store:
-    """One DuckDB file holding every table of DESIGN.md.
+    """Every table of DESIGN.md, in one DuckDB file or in a DuckLake lakehouse (the module's docstring).
 
-    Open it with :meth:`Store.open` (a path) or wrap a connection someone else opened (the Dagster resource
-    does) with ``Store(conn)``; a read-write store migrates the schema on open.
+    Open it with :meth:`Store.open` (a path, or a :class:`LakeLocation`) or wrap a connection someone else opened
+    (the Dagster resource does) with ``Store(conn)``; a read-write store migrates the schema on open.
     """
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection, *, read_only: bool = False, path: str | Path = ""):
+    def __init__(self, conn: duckdb.DuckDBPyConnection, *, read_only: bool = False, path: str | Path = "",
+                 snapshot: int | None = None):
         self.conn = conn
         self.read_only = read_only
         self.path = str(path)
+        self.lake = _is_lake(conn)  # a DuckLake catalog in use (else a DuckDB file)
+        self.snapshot = snapshot  # the DuckLake snapshot this store was opened at (None: the latest)
+        self.conflicts_retried = 0  # commits that lost to a concurrent writer's and were retried (DuckLake)
         self.conn.execute("SET enable_progress_bar = false")
         if read_only:
             self._check_version()
@@ -579,40 +786,68 @@ class Store:
     # -- opening ---------------------------------------------------------------------------------------
     @classmethod
     @contextlib.contextmanager
-    def open(cls, path: str | Path, *, read_only: bool = False, wait_s: float = 0.0) -> Iterator[Store]:
-        """The store at ``path``; ``wait_s``: how long to wait while another process writes to it."""
-        path = Path(path)
-        if read_only and not path.exists():
-            raise StoreError(f"no store at {path}: materialize the corpus first (or check EQUAL_HOME)")
-        conn = connect(path, read_only=read_only, wait_s=wait_s)
+    def open(cls, path: str | Path | LakeLocation, *, read_only: bool = False, wait_s: float = 0.0,
+             snapshot: int | None = None) -> Iterator[Store]:
+        """The store at ``path``: a DuckDB file, or a DuckLake store (a :class:`LakeLocation`, or ``ducklake:...``
+        with its data path from ``EQUAL_STORE_DATA``). ``wait_s``: how long to wait while another process writes to a
+        DuckDB file (DuckLake admits many writers). ``snapshot``: a DuckLake store read-only as it was at that
+        snapshot (:meth:`snapshot_id` after a write gives one)."""
+        if isinstance(path, str) and path.startswith(LAKE_SCHEME):
+            path = LakeLocation.parse(path, os.environ.get(STORE_DATA_ENV) or None)
+        if isinstance(path, LakeLocation):
+            if snapshot is not None and not read_only:
+                raise StoreError(f"snapshot {snapshot} of {path} can only be opened read-only: a snapshot is history")
+            conn = connect_lake(path, read_only=read_only, snapshot=snapshot)
+        else:
+            path = Path(path)
+            if snapshot is not None:
+                raise StoreError(f"the store {path} is a DuckDB file, which keeps no snapshots: opening it as of "
+                                 f"snapshot {snapshot} needs a DuckLake store (EQUAL_STORE=ducklake:...)")
+            if read_only and not path.exists():
+                raise StoreError(f"no store at {path}: materialize the corpus first (or check EQUAL_HOME)")
+            conn = connect(path, read_only=read_only, wait_s=wait_s)
         try:
-            yield cls(conn, read_only=read_only, path=path)
+            yield cls(conn, read_only=read_only, path=path, snapshot=snapshot)
         finally:
             conn.close()
 
     def _migrate(self) -> None:
-        self.conn.execute(
+        # Several writers may open a new or older DuckLake store at once: the loser of a conflicting migration
+        # retries, and finds the work done.
+        self._retrying("migrating the schema", self._migrate_once, in_transaction=False)
+        if not self.lake:  # on DuckLake other writers' rows may be under way: Store.delete_unfinished_writes
+            self._delete_unfinished_writes()
+
+    def _migrate_once(self) -> None:
+        self.conn.execute(self._sql(
             "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
-        )
+        ))
         current = self.schema_version()
         if current > SCHEMA_VERSION:
             raise StoreError(
                 f"store {self.path or '(connection)'} has schema version {current}, newer than this code "
                 f"({SCHEMA_VERSION}): upgrade equal-dagster"
             )
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            with self.transaction():
+        if current == SCHEMA_VERSION:
+            return
+        # One transaction for every step: all or nothing, and one DuckLake commit (each costs catalog round trips).
+        with self.transaction():
+            for version in range(self.schema_version() + 1, SCHEMA_VERSION + 1):  # (another writer may have migrated)
                 for statement in MIGRATIONS[version]:
                     if callable(statement):
                         statement(self.conn)
                     else:
-                        self.conn.execute(statement)
+                        self.conn.execute(self._sql(statement))
                 self.conn.execute("INSERT INTO schema_version VALUES (?, now())", [version])
-        self._delete_unfinished_writes()
+
+    def _sql(self, statement: str) -> str:
+        """A schema statement for this backend: DuckLake's tables have no PRIMARY KEY."""
+        return _without_constraints(statement) if self.lake else statement
 
     def _check_version(self) -> None:
         found = self.conn.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version' "
+            "AND table_catalog = current_database()"
         ).fetchone()[0]
         current = self.schema_version() if found else 0
         if current != SCHEMA_VERSION:
@@ -624,6 +859,23 @@ class Store:
     def schema_version(self) -> int:
         return self.conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
 
+    # -- snapshots (DuckLake) --------------------------------------------------------------------------
+    def snapshot_id(self) -> int | None:
+        """The DuckLake snapshot this store now reads (after a write: the snapshot it made; the one it was opened at,
+        when opened at one), for an asset's metadata; None on a DuckDB file, which keeps no snapshots."""
+        if not self.lake:
+            return None
+        return self.conn.execute(f"SELECT id FROM {LAKE_CATALOG}.current_snapshot()").fetchone()[0]
+
+    def snapshots(self) -> pl.DataFrame:
+        """The DuckLake store's snapshots (snapshot_id, snapshot_time, schema_version, changes), oldest first."""
+        if not self.lake:
+            raise StoreError(f"the store {self.path or '(connection)'} is a DuckDB file, which keeps no snapshots "
+                             "(a DuckLake store does: EQUAL_STORE=ducklake:...)")
+        return self.conn.execute(
+            f"SELECT snapshot_id, snapshot_time, schema_version, changes FROM {LAKE_CATALOG}.snapshots() ORDER BY 1"
+        ).pl()
+
     # -- writing ---------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -634,7 +886,39 @@ class Store:
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
+        try:
+            self.conn.execute("COMMIT")
+        except duckdb.Error:
+            with contextlib.suppress(duckdb.Error):  # a commit that failed has ended the transaction, or left it open
+                self.conn.execute("ROLLBACK")
+            raise
+
+    def _retrying(self, what: str, body: Callable[[], Any], *, in_transaction: bool = False,
+                  retry_s: float = LAKE_RETRY_S) -> Any:
+        """``body()`` (in a transaction of its own with ``in_transaction``), again after a pause while DuckLake
+        refuses its commit because a concurrent writer's conflicted (for up to ``retry_s``, the pauses doubling from
+        50 ms to 2 s, jittered). ``what`` names the write in the error when it never gets through."""
+        deadline = time.monotonic() + retry_s
+        delay = 0.05
+        for attempt in itertools.count(1):
+            try:
+                if not in_transaction:
+                    return body()
+                with self.transaction():
+                    return body()
+            except duckdb.Error as exc:
+                if not (self.lake and _is_commit_conflict(exc)):
+                    raise
+                pause = delay * (0.5 + random.random())
+                if time.monotonic() + pause > deadline:
+                    raise StoreConflict(f"{what} in {self.path or 'the store'}: still conflicting with concurrent "
+                                        f"writers after {attempt} attempts in {retry_s:.0f} s "
+                                        f"({' '.join(str(exc).split())[:300]})") from exc
+                log.debug("%s: commit conflict (attempt %d), retrying in %.2f s", what, attempt, pause)
+                self.conflicts_retried += 1
+                time.sleep(pause)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
 
     @contextlib.contextmanager
     def bounded_memory(self, limit_bytes: int) -> Iterator[None]:
@@ -653,8 +937,9 @@ class Store:
         self.conn.execute("SET max_vacuum_tasks = 0")
         try:
             yield
-            with contextlib.suppress(duckdb.TransactionException):  # another connection mid-write: it checkpoints later
-                self.conn.execute("CHECKPOINT")
+            if not self.lake:  # (DuckLake's CHECKPOINT is its maintenance: merging and deleting files)
+                with contextlib.suppress(duckdb.TransactionException):  # another connection mid-write: later
+                    self.conn.execute("CHECKPOINT")
         except (duckdb.OutOfMemoryException, duckdb.TransactionException) as exc:
             if not isinstance(exc, duckdb.OutOfMemoryException) and "pin block" not in str(exc):
                 raise
@@ -675,29 +960,75 @@ class Store:
     def replace_partition(self, column: str, value: str, tables: Sequence[str]) -> Iterator[PartitionWriter]:
         """Replace the rows of ``tables`` whose ``column`` equals ``value`` with the rows the body inserts
         through the yielded :class:`PartitionWriter`. Rows are appended as they come (bounded memory) and
-        become visible together, in one transaction, when the body ends; if the body raises, nothing changes."""
+        become visible together, in one transaction, when the body ends; if the body raises, nothing changes.
+
+        Other processes may write at the same time (DuckLake): each append commits on its own and the swap is one
+        small transaction, each retried against transient commit conflicts. If another writer made its own write of
+        this partition current after this one began, this one fails with :class:`PartitionConflict` (the other's rows
+        stay, this one's are deleted)."""
         for table in tables:
             if PARTITIONED.get(table) != column:
                 raise StoreError(f"{table!r} is not partitioned by {column!r}")
         self._check_writable()
         write_id = uuid.uuid4().hex
+        started_from = self._current_writes(value, tables)
+        writer = PartitionWriter(self.conn, column, value, tables, write_id, retrying=self._retrying)
         try:
-            yield PartitionWriter(self.conn, column, value, tables, write_id)
+            yield writer
+            replaced = self._retrying(
+                f"making the write of {', '.join(tables)} ({column} = {value!r}) current",
+                lambda: self._swap(column, value, tables, write_id, started_from, writer.rows_inserted),
+                in_transaction=True,
+            )
         except BaseException:
-            for table in tables:
-                self.conn.execute(f"DELETE FROM {table}_rows WHERE write_id = ?", [write_id])
+            self._delete_write_rows(tables, write_id)
             raise
-        with self.transaction():
-            replaced = []
-            for table in tables:
-                old = self.conn.execute(
-                    "DELETE FROM partition_writes WHERE table_name = ? AND partition_value = ? RETURNING write_id",
-                    [table, value],
-                ).fetchall()
-                replaced += [(table, old_id) for (old_id,) in old]
-                self.conn.execute("INSERT INTO partition_writes VALUES (?, ?, ?, now())", [table, value, write_id])
         for table, old_id in replaced:
-            self.conn.execute(f"DELETE FROM {table}_rows WHERE write_id = ?", [old_id])
+            self._delete_write_rows([table], old_id)
+
+    def _current_writes(self, value: str, tables: Sequence[str]) -> dict[str, str]:
+        return dict(self.conn.execute(
+            "SELECT table_name, write_id FROM partition_writes WHERE partition_value = ? AND list_contains(?, table_name)",
+            [value, list(tables)],
+        ).fetchall())
+
+    def _swap(self, column: str, value: str, tables: Sequence[str], write_id: str, started_from: dict[str, str],
+              rows: dict[str, int]) -> list[tuple[str, str]]:
+        """In the caller's transaction: make ``write_id`` the current write of the partition, unless another writer
+        replaced it since ``started_from``. Returns the (table, write id) replaced."""
+        current = self._current_writes(value, tables)
+        if current != started_from:
+            changed = [t for t in tables if current.get(t) != started_from.get(t)]
+            raise PartitionConflict(
+                f"partition {column} = {value!r} of table {', '.join(changed)} was replaced by another writer while "
+                f"this write was under way: the other write's rows are kept and this one's "
+                f"({', '.join(f'{n} rows of {t}' for t, n in rows.items())}) dropped; run it again if it should win")
+        # Every swap updates this one row, so that two concurrent swaps always conflict in DuckLake (which checks
+        # tables, not rows; a DELETE that matched nothing does not count): the later one retries and sees the change.
+        self.conn.execute("UPDATE partition_swaps SET swaps = swaps + 1")
+        self.conn.execute("DELETE FROM partition_writes WHERE partition_value = ? AND list_contains(?, table_name)",
+                          [value, list(tables)])
+        for table in tables:
+            self.conn.execute("INSERT INTO partition_writes VALUES (?, ?, ?, now())", [table, value, write_id])
+        return sorted(current.items())
+
+    def _delete_write_rows(self, tables: Sequence[str], write_id: str) -> None:
+        """Delete the rows of one write (replaced, or that never became current): invisible either way, so on DuckLake
+        a delete that keeps conflicting with other writers' appends is left to :meth:`delete_unfinished_writes`."""
+        for table in tables:
+            try:
+                self._retrying(f"deleting the rows of write {write_id} from {table}",
+                               lambda t=table: self.conn.execute(f"DELETE FROM {t}_rows WHERE write_id = ?", [write_id]),
+                               retry_s=LAKE_CLEANUP_RETRY_S)
+            except StoreConflict as exc:
+                log.warning("%s (invisible; Store.delete_unfinished_writes deletes them)", exc)
+
+    def delete_unfinished_writes(self) -> None:
+        """Delete the rows of writes that never became current (a writer killed mid-write) or were replaced and
+        not deleted. On DuckLake run it while no writer is active: rows being written are not current yet either.
+        (A DuckDB file, with one writer at a time, does this on every read-write open.)"""
+        self._check_writable()
+        self._retrying("deleting unfinished writes", self._delete_unfinished_writes, in_transaction=True)
 
     def _delete_unfinished_writes(self) -> None:
         """Rows of writes that never became current (a crash before the swap) or were replaced (a crash
@@ -748,7 +1079,7 @@ class Store:
         _check_columns(table, [])
         rows = self.conn.execute(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
-            "ORDER BY ordinal_position",
+            "AND table_catalog = current_database() ORDER BY ordinal_position",
             [table],
         ).fetchall()
         return dict(rows)
@@ -780,7 +1111,9 @@ class Store:
         with _registered(self.conn, _keys_in_order(keys)) as name:
             return self.conn.execute(
                 f"SELECT c.cache_key, c.backend, c.model, c.prompt_version, c.response, c.tokens_in, c.tokens_out, "
-                f"c.latency_s FROM llm_cache c JOIN {name} k ON c.cache_key = k.key"
+                f"c.latency_s FROM llm_cache c JOIN {name} k ON c.cache_key = k.key "
+                # the first response of a key (DuckLake: two writers may have added one each at the same moment)
+                "QUALIFY row_number() OVER (PARTITION BY c.cache_key ORDER BY c.created_at, c.response) = 1"
             ).pl()
 
     def save_responses(self, responses: pl.DataFrame) -> int:
@@ -790,7 +1123,8 @@ class Store:
         if responses.height == 0:
             return 0
         frame = responses.unique("cache_key", keep="first", maintain_order=True)
-        _insert_frame(self.conn, "llm_cache", frame, keep_existing=True, stamp="created_at")
+        self._retrying("saving LLM responses", lambda: _insert_frame(
+            self.conn, "llm_cache", frame, keep_existing=True, stamp="created_at", lake=self.lake))
         return frame.height
 
     def mean_output_tokens(self, backend: str, model: str | None) -> float | None:
@@ -880,21 +1214,29 @@ class Store:
         """Append vectors (committed at once; a vector already there for its doc_id and embedder_id is kept)."""
         self._check_writable()
         _check_columns("embeddings", rows.columns)
-        _insert_frame(self.conn, "embeddings", rows, keep_existing=True)
+        self._retrying("saving embeddings", lambda: _insert_frame(
+            self.conn, "embeddings", rows, keep_existing=True, lake=self.lake))
 
     def delete_stale_embeddings(self, crawl_id: str) -> int:
         """Drop vectors filed under ``crawl_id`` whose document is no longer part of it (a re-ingested crawl)."""
         self._check_writable()
-        return len(self.conn.execute(
-            "DELETE FROM embeddings WHERE crawl_id = ? AND doc_id NOT IN "
-            "(SELECT doc_id FROM documents WHERE crawl_id = ?) RETURNING doc_id",
-            [crawl_id, crawl_id],
-        ).fetchall())
+        stale = "FROM embeddings WHERE crawl_id = ? AND doc_id NOT IN (SELECT doc_id FROM documents WHERE crawl_id = ?)"
+        return self._retrying(f"deleting stale vectors of {crawl_id}",
+                              lambda: self._count_and_delete(stale, [crawl_id, crawl_id]), in_transaction=True)
+
+    def _count_and_delete(self, rows_sql: str, parameters: list[Any]) -> int:
+        """DELETE ``rows_sql`` (FROM ... WHERE ...), in the caller's transaction; returns the rows deleted (DuckLake
+        has no DELETE ... RETURNING)."""
+        n = self.conn.execute(f"SELECT count(*) {rows_sql}", parameters).fetchone()[0]
+        if n:
+            self.conn.execute(f"DELETE {rows_sql}", parameters)
+        return n
 
     def drop_embeddings(self, embedder_id: str) -> int:
         """Delete every vector of one embedder (an embedder no longer used)."""
         self._check_writable()
-        return len(self.conn.execute("DELETE FROM embeddings WHERE embedder_id = ? RETURNING doc_id", [embedder_id]).fetchall())
+        return self._retrying(f"deleting the vectors of {embedder_id}", lambda: self._count_and_delete(
+            "FROM embeddings WHERE embedder_id = ?", [embedder_id]), in_transaction=True)
 
     def embedding_counts(self, crawl_id: str | None = None) -> dict[str, int]:
         """Vectors per embedder (of one crawl, or all)."""
@@ -992,7 +1334,8 @@ class Store:
         """Add vectors of texts (committed at once; one already there for its hash and embedder is kept)."""
         self._check_writable()
         _check_columns("text_embeddings", rows.columns)
-        _insert_frame(self.conn, "text_embeddings", rows, keep_existing=True)
+        self._retrying("saving text vectors", lambda: _insert_frame(
+            self.conn, "text_embeddings", rows, keep_existing=True, lake=self.lake))
 
     # -- bandit rounds -----------------------------------------------------------------------------------
     # A document counts as extracted once an extraction of an earlier round (the warm-up, round 0, included) holds it
@@ -1125,13 +1468,18 @@ class Store:
         self._check_writable()
         _check_columns("qa_pairs", rows.columns)
         columns = ("quality", "quality_score", "kept", "drop_reason")
-        with self.transaction(), _registered(self.conn, rows.select("qa_id", *columns).to_arrow()) as name:
-            updated = self.conn.execute(
-                f"UPDATE qa_pairs_rows SET {', '.join(f'{c} = u.{c}' for c in columns)} FROM {name} u "
-                "WHERE qa_pairs_rows.qa_id = u.qa_id AND qa_pairs_rows.write_id IN "
-                "(SELECT write_id FROM partition_writes WHERE table_name = 'qa_pairs') RETURNING 1"
-            ).fetchall()
-        return len(updated)
+        current = "qa_pairs_rows.write_id IN (SELECT write_id FROM partition_writes WHERE table_name = 'qa_pairs')"
+
+        def update(name: str) -> int:
+            n = self.conn.execute(
+                f"SELECT count(*) FROM qa_pairs_rows JOIN {name} u ON qa_pairs_rows.qa_id = u.qa_id WHERE {current}"
+            ).fetchone()[0]
+            self.conn.execute(f"UPDATE qa_pairs_rows SET {', '.join(f'{c} = u.{c}' for c in columns)} FROM {name} u "
+                              f"WHERE qa_pairs_rows.qa_id = u.qa_id AND {current}")
+            return n
+
+        with _registered(self.conn, rows.select("qa_id", *columns).to_arrow()) as name:
+            return self._retrying("writing the QA pairs' quality", lambda: update(name), in_transaction=True)
 
     def unscored_pairs(self) -> int:
         """QA pairs that no qa_dataset build has scored yet (rounds played since the last one)."""
@@ -1152,12 +1500,15 @@ class Store:
         model_id = row["model_id"][0]
         pairs = pl.DataFrame({"model_id": [model_id] * len(qa_ids), "qa_id": list(qa_ids)},
                              schema={"model_id": pl.String, "qa_id": pl.String}).unique(maintain_order=True)
-        with self.transaction():
+
+        def replace() -> None:
             self.conn.execute("DELETE FROM models WHERE model_id = ?", [model_id])
             self.conn.execute("DELETE FROM model_training_pairs WHERE model_id = ?", [model_id])
             _insert_frame(self.conn, "models", row)
             if pairs.height:
                 _insert_frame(self.conn, "model_training_pairs", pairs)
+
+        self._retrying(f"saving model {model_id}", replace, in_transaction=True)
 
     def models_trained_on(self, qa_id: str) -> pl.DataFrame:
         """The models whose training set held ``qa_id``, with their eval scores (one row per score; NULL metric when
@@ -1176,10 +1527,13 @@ class Store:
         """Replace every score of ``model_id`` with ``rows``, in one transaction."""
         self._check_writable()
         _check_columns("eval_scores", rows.columns)
-        with self.transaction():
+
+        def replace() -> None:
             self.conn.execute("DELETE FROM eval_scores WHERE model_id = ?", [model_id])
             if rows.height:
                 _insert_frame(self.conn, "eval_scores", rows)
+
+        self._retrying(f"saving the scores of {model_id}", replace, in_transaction=True)
 
     def eval_scores(self, model_id: str | None = None) -> pl.DataFrame:
         return self.conn.execute(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 from dagster_duckdb import DuckDBResource
 
-from equal_dagster.core.store import Store
+from equal_dagster.core.settings import EqualPaths
+from equal_dagster.core.store import LAKE_SCHEME, Store
 
 # How long a writer waits while another process (another Dagster instance, a script) holds the file. Writers of this
 # instance never meet: they share the duckdb pool.
@@ -27,3 +29,10 @@ class StoreResource(DuckDBResource):
             return
         with Store.open(self.database, wait_s=WRITER_WAIT_S) as store:
             yield store
+
+    def files_dir(self) -> Path:
+        """Where files that go with the store are written (the exported datasets): beside a DuckDB file; for a
+        DuckLake store (``database`` = ``ducklake:...``), in the EQUAL home."""
+        if self.database.startswith(LAKE_SCHEME):
+            return EqualPaths.from_env().home
+        return Path(self.database).parent

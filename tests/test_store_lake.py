@@ -1,0 +1,262 @@
+"""The store on DuckLake with a Postgres catalog: snapshots, several writers at once, a writer killed mid-write, two
+writers of the same partition. (tests/test_store.py runs the store's other tests on both backends.)"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from equal_dagster.core.store import (
+    SCHEMA_VERSION, LakeLocation, PartitionConflict, Store, StoreError, _without_constraints, store_location,
+)
+from lake_writer import documents, quarantined
+from test_store import doc_rows, rows_stored
+
+WRITER = Path(__file__).parent / "lake_writer.py"
+
+
+def test_the_extension_wheels_are_built_for_the_duckdb_installed():
+    """An extension loads only into the DuckDB version it was built for: the pins must move together."""
+    for name in ("ducklake", "postgres", "sqlite", "httpfs"):
+        assert version(f"duckdb-extension-{name}") == duckdb.__version__, name
+
+
+def test_the_store_location_comes_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("EQUAL_STORE", raising=False)
+    assert store_location(tmp_path / "equal.duckdb") == tmp_path / "equal.duckdb"
+    monkeypatch.setenv("EQUAL_STORE", "ducklake:postgres:dbname=equal host=db password=s3cret")
+    monkeypatch.setenv("EQUAL_STORE_DATA", str(tmp_path / "lake"))
+    location = store_location(tmp_path / "equal.duckdb")
+    assert location == LakeLocation("postgres:dbname=equal host=db password=s3cret", f"{tmp_path / 'lake'}/")
+    assert "s3cret" not in str(location) and location.extensions == ["ducklake", "postgres"]
+    monkeypatch.setenv("EQUAL_STORE_DATA", "s3://bucket/equal/")
+    assert store_location("x").extensions == ["ducklake", "postgres", "httpfs"]
+    with pytest.raises(StoreError, match="unknown DuckLake catalog"):
+        LakeLocation.parse("ducklake:mysql:db=x")
+    assert _without_constraints("CREATE TABLE t (a VARCHAR NOT NULL,\n  PRIMARY KEY (a, b)\n)") == \
+        "CREATE TABLE t (a VARCHAR NOT NULL\n)"
+    assert _without_constraints("CREATE TABLE v (version INTEGER PRIMARY KEY, at TIMESTAMP)") == \
+        "CREATE TABLE v (version INTEGER, at TIMESTAMP)"
+
+
+def test_a_missing_lake_is_refused_read_only_and_a_duckdb_file_has_no_snapshots(postgres, tmp_path):
+    lake = postgres.new_lake(tmp_path / "lake")
+    with pytest.raises(StoreError, match="no store at ducklake:postgres:"):
+        with Store.open(lake, read_only=True):
+            pass
+    with Store.open(tmp_path / "s.duckdb") as store:
+        assert store.snapshot_id() is None
+    with pytest.raises(StoreError, match="keeps no snapshots"):
+        with Store.open(tmp_path / "s.duckdb", read_only=True, snapshot=3):
+            pass
+
+
+def test_each_write_makes_a_snapshot_and_a_snapshot_opens_as_it_was(postgres, tmp_path):
+    lake = postgres.new_lake(tmp_path / "lake")
+    with Store.open(lake) as store:
+        assert store.lake
+        with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+            writer.insert("documents", doc_rows("c1", ["a", "b"]))
+        first = store.snapshot_id()
+        with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+            writer.insert("documents", doc_rows("c1", ["a", "b", "c"], text="v2"))
+        latest = store.snapshot_id()
+        assert latest > first and store.snapshots()["snapshot_id"].to_list()[-1] == latest
+    with Store.open(lake, read_only=True, snapshot=first) as old:
+        assert old.snapshot_id() == first
+        assert old.documents()["text"].to_list() == ["t a", "t b"]
+        with pytest.raises(StoreError, match="read-only"):
+            old.save_responses(doc_rows("c1", ["x"]))
+    with Store.open(lake, read_only=True) as now:
+        assert now.documents()["text"].to_list() == ["v2 a", "v2 b", "v2 c"]
+    with pytest.raises(StoreError, match="only be opened read-only"):
+        with Store.open(lake, snapshot=first):
+            pass
+
+
+def test_two_writers_of_the_same_partition_one_wins_the_other_is_told(postgres, tmp_path):
+    lake = postgres.new_lake(tmp_path / "lake")
+    with Store.open(lake) as first, Store.open(lake) as second:
+        with first.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+            writer.insert("documents", doc_rows("c1", ["old"]))
+        with pytest.raises(PartitionConflict, match=r"partition crawl_id = 'c1' of table documents was replaced by "
+                                                    r"another writer .*1 rows of documents\) dropped"):
+            with first.replace_partition("crawl_id", "c1", ["documents"]) as slow:
+                slow.insert("documents", doc_rows("c1", ["slow"]))
+                with second.replace_partition("crawl_id", "c1", ["documents"]) as fast:  # starts later, ends first
+                    fast.insert("documents", doc_rows("c1", ["fast"]))
+        assert first.documents()["doc_id"].to_list() == ["fast"]
+        assert rows_stored(first) == 1  # the loser's rows and the replaced ones are gone
+        # a first write of a partition is no exception (no write to delete: DuckLake alone would let both in)
+        with pytest.raises(PartitionConflict, match="partition crawl_id = 'c2'"):
+            with first.replace_partition("crawl_id", "c2", ["documents"]) as slow:
+                slow.insert("documents", doc_rows("c2", ["s"]))
+                with second.replace_partition("crawl_id", "c2", ["documents"]) as fast:
+                    fast.insert("documents", doc_rows("c2", ["f"]))
+        assert second.documents("c2")["doc_id"].to_list() == ["f"]
+
+
+def _writer(lake: LakeLocation, job: dict) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(WRITER.parent), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, str(WRITER), lake.catalog, lake.data_path, json.dumps(job)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_concurrent_writers_lose_nothing_and_duplicate_nothing(postgres, tmp_path):
+    """Four processes ingest crawls (each re-ingests its first one: deletes among the appends; two of them also write
+    one same crawl) while a fifth writes rounds, all five starting on a new lake (they race to create the schema);
+    every commit conflict along the way is retried."""
+    lake = postgres.new_lake(tmp_path / "lake")
+    crawls = {w: [f"crawl-{w}-{c}" for c in range(2)] for w in range(4)}
+    jobs = [{"crawls": [[c, 600, 2] for c in crawls[w]] + [[crawls[w][0], 600, 3]], "tag": f"w{w}"} for w in range(4)]
+    for w in (0, 1):
+        jobs[w]["crawls"].insert(1, ["shared", 400, 2])
+    jobs.append({"rounds": list(range(1, 4))})
+    started = time.monotonic()
+    writers = [_writer(lake, job) for job in jobs]
+    results = [w.communicate(timeout=240) for w in writers]
+    elapsed = time.monotonic() - started
+    for writer, (out, err) in zip(writers, results):
+        assert writer.returncode == 0, err[-3000:]
+    print(f"5 writers, {sum(len(j.get('crawls', j.get('rounds'))) for j in jobs)} partition writes: {elapsed:.1f} s; "
+          + "; ".join(out.strip() for out, _ in results))
+    reports = [json.loads(out) for out, _ in results]
+    with Store.open(lake, read_only=True) as store:
+        assert store.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION  # once each
+        shared = store.documents("shared")
+        # the shared crawl: one writer's rows, whole (the other's came before, or lost with PartitionConflict)
+        assert shared.height == 400 and shared["text"].str.extract(r"by (w\d)$").n_unique() == 1
+        assert sum(r["lost"] == ["shared"] for r in reports) <= 1
+        docs = store.documents().filter(pl.col("crawl_id") != "shared")
+        assert docs.height == 8 * 600 and docs["doc_id"].n_unique() == 8 * 600
+        assert sorted(docs["crawl_id"].unique().to_list()) == sorted(c for cs in crawls.values() for c in cs)
+        assert store.quarantine().height == 9
+        assert store.rounds()["round_no"].to_list() == [1, 2, 3]
+        assert store.qa_pairs().height == 15 and store.extractions().height == 15
+        assert store.conn.execute("SELECT count(*) FROM partition_writes").fetchone()[0] == 9 * 2 + 3 * 3
+        assert rows_stored(store) == 8 * 600 + 400  # the replaced and the lost writes' rows deleted
+
+
+def test_a_writer_killed_mid_write_leaves_no_partial_partition(postgres, tmp_path):
+    lake = postgres.new_lake(tmp_path / "lake")
+    with Store.open(lake) as store:
+        with store.replace_partition("crawl_id", "c1", ["documents", "quarantine"]) as writer:
+            writer.insert("documents", documents("c1", 0, 50))
+            writer.insert("quarantine", quarantined("c1"))
+    ready = tmp_path / "ready"
+    victim = _writer(lake, {"hang_in": "c1", "ready": str(ready)})
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert victim.poll() is None, victim.communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    with Store.open(lake) as store:
+        assert store.documents()["doc_id"].to_list() == [f"c1-{i}" for i in range(50)]  # the old write, whole
+        assert rows_stored(store) == 150  # and the killed writer's 100 rows, invisible
+        store.delete_unfinished_writes()
+        assert rows_stored(store) == 50
+        assert store.documents().height == 50 and store.quarantine().height == 1
+
+
+def test_ingest_cache_vectors_quality_models_and_lineage_on_both_backends(store_at, paths):
+    """The store's other writers, as the pipeline calls them: ingestion (deduplication across crawls, a re-ingest),
+    the LLM cache, vectors, the QA pairs' quality, a model with its pairs and scores, and a pair's lineage."""
+    from datetime import datetime
+
+    from conftest import write_jsonl
+    from equal_dagster.core.corpus import CrawlFormat, ingest_crawl
+    from equal_dagster.core.store import table_frame
+    from lake_writer import round_rows
+
+    write_jsonl(paths.crawl_dir / "one" / "a.jsonl", [{"id": "a1", "text": "Shared page"}, {"id": "a2", "text": "Only"}])
+    write_jsonl(paths.crawl_dir / "two" / "b.jsonl", [{"id": "b1", "text": "Shared page\n"}, {"id": "b2", "text": "Two"}])
+    with Store.open(store_at) as store:
+        for crawl in ("one", "two", "one"):
+            report = ingest_crawl(store, crawl, paths.crawl_dir / crawl, paths.crawl_dir, CrawlFormat())
+        assert report.duplicates == 0 and store.documents()["doc_id"].to_list() == ["a1", "a2", "b2"]
+        assert store.quarantine("two")["reason"].to_list() == ["duplicate"]
+
+        responses = pl.DataFrame({"cache_key": ["k1", "k1", "k2"], "backend": ["openai"] * 3, "model": ["m"] * 3,
+                                  "prompt_version": ["v1"] * 3, "response": ["first", "second", "r2"],
+                                  "tokens_in": [1, 2, 3], "tokens_out": [1, 2, 3], "latency_s": [0.1] * 3})
+        store.save_responses(responses)
+        store.save_responses(responses.with_columns(pl.lit("later").alias("response")))
+        cached = store.cached_responses(["k1", "k2", "k3"]).sort("cache_key")
+        assert cached["response"].to_list() == ["first", "r2"] and store.llm_cache_size() == 2
+
+        def vectors(ids, crawl, value):
+            return table_frame("embeddings", {"doc_id": ids, "embedder_id": ["e"] * len(ids), "crawl_id": [crawl] * len(ids),
+                                              "vector": [[value, 1.0]] * len(ids), "embedded_at": [datetime(2026, 1, 1)] * len(ids)})
+        store.insert_embeddings(vectors(["a1", "a2", "gone"], "one", 0.5))
+        store.insert_embeddings(vectors(["a1", "b2"], "one", 0.9))  # a1 kept as it was
+        assert store.embedding_vectors(["a1"], "e").tolist() == [[0.5, 1.0]]
+        assert store.delete_stale_embeddings("one") == 2  # "gone", and b2 (filed under the wrong crawl)
+        assert store.drop_embeddings("e") == 2 and store.embedding_counts() == {}
+
+        rows = round_rows(1)
+        rows["extractions"] = rows["extractions"].with_columns(pl.lit("a1").alias("doc_id")).head(1)
+        rows["qa_pairs"] = rows["qa_pairs"].with_columns(pl.lit("a1").alias("doc_id"))
+        with store.replace_partition("round_id", "round-1", list(rows)) as writer:
+            for table, frame in rows.items():
+                writer.insert(table, frame)
+        qa_ids = store.qa_pairs()["qa_id"].to_list()
+        quality = pl.DataFrame({"qa_id": qa_ids[:3], "quality": ["{}"] * 3, "quality_score": [0.9, 0.5, 0.1],
+                                "kept": [True, True, False], "drop_reason": [None, None, "low"]})
+        assert store.set_qa_quality(quality) == 3
+        assert store.unscored_pairs() == 2 and store.kept_pairs()["qa_id"].to_list() == qa_ids[:2]
+
+        model = table_frame("models", {"model_id": ["m1"], "base_model": ["tiny"], "path": ["/m1"],
+                                       "created_at": [datetime(2026, 1, 3)]})
+        store.save_model(model, qa_ids[:2])
+        store.save_model(model, qa_ids[:2])  # replaced, not doubled
+        store.replace_eval_scores("m1", table_frame("eval_scores", {
+            "model_id": ["m1"], "task": ["gsm"], "metric": ["acc"], "value": [0.25], "evaluated_at": [datetime(2026, 1, 4)]}))
+        assert store.models_trained_on(qa_ids[0])[["model_id", "task", "value"]].rows() == [("m1", "gsm", 0.25)]
+        found = store.lineage(qa_ids[0])
+        assert found["document"]["crawl_id"] == "one" and found["round"]["round_no"] == 1
+        assert found["extraction"]["backend"] == "rules"
+
+
+def test_the_corpus_asset_on_ducklake_records_the_snapshot_it_wrote(postgres, tmp_path, paths):
+    import dagster as dg
+
+    from conftest import write_jsonl
+    from equal_dagster.assets.corpus import corpus
+    from equal_dagster.partitions import crawls_partitions
+    from equal_dagster.resources.crawls import CrawlFolder
+    from equal_dagster.resources.store import StoreResource
+
+    lake = postgres.new_lake(tmp_path / "lake")
+    with Store.open(lake) as store:  # created with its data path: the catalog remembers it
+        before = store.snapshot_id()
+    write_jsonl(paths.crawl_dir / "c1" / "a.jsonl", [{"id": "a1", "text": "A page"}, {"id": "a2", "text": "Another"}])
+    resources = {"store": StoreResource(database=f"ducklake:{lake.catalog}"),
+                 "crawl_folder": CrawlFolder(path=str(paths.crawl_dir))}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(crawls_partitions.name, ["c1"])
+        result = dg.materialize([corpus], partition_key="c1", instance=instance, resources=resources)
+    assert result.success
+    snapshot = result.asset_materializations_for_node("corpus")[0].metadata["store_snapshot"].value
+    assert snapshot > before
+    with Store.open(lake, read_only=True, snapshot=snapshot) as then:
+        assert then.documents("c1")["doc_id"].to_list() == ["a1", "a2"]
+    with Store.open(lake, read_only=True, snapshot=before) as earlier:
+        assert earlier.documents().height == 0
+
+
+def test_files_that_go_with_a_lake_store_are_written_in_the_home(monkeypatch, tmp_path):
+    from equal_dagster.resources.store import StoreResource
+
+    monkeypatch.setenv("EQUAL_HOME", str(tmp_path / "home"))
+    assert StoreResource(database=str(tmp_path / "x" / "equal.duckdb")).files_dir() == tmp_path / "x"
+    assert StoreResource(database="ducklake:postgres:dbname=equal host=db").files_dir() == tmp_path / "home"
