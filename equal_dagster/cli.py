@@ -92,7 +92,9 @@ def cmd_rounds(args: argparse.Namespace) -> int:
     from equal_dagster.instance import persistent_instance
 
     paths = _paths(args)
-    if not paths.store.exists():
+    from equal_dagster.core.store import store_exists
+
+    if not store_exists(paths.store):
         raise UsageError(f"no store at {paths.store}: run the pipeline up to clusters first (equal demo, equal run, "
                          "or make ui)")
     from equal_dagster.definitions import bandit_resource_from_env
@@ -168,7 +170,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
     paths = _paths(args)
     try:
-        with Store.open(paths.store, read_only=True, wait_s=READER_WAIT_S) as store:
+        with Store.open(paths.store, read_only=True, wait_s=READER_WAIT_S, snapshot=args.as_of) as store:
             chain = qa_lineage(store, args.qa_id)
     except LineageNotFound as exc:
         raise UsageError(exc.args[0] if exc.args else str(exc), qa_id=args.qa_id) from exc
@@ -181,7 +183,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from equal_dagster.core.store import Store
 
     paths = _paths(args)
-    with Store.open(paths.store, read_only=True, wait_s=READER_WAIT_S) as store:
+    with Store.open(paths.store, read_only=True, wait_s=READER_WAIT_S, snapshot=args.as_of) as store:
         rows = store.kept_pairs()
         unscored = store.unscored_pairs()
     if unscored:  # the dataset is older than the rounds: say so, then export what it holds
@@ -288,6 +290,8 @@ def _parser() -> argparse.ArgumentParser:
 
     lineage = sub.add_parser("lineage", help="where a QA pair came from: file, crawl, document, cluster, round, extraction")
     lineage.add_argument("qa_id")
+    lineage.add_argument("--as-of", type=int, default=None, metavar="SNAPSHOT",
+                         help="a DuckLake store as it was at this snapshot (an asset's store_snapshot metadata)")
     lineage.set_defaults(func=cmd_lineage)
 
     export = sub.add_parser("export", help="write the kept QA pairs (qa_dataset) in training formats")
@@ -296,6 +300,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--name", default="qa_dataset", help="file name stem")
     export.add_argument("--limit", type=_positive_int, default=None, help="the best-scored N pairs only")
     export.add_argument("--system", default=None, help="a system message for chat and ShareGPT rows")
+    export.add_argument("--as-of", type=int, default=None, metavar="SNAPSHOT",
+                        help="the dataset as a DuckLake snapshot held it (qa_dataset's store_snapshot metadata)")
     export.set_defaults(func=cmd_export)
 
     recover = sub.add_parser("recover", help="after a crash: fail the runs whose process is gone and free their slot of "

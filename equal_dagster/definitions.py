@@ -31,6 +31,7 @@ from equal_dagster.automation import (
 )
 from equal_dagster.checks import ASSET_CHECKS
 from equal_dagster.core.settings import EqualPaths
+from equal_dagster.core.store import store_database
 from equal_dagster.loggers import LOGGERS
 from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.crawls import CrawlFolder
@@ -169,7 +170,7 @@ def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource |
         schedules=[reextraction_schedule],
         loggers=LOGGERS,  # the headless commands' console and log file; a run from the UI keeps Dagster's own
         resources={
-            "store": StoreResource(database=str(paths.store)),
+            "store": StoreResource(database=store_database(paths.store)),
             "crawl_folder": crawl_folder,
             "llm": llm or extraction_resource_from_env(),
             "bandit": bandit or bandit_resource_from_env(paths),

@@ -24,7 +24,7 @@ from equal_dagster.core.rounds import (
     round_key,
 )
 from equal_dagster.core.settings import EqualPaths
-from equal_dagster.core.store import Store
+from equal_dagster.core.store import LakeLocation, Store, store_exists
 from equal_dagster.core.warmup import WARMUP_FRACTION
 from equal_dagster.definitions import build_definitions
 from equal_dagster.errors import UsageError
@@ -83,7 +83,7 @@ def execute_job(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, *,
     return result
 
 
-def bandit_settings_of_last_round(store_path: Path) -> dict | None:
+def bandit_settings_of_last_round(store_path: Path | LakeLocation) -> dict | None:
     """The bandit resource's settings the latest round was played with (None: no round yet), so that `equal rounds`
     goes on as the rounds before it went."""
     with Store.open(store_path, read_only=True, wait_s=READ_WAIT_S) as store:
@@ -101,7 +101,7 @@ def bandit_settings_of_last_round(store_path: Path) -> dict | None:
             "sinkhorn_reg": ot["sinkhorn_reg"], "max_failure_share": config.get("max_failure_share", MAX_FAILURE_SHARE)}
 
 
-def play_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, store_path: Path, count: int | None,
+def play_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, store_path: Path | LakeLocation, count: int | None,
                 say: Callable[[str], None] = say_err) -> list[dict]:
     """Play the next ``count`` rounds in order (None: until the budget or the candidates are spent); returns each
     round's metadata. Stops early, without error, once a round reports the budget spent."""
@@ -144,7 +144,7 @@ def ensure_partitions(instance: dg.DagsterInstance, name: str, keys: list[str]) 
             raise
 
 
-def _next_round(store_path: Path) -> int:
+def _next_round(store_path: Path | LakeLocation) -> int:
     with Store.open(store_path, read_only=True, wait_s=READ_WAIT_S) as store:
         return (store.last_round_no() or 0) + 1
 
@@ -210,14 +210,13 @@ def run_stages_before_rounds(defs: dg.Definitions, instance: dg.DagsterInstance,
 def _check_ingested(defs: dg.Definitions, crawls: list[str], skipped: dict[str, str]) -> None:
     if not crawls:
         raise HeadlessRunError("no crawl could be ingested: " + "; ".join(f"{c}: {why}" for c, why in skipped.items()))
-    store_path = defs.resources["store"].database
-    with Store.open(store_path, read_only=True, wait_s=READ_WAIT_S) as store:
+    with Store.open(defs.resources["store"].database, read_only=True, wait_s=READ_WAIT_S) as store:
         if store.document_count() == 0:
             reasons = store.quarantine()["reason"].value_counts(sort=True).iter_rows()
             raise UsageError(
                 f"no document was kept from {', '.join(crawls)}: every row was quarantined ("
                 + ", ".join(f"{n:,} {reason}" for reason, n in reasons)
-                + f"); the quarantine table of {store_path} has each row's reason")
+                + f"); the quarantine table of {store.path} has each row's reason")
 
 
 @dataclass(frozen=True)
@@ -253,7 +252,7 @@ def plan_run(crawl_dir: Path, reference: Path, *, policy: str, budget: str, seed
     if not 0 < warmup_fraction < 1:
         raise UsageError(f"the warm-up fraction must be between 0 and 1 (got {warmup_fraction:g})")
     paths = EqualPaths(home, crawl_dir)
-    if paths.store.exists():
+    if store_exists(paths.store):
         with Store.open(paths.store, read_only=True) as store:
             if store.last_round_no() is not None:
                 raise UsageError(f"{home} already holds bandit rounds: `equal run` starts from nothing; give a fresh "

@@ -19,9 +19,12 @@ from equal_dagster.core.settings import EqualPaths
 
 
 def prepare_dagster_home(paths: EqualPaths) -> Path:
-    """Create ``$EQUAL_HOME/dagster`` with the project's dagster.yaml (concurrency pool, telemetry off)."""
+    """Create ``$EQUAL_HOME/dagster`` with the project's dagster.yaml (telemetry off; the writers' pool limited to one
+    run for a DuckDB file, to :attr:`EqualPaths.writers` for a DuckLake store)."""
     paths.dagster_home.mkdir(parents=True, exist_ok=True)
     settings = resources.files("equal_dagster").joinpath("dagster.yaml").read_text()
+    if paths.writers != 1:
+        settings = settings.replace("    default_limit: 1", f"    default_limit: {paths.writers}  # EQUAL_STORE: DuckLake")
     target = paths.dagster_home / "dagster.yaml"
     if not target.exists() or target.read_text() != settings:
         target.write_text(settings)

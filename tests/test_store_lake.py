@@ -260,3 +260,71 @@ def test_files_that_go_with_a_lake_store_are_written_in_the_home(monkeypatch, tm
     monkeypatch.setenv("EQUAL_HOME", str(tmp_path / "home"))
     assert StoreResource(database=str(tmp_path / "x" / "equal.duckdb")).files_dir() == tmp_path / "x"
     assert StoreResource(database="ducklake:postgres:dbname=equal host=db").files_dir() == tmp_path / "home"
+
+
+def test_equal_runs_the_pipeline_on_ducklake_and_reads_an_asset_version_as_of_its_snapshot(postgres, tmp_path,
+                                                                                           monkeypatch, capsys):
+    """EQUAL_STORE points the `equal` command and the Dagster definitions at a DuckLake store: the runs write there
+    (several writers admitted by the pool), and `equal lineage --as-of` reads what a round's materialization saw."""
+    import json
+
+    import yaml
+
+    from equal_dagster.cli import main
+    from equal_dagster.demo.corpus import generate_reference_set, write_demo_crawls, write_reference_set
+
+    lake = postgres.new_lake(tmp_path / "lake")
+    monkeypatch.setenv("EQUAL_STORE", f"ducklake:{lake.catalog}")
+    monkeypatch.setenv("EQUAL_STORE_DATA", lake.data_path)
+    monkeypatch.setenv("EQUAL_LLM_BACKEND", "rules")
+    crawls, reference, home = tmp_path / "crawls", tmp_path / "reference.jsonl", tmp_path / "home"
+    corpus = write_demo_crawls(crawls, seed=0, n_documents=240)
+    write_reference_set(reference, generate_reference_set(0, n=40, exclude=corpus.math_questions))
+    assert main(["run", "--crawl-dir", str(crawls), "--reference", str(reference), "--no-tune", "--budget", "40",
+                 "--arms-per-round", "1", "--docs-per-arm", "12", "--home", str(home)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rounds"] >= 1 and summary["qa_pairs"] > 0
+    assert not (home / "equal.duckdb").exists()  # everything went to the lake
+    settings = yaml.safe_load((home / "dagster" / "dagster.yaml").read_text())
+    assert settings["concurrency"]["pools"]["default_limit"] == 4  # DuckLake admits several writers
+    with Store.open(lake, read_only=True) as store:
+        pairs = store.qa_pairs_of_rounds()
+        rounds = store.rounds()
+    assert pairs.height == summary["qa_pairs"]
+
+    # the materialization of round 1 recorded its snapshot: the lineage of one of its pairs as of then, and a round
+    # played later is not in that snapshot
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+    events = instance.fetch_materializations(dg.AssetKey("bandit_rounds"), limit=100).records
+    first = next(e for e in events if e.partition_key == "r0001")
+    snapshot = first.asset_materialization.metadata["store_snapshot"].value
+    qa_id = pairs.filter(pairs["round_id"] == "r0001")["qa_id"][0] if "r0001" in pairs["round_id"].to_list() else None
+    assert main(["--home", str(home), "lineage", qa_id or pairs["qa_id"][0], "--as-of", str(snapshot), "--json"]) \
+        == (0 if qa_id else 2)
+    if qa_id:
+        assert json.loads(capsys.readouterr().out)["round"]["round_id"] == "r0001"
+    with Store.open(lake, read_only=True, snapshot=snapshot) as then:
+        assert then.last_round_no() == 1 and rounds["round_no"].max() >= 1
+    capsys.readouterr()
+    assert main(["--home", str(home), "export", "--as-of", str(snapshot), "--out", str(tmp_path / "out")]) == 2
+    assert "no kept QA pair" in capsys.readouterr().err  # qa_dataset was not built by then
+
+
+def test_the_writers_pool_is_one_for_a_duckdb_file_and_several_for_ducklake(monkeypatch, tmp_path):
+    from equal_dagster.core.settings import EqualPaths
+    from equal_dagster.instance import prepare_dagster_home
+
+    paths = EqualPaths(tmp_path / "home", tmp_path / "crawls")
+    monkeypatch.delenv("EQUAL_STORE", raising=False)
+    monkeypatch.delenv("EQUAL_STORE_WRITERS", raising=False)
+    assert paths.writers == 1 and paths.store == tmp_path / "home" / "equal.duckdb"
+    assert "default_limit: 1\n" in (prepare_dagster_home(paths) / "dagster.yaml").read_text()
+    monkeypatch.setenv("EQUAL_STORE", "ducklake:postgres:dbname=equal host=db.internal")
+    assert paths.writers == 4 and isinstance(paths.store, LakeLocation)
+    monkeypatch.setenv("EQUAL_STORE_WRITERS", "2")
+    assert "default_limit: 2 " in (prepare_dagster_home(paths) / "dagster.yaml").read_text()
+    monkeypatch.setenv("EQUAL_STORE_WRITERS", "0")
+    with pytest.raises(ValueError, match="EQUAL_STORE_WRITERS"):
+        paths.writers

@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from equal_dagster.core.store import LakeLocation
+
+LAKE_WRITERS = 4  # runs writing to a DuckLake store at once, unless EQUAL_STORE_WRITERS says
 
 
 @dataclass(frozen=True)
@@ -19,8 +25,25 @@ class EqualPaths:
         return cls(home_path, Path(crawl_dir).expanduser().absolute() if crawl_dir else home_path / "crawls")
 
     @property
-    def store(self) -> Path:
-        return self.home / "equal.duckdb"
+    def store(self) -> Path | LakeLocation:
+        """The store: ``EQUAL_STORE`` when set (a DuckLake store, ``ducklake:...``, or another DuckDB file), else the
+        home's DuckDB file."""
+        from equal_dagster.core.store import store_location
+
+        return store_location(self.home / "equal.duckdb")
+
+    @property
+    def writers(self) -> int:
+        """How many runs may write to the store at once (the Dagster pool ``duckdb``): one for a DuckDB file (it
+        admits one writing process), ``EQUAL_STORE_WRITERS`` (default 4) for a DuckLake store."""
+        from equal_dagster.core.store import LakeLocation
+
+        if not isinstance(self.store, LakeLocation):
+            return 1
+        text = os.environ.get("EQUAL_STORE_WRITERS", "").strip() or str(LAKE_WRITERS)
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"EQUAL_STORE_WRITERS={text!r}: a number of writers, 1 or more")
+        return int(text)
 
     @property
     def dagster_home(self) -> Path:

@@ -500,6 +500,27 @@ def store_location(default: str | Path) -> str | Path | LakeLocation:
     return Path(chosen).expanduser()
 
 
+def store_exists(location: str | Path | LakeLocation) -> bool:
+    """Whether a store was created at ``location`` (a DuckLake store: its catalog answers, read-only)."""
+    if isinstance(location, str) and location.startswith(LAKE_SCHEME):
+        location = LakeLocation.parse(location, os.environ.get(STORE_DATA_ENV) or None)
+    if not isinstance(location, LakeLocation):
+        return Path(location).exists()
+    try:
+        connect_lake(location, read_only=True).close()
+    except StoreError as exc:
+        if str(exc).startswith("no store at"):
+            return False
+        raise
+    return True
+
+
+def store_database(location: str | Path | LakeLocation) -> str:
+    """What the Dagster store resource is given: a DuckDB file's path, or ``ducklake:<catalog>`` (the data path
+    then comes from ``EQUAL_STORE_DATA``, or the catalog's own record of it)."""
+    return LAKE_SCHEME + location.catalog if isinstance(location, LakeLocation) else str(location)
+
+
 def _redacted(text: str) -> str:
     return re.sub(r"(password\s*=\s*)('[^']*'|[^\s'\"]+)", r"\1***", text, flags=re.IGNORECASE)
 

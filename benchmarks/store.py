@@ -1,0 +1,171 @@
+"""The store on one DuckDB file against DuckLake on a Postgres catalog, measured in one run.
+
+1. Four crawls of N generated documents each (the demo generator, seeds 0-3, its first crawl of each) ingested
+   one after another into a DuckDB file (one writer at a time: what the `duckdb` pool of 1 does), then all four at
+   once, four processes, into DuckLake (catalog in a throwaway Postgres from the machine's binaries, data as Parquet
+   in a local folder). Wall time, documents/s, and the peak RSS of each process (VmHWM).
+2. The single-writer rate: the first crawl alone into a fresh DuckLake store, against the first crawl into the
+   DuckDB file above.
+3. A round's write: the extractions and QA pairs of D documents (the rules extractor on the first documents of the
+   first crawl) written as one round partition, in each store (median of 3 rounds).
+
+    .venv/bin/python benchmarks/store.py [--documents 50000] [--round-documents 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests/postgres.py: the throwaway Postgres the store's tests use
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ingest import peak_rss_kib  # noqa: E402
+
+CRAWLS = ["crawl-a", "crawl-b", "crawl-c", "crawl-d"]
+
+
+def child_ingest(crawl_root: str, crawl: str, store: str, data_path: str) -> None:
+    from equal_dagster.core.corpus import ingest_crawl
+    from equal_dagster.core.store import LakeLocation, Store
+
+    location = LakeLocation.parse(store, data_path) if store.startswith("ducklake:") else store
+    started = time.perf_counter()
+    with Store.open(location, wait_s=600) as db:
+        report = ingest_crawl(db, crawl, Path(crawl_root) / crawl, Path(crawl_root))
+        retried = getattr(db, "conflicts_retried", 0)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"crawl": crawl, "rows": report.rows_read, "kept": report.documents_kept, "seconds": seconds,
+                      "peak_rss_mib": peak_rss_kib() / 1024, "conflicts_retried": retried}))
+
+
+def child_round(store: str, data_path: str, crawl: str, documents: int) -> None:
+    from equal_dagster.core.extraction import Document
+    from equal_dagster.core.extraction.extractor import RuleExtractor
+    from equal_dagster.core.rounds import write_extraction_round
+    from equal_dagster.core.store import LakeLocation, Store
+
+    location = LakeLocation.parse(store, data_path) if store.startswith("ducklake:") else store
+    with Store.open(location) as db:
+        rows = db.documents(crawl).head(documents)
+        docs = [Document(r["doc_id"], r["text"]) for r in rows.iter_rows(named=True)]
+        run = RuleExtractor().extract(docs)
+        seconds = []
+        for round_no in (1, 2, 3):
+            tick = time.perf_counter()
+            write_extraction_round(db, f"r{round_no:04d}", round_no, "equal_ucb", run, seed=0, dagster_run_id="bench")
+            seconds.append(time.perf_counter() - tick)
+    print(json.dumps({"documents": len(docs), "pairs": sum(len(r.qa_pairs) for r in run.results),
+                      "seconds": statistics.median(seconds)}))
+
+
+def _spawn(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "Haswell")}
+    return subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def _result(process: subprocess.Popen) -> dict:
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"child failed ({process.returncode}): {err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def generate(crawl_root: Path, documents: int) -> None:
+    from equal_dagster.demo.corpus import CRAWL_NAMES, write_demo_crawls
+
+    for seed, name in enumerate(CRAWLS):
+        with tempfile.TemporaryDirectory() as tmp:
+            write_demo_crawls(Path(tmp), seed=seed, n_documents=documents * 100 // 55)  # the first crawl holds 55%
+            shutil.move(str(Path(tmp) / CRAWL_NAMES[0]), crawl_root / name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--documents", type=int, default=50_000, help="generated rows per crawl")
+    parser.add_argument("--round-documents", type=int, default=500)
+    parser.add_argument("--child-ingest", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--child-round", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_ingest:
+        return child_ingest(*args.child_ingest)
+    if args.child_round:
+        return child_round(*args.child_round[:3], int(args.child_round[3]))
+
+    from postgres import Postgres, _free_port, _server_user, postgres_bin
+
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        sys.exit("benchmarks/store.py: no Postgres binaries (initdb, pg_ctl): apt-get install postgresql")
+    print(f"command: {' '.join([Path(sys.executable).name, 'benchmarks/store.py', *sys.argv[1:]])}; "
+          f"{os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d')}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        crawl_root = tmp_path / "crawls"
+        crawl_root.mkdir()
+        tick = time.perf_counter()
+        generate(crawl_root, args.documents)
+        print(f"generated {len(CRAWLS)} crawls of {args.documents:,} rows in {time.perf_counter() - tick:.0f} s")
+        user = _server_user()
+        folder = tmp_path / "postgres"
+        folder.mkdir()
+        if user:
+            os.chown(folder, user.pw_uid, user.pw_gid)
+        server = Postgres(bin_dir, folder, _free_port(), user)
+        server.start()
+        try:
+            run(server, crawl_root, tmp_path, args.round_documents)
+        finally:
+            server.stop()
+
+
+def run(server, crawl_root: Path, tmp_path: Path, round_documents: int) -> None:
+    duck = str(tmp_path / "equal.duckdb")
+    # 1. the DuckDB file: one writer at a time
+    tick = time.perf_counter()
+    sequential = [_result(_spawn("--child-ingest", str(crawl_root), crawl, duck, "")) for crawl in CRAWLS]
+    sequential_s = time.perf_counter() - tick
+    # DuckLake: four writers at once
+    lake = server.new_lake(tmp_path / "lake")
+    spec = f"ducklake:{lake.catalog}"
+    tick = time.perf_counter()
+    concurrent = [_result(p) for p in [_spawn("--child-ingest", str(crawl_root), crawl, spec, lake.data_path)
+                                       for crawl in CRAWLS]]
+    concurrent_s = time.perf_counter() - tick
+    # 2. one writer into a fresh DuckLake store
+    single_lake = server.new_lake(tmp_path / "lake-single")
+    single = _result(_spawn("--child-ingest", str(crawl_root), CRAWLS[0], f"ducklake:{single_lake.catalog}",
+                            single_lake.data_path))
+    # 3. a round's write in each
+    round_duck = _result(_spawn("--child-round", duck, "", CRAWLS[0], str(round_documents)))
+    round_lake = _result(_spawn("--child-round", spec, lake.data_path, CRAWLS[0], str(round_documents)))
+
+    rows = sum(r["rows"] for r in sequential)
+    print("\n| 4 crawls | wall time (s) | documents/s | documents kept | peak RSS per process (MiB) | commit retries |")
+    print("|---|---:|---:|---:|---|---:|")
+    for label, results, seconds in (("DuckDB file, one after another", sequential, sequential_s),
+                                    ("DuckLake + Postgres, 4 processes at once", concurrent, concurrent_s)):
+        peaks = ", ".join(f"{r['peak_rss_mib']:.0f}" for r in results)
+        print(f"| {label} | {seconds:.1f} | {rows / seconds:,.0f} | {sum(r['kept'] for r in results):,} | {peaks} | "
+              f"{sum(r['conflicts_retried'] for r in results)} |")
+    print(f"\nconcurrent DuckLake / sequential DuckDB wall time: **{concurrent_s / sequential_s:.2f}x** (goal <= 0.6x)")
+    duck_rate = sequential[0]["rows"] / sequential[0]["seconds"]
+    lake_rate = single["rows"] / single["seconds"]
+    print(f"single writer, {CRAWLS[0]} ({single['rows']:,} rows) into an empty store: DuckDB file {duck_rate:,.0f} "
+          f"rows/s, DuckLake {lake_rate:,.0f} rows/s: **{lake_rate / duck_rate:.2f}x** (goal >= 0.7x)")
+    print(f"a round's write ({round_duck['documents']} documents, {round_duck['pairs']} QA pairs; median of 3): "
+          f"DuckDB file {round_duck['seconds'] * 1000:.0f} ms, DuckLake {round_lake['seconds'] * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
