@@ -41,6 +41,7 @@ ui: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/harvest.py
 	$(BIN)/python benchmarks/extraction.py
 	$(BIN)/python benchmarks/faults.py

@@ -514,6 +514,12 @@ def _outcomes(files: list[CrawlFile], fmt: CrawlFormat, report: IngestReport,
         position.in_file = 0
 
 
+BATCH = (5000, 8 << 20)  # rows, bytes of text: a batch written to a DuckDB file
+# DuckLake: 4x larger batches. Measured (50k generated documents, one writer): 0.56-0.66x the DuckDB file's rate
+# with BATCH, 0.83-0.87x with these, the same at (50000, 64 MiB).
+LAKE_BATCH = (20000, 32 << 20)
+
+
 def ingest_crawl(
     store: Store,
     crawl_id: str,
@@ -521,8 +527,8 @@ def ingest_crawl(
     crawl_root: Path,
     fmt: CrawlFormat = CrawlFormat(),
     *,
-    batch_size: int = 5000,
-    batch_bytes: int = 8 << 20,
+    batch_size: int | None = None,
+    batch_bytes: int | None = None,
     memory_limit: int | None = None,
     progress: ProgressFn | None = None,
     progress_every_s: float = 5.0,
@@ -530,9 +536,12 @@ def ingest_crawl(
     """Read one crawl and replace its partition of ``documents``, ``pages`` and ``quarantine``: the new rows are
     written batch by batch and become visible together when the whole crawl has been read
     (Store.replace_partition). A batch ends at ``batch_size`` rows or ``batch_bytes`` of text, whichever comes
-    first, so that memory stays bounded for crawls of very large documents too. DuckDB's own memory is capped at
+    first, so that memory stays bounded for crawls of very large documents too (default :data:`BATCH`; on DuckLake,
+    :data:`LAKE_BATCH`: each batch is a commit to the catalog and new Parquet files there). DuckDB's own memory is capped at
     ``memory_limit`` bytes meanwhile (default :func:`ingest_memory_limit`; Store.bounded_memory): without the cap
     its buffer pool keeps the deduplication keys of every stored document, and the peak grows with the store."""
+    rows_default, bytes_default = LAKE_BATCH if store.lake else BATCH
+    batch_size, batch_bytes = batch_size or rows_default, batch_bytes or bytes_default
     report = IngestReport(crawl_id)
     started = last_progress = time.monotonic()
     files, report.skipped_files = list_crawl_files(Path(crawl_path), Path(crawl_root))
