@@ -328,3 +328,28 @@ def test_the_writers_pool_is_one_for_a_duckdb_file_and_several_for_ducklake(monk
     monkeypatch.setenv("EQUAL_STORE_WRITERS", "0")
     with pytest.raises(ValueError, match="EQUAL_STORE_WRITERS"):
         paths.writers
+
+
+def test_on_ducklake_two_writing_runs_hold_the_duckdb_pool_at_once(monkeypatch, tmp_path):
+    """The pool every writing asset sits in admits several runs when the store is DuckLake (two crawls ingest at once,
+    a round plays while a crawl ingests); on a DuckDB file the second waits (tests/test_faults.py)."""
+    import dagster as dg
+
+    from equal_dagster.core.settings import EqualPaths
+    from equal_dagster.instance import pool_holders, prepare_dagster_home
+
+    monkeypatch.setenv("EQUAL_STORE", "ducklake:postgres:dbname=equal host=127.0.0.1")
+    home = prepare_dagster_home(EqualPaths(tmp_path / "home", tmp_path / "crawls"))
+    instance = dg.DagsterInstance.from_config(str(home))
+    job = Path(__file__).parent / "pool_job.py"
+    holders = [subprocess.Popen([sys.executable, str(job), str(home), "600"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 120
+        while len(pool_holders(instance)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert len(pool_holders(instance)) == 2  # both writing runs hold a slot of the pool at the same time
+    finally:
+        for holder in holders:
+            os.killpg(holder.pid, signal.SIGKILL)
+            holder.wait(timeout=30)
