@@ -87,6 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_rounds(args: argparse.Namespace) -> int:
+    from equal_dagster.core.extraction.backends.vllm_offline import stop_engines
     from equal_dagster.definitions import build_definitions
     from equal_dagster.headless import play_rounds
     from equal_dagster.instance import persistent_instance
@@ -122,6 +123,7 @@ def cmd_rounds(args: argparse.Namespace) -> int:
     with _logged(paths, "rounds"):
         played = play_rounds(build_definitions(paths, bandit=bandit), persistent_instance(paths), paths.store,
                              args.count)
+        stop_engines()  # a vLLM engine kept across the rounds frees its GPU memory
     if played:
         shape = played[0]["round_shape"]
         print(f"round shape: {shape['arms_per_round']} arm(s) x {shape['docs_per_arm']} documents ({shape['reason']})")

@@ -17,6 +17,7 @@ from dagster._core.utils import make_new_run_id
 from equal_dagster.core.corpus import display_name
 from equal_dagster.core.crawls import scan_crawl_folder
 from equal_dagster.core.embedding import Embedder
+from equal_dagster.core.extraction.backends.vllm_offline import stop_engines
 from equal_dagster.core.rounds import (
     MAX_FAILURE_SHARE,
     RoundAlreadyPlayed,
@@ -280,6 +281,7 @@ def execute_run(plan: RunPlan, say: Callable[[str], None] = say_err) -> dict:
     rounds = play_rounds(defs, instance, paths.store, None, say)
     timings["rounds"] = round(time.perf_counter() - tick, 2)
 
+    stop_engines()  # the run's rounds are played: a vLLM engine kept across them frees its GPU memory
     # the harvested set, measured with the base embedder: the same yardstick whatever embedder a run tuned
     yardstick = Embedder(defs.resources["embedding_model"].model)
     with Store.open(paths.store) as store:

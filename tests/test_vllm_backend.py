@@ -10,12 +10,19 @@ import pytest
 
 from equal_dagster.core.extraction import Document, ExtractionConfig, InMemoryResponseCache, build_extractor
 from equal_dagster.core.extraction.backends.base import BackendUnavailable, GenerationRequest, SamplingSettings
+from equal_dagster.core.extraction.backends import vllm_offline
 from equal_dagster.core.extraction.backends.vllm_offline import VLLMBackend, build_vllm_job, read_vllm_outputs
 from equal_dagster.core.extraction.backends.vllm_worker import sampling_params_kwargs
 from equal_dagster.core.extraction.parsing import SCHEMAS
 
 FAKE_VLLM = Path(__file__).parent / "fake_vllm"
 REAL_VLLM = importlib.util.find_spec("vllm") is not None and "fake_vllm" not in str(importlib.util.find_spec("vllm").origin)
+
+
+@pytest.fixture(autouse=True)
+def no_engine_left():
+    yield
+    vllm_offline.stop_engines()  # each test's engine ran with that test's environment
 
 
 def requests(n=2):
@@ -81,6 +88,31 @@ def test_a_round_runs_in_one_worker_process_with_structured_outputs(tmp_path, mo
     assert seen["engine"]["max_model_len"] == 4096 and seen["engine"]["gpu_memory_utilization"] == 0.5
     assert seen["structured_json"] == [SCHEMAS["qa_pairs"]] * 3
     assert seen["sampling"][0]["max_tokens"] == 1024 and seen["use_tqdm"] is False
+
+
+@pytest.mark.skipif(REAL_VLLM, reason="vLLM is installed here: the fake would shadow it")
+def test_one_engine_serves_ten_rounds_and_stops_when_the_run_ends(tmp_path, monkeypatch):
+    starts = tmp_path / "starts"
+    monkeypatch.setenv("FAKE_VLLM_RECORD", str(tmp_path / "record.json"))
+    monkeypatch.setenv("FAKE_VLLM_STARTS", str(starts))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAKE_VLLM), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.syspath_prepend(str(FAKE_VLLM))
+    config = ExtractionConfig(backend="vllm", model="org/model-7b", max_retries=0)
+    for round_no in range(10):  # each round builds its extractor anew, as each bandit_rounds materialization does
+        docs = [Document(f"r{round_no}-{i}", f"round {round_no}, document {i}") for i in range(3)]
+        run = build_extractor(config, InMemoryResponseCache()).extract(docs)
+        assert [r.status for r in run.results] == ["ok"] * 3
+    assert len(starts.read_text().splitlines()) == 1  # the model loaded once for ten rounds
+    (engine,) = vllm_offline._ENGINES.values()
+    assert engine.alive()
+    vllm_offline.stop_engines()  # the run ends: the engine process exits, its GPU memory with it
+    assert not engine.alive() and engine.proc.returncode == 0 and not vllm_offline._ENGINES
+
+    # an engine that dies mid-batch fails that batch's requests; the next round starts a new one
+    run = build_extractor(config, InMemoryResponseCache()).extract([Document("x", "MODE=crash")])
+    assert run.results[0].status == "backend_error" and "vLLM worker exited with 3" in run.results[0].error
+    run = build_extractor(config, InMemoryResponseCache()).extract([Document("y", "a page after the crash")])
+    assert run.results[0].status == "ok" and len(starts.read_text().splitlines()) == 3
 
 
 def _gpu() -> bool:

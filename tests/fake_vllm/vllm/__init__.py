@@ -24,6 +24,9 @@ class RequestOutput:
 class LLM:
     def __init__(self, **engine):
         self.engine = engine
+        if os.environ.get("FAKE_VLLM_STARTS"):  # one line per engine built: a test counts the model loads
+            with open(os.environ["FAKE_VLLM_STARTS"], "a") as f:
+                f.write(f"{os.getpid()}\n")
 
     def chat(self, messages, sampling_params=None, use_tqdm=True):
         record = {
@@ -37,6 +40,8 @@ class LLM:
             json.dump(record, f)
         outputs = []
         for i, conversation in enumerate(messages):
+            if "MODE=crash" in conversation[-1]["content"]:
+                os._exit(3)  # the engine process dies mid-batch
             if "MODE=garbage" in conversation[-1]["content"]:
                 text = "no json"
             else:

@@ -1,9 +1,11 @@
-"""The ``vllm`` backend: offline batch generation with vLLM's ``LLM.chat``, in a subprocess.
+"""The ``vllm`` backend: offline batch generation with vLLM's ``LLM.chat``, in an engine process kept across rounds.
 
 Rules: a whole round goes to vLLM as one batch (vLLM schedules it far better than we could); each request carries
 its JSON schema as structured output (vLLM >= 0.12: ``SamplingParams(structured_outputs=
-StructuredOutputsParams(json=schema))``); the engine runs in a child process (:mod:`.vllm_worker`) so that all GPU
-memory is released when the batch ends; model, tensor parallel size, maximum model length, GPU memory share and
+StructuredOutputsParams(json=schema))``); the engine runs in a child process (:mod:`.vllm_worker`), started on the
+first batch and kept for the batches after it (a run of 146 rounds loads the model once, not 146 times), one engine
+at a time; it stops, and all its GPU memory is released, when the run's process ends (or :func:`stop_engines`), or
+when a batch runs past its time limit; model, tensor parallel size, maximum model length, GPU memory share and
 dtype are settings. vLLM comes with the ``[vllm]`` extra and is imported only in the child; when it is missing the
 backend says so before starting anything. The job and its outputs travel as JSON files, so the request building
 and the output reading are tested without vLLM.
@@ -11,8 +13,10 @@ and the output reading are tested without vLLM.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
+import select
 import subprocess
 import sys
 import tempfile
@@ -69,26 +73,95 @@ class VLLMBackend:
             job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "outputs.jsonl"
             job_path.write_text(json.dumps(job), encoding="utf-8")
             began = time.perf_counter()
-            try:
-                proc = subprocess.run(
-                    [self.python, "-m", "equal_dagster.core.extraction.backends.vllm_worker", str(job_path), str(out_path)],
-                    capture_output=True, text=True, timeout=self.timeout_s, check=False,
-                )
-            except subprocess.TimeoutExpired:
-                latency = (time.perf_counter() - began) / len(requests)
+            problem = engine_for(self.python, job["engine"]).run(job_path, out_path, self.timeout_s)
+            latency = (time.perf_counter() - began) / len(requests)
+            if problem == TIMED_OUT:
                 return [Generation("timeout", error=f"the vLLM batch ran past {self.timeout_s:g} s", latency_s=latency)
                         for _ in requests]
-            elapsed = time.perf_counter() - began
-            if proc.returncode != 0:
-                tail = (proc.stderr or proc.stdout or "")[-1500:]
-                if "No module named 'vllm'" in tail:
+            if problem is not None:
+                if "No module named 'vllm'" in problem:
                     raise BackendUnavailable(VLLM_MISSING)
-                return [Generation("backend_error", error=f"vLLM worker exited with {proc.returncode}: {tail}",
-                                   latency_s=elapsed / len(requests)) for _ in requests]
-            return read_vllm_outputs(out_path, len(requests), elapsed)
+                return [Generation("backend_error", error=problem, latency_s=latency) for _ in requests]
+            return read_vllm_outputs(out_path, len(requests), latency * len(requests))
 
     def close(self) -> None:
+        """Nothing: the engine stays for the next round (:func:`stop_engines` stops it)."""
         return None
+
+
+TIMED_OUT = "timeout"
+
+
+class EngineProcess:
+    """One vLLM engine in its own process (:mod:`.vllm_worker` ``--serve``): jobs go in one line each on its stdin,
+    each answered by one line on its stdout; closing its stdin ends it."""
+
+    def __init__(self, python: str):
+        self.log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # its stderr: the tail goes into an error
+        self.proc = subprocess.Popen(
+            [python, "-m", "equal_dagster.core.extraction.backends.vllm_worker", "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def run(self, job_path: Path, out_path: Path, timeout_s: float | None) -> str | None:
+        """Run one job: None when its outputs are written, :data:`TIMED_OUT` (the engine is then stopped: a batch
+        past its limit may never end), or why the engine failed (it is then gone)."""
+        try:
+            self.proc.stdin.write(json.dumps({"job": str(job_path), "out": str(out_path)}) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            return self._failure()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        if not ready:
+            self.stop(kill=True)
+            return TIMED_OUT
+        if not self.proc.stdout.readline():
+            return self._failure()
+        return None
+
+    def _failure(self) -> str:
+        code = self.proc.wait(timeout=30)
+        self.log.seek(0)
+        return f"vLLM worker exited with {code}: {self.log.read()[-1500:]}"
+
+    def stop(self, kill: bool = False) -> None:
+        if self.alive():
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+_ENGINES: dict[str, EngineProcess] = {}  # (python, engine settings) -> its process: one at a time
+
+
+def engine_for(python: str, engine: dict[str, Any]) -> EngineProcess:
+    """The running engine for these settings, started when there is none (or it died); another engine is stopped
+    first (two would share one GPU's memory)."""
+    key = json.dumps([python, engine], sort_keys=True)
+    current = _ENGINES.get(key)
+    if current is not None and current.alive():
+        return current
+    stop_engines()
+    _ENGINES[key] = EngineProcess(python)
+    return _ENGINES[key]
+
+
+def stop_engines() -> None:
+    """Stop every engine this process started (their GPU memory freed): at the end of a run, and at exit."""
+    while _ENGINES:
+        _ENGINES.popitem()[1].stop()
+
+
+atexit.register(stop_engines)
 
 
 def build_vllm_job(requests: Sequence[GenerationRequest], sampling: SamplingSettings, engine: dict[str, Any]) -> dict[str, Any]:
