@@ -28,6 +28,7 @@ from equal_dagster.logs import (
     CommandLog,
     command_log,
     last_log,
+    new_command,
     quiet_progress_bars,
     say,
     say_err,
@@ -346,6 +347,9 @@ def _explain(exc: Exception) -> tuple[str, int]:
 
 
 def _fail(command: str | None, message: str, code: int, *, as_json: bool, details: dict | None = None) -> int:
+    from equal_dagster.core.store import redacted
+
+    message = redacted(message)  # a DuckDB error may quote the store's connection string
     if as_json:
         print(json.dumps({"command": command, "error": message, "exit_code": code, **(details or {})}))
     else:
@@ -355,6 +359,7 @@ def _fail(command: str | None, message: str, code: int, *, as_json: bool, detail
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    new_command()
     try:
         args = _parser().parse_args(argv)
     except _ArgumentError as exc:

@@ -31,7 +31,7 @@ from equal_dagster.automation import (
 )
 from equal_dagster.checks import ASSET_CHECKS
 from equal_dagster.core.settings import EqualPaths
-from equal_dagster.core.store import store_database
+from equal_dagster.core.store import STORE_ENV, LakeLocation, store_database
 from equal_dagster.loggers import LOGGERS
 from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.crawls import CrawlFolder
@@ -131,6 +131,14 @@ def settings_from_env(resource: str) -> dict:
     return out
 
 
+def _store_database(paths: EqualPaths) -> str:
+    """The store resource's ``database``: a DuckLake location stays an EnvVar (``EQUAL_STORE``), so that its
+    connection string, a password perhaps, is read at run time and never shown in the UI's resource settings."""
+    if isinstance(paths.store, LakeLocation) and os.environ.get(STORE_ENV, "").strip():
+        return dg.EnvVar(STORE_ENV)
+    return store_database(paths.store)
+
+
 def extraction_resource_from_env() -> ExtractionResource:
     """The llm resource from EQUAL_LLM_* (docs/configuration.md); the API key stays an EnvVar."""
     return ExtractionResource(**settings_from_env("llm"))
@@ -170,7 +178,7 @@ def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource |
         schedules=[reextraction_schedule],
         loggers=LOGGERS,  # the headless commands' console and log file; a run from the UI keeps Dagster's own
         resources={
-            "store": StoreResource(database=store_database(paths.store)),
+            "store": StoreResource(database=_store_database(paths)),
             "crawl_folder": crawl_folder,
             "llm": llm or extraction_resource_from_env(),
             "bandit": bandit or bandit_resource_from_env(paths),

@@ -211,7 +211,9 @@ def run_stages_before_rounds(defs: dg.Definitions, instance: dg.DagsterInstance,
 def _check_ingested(defs: dg.Definitions, crawls: list[str], skipped: dict[str, str]) -> None:
     if not crawls:
         raise HeadlessRunError("no crawl could be ingested: " + "; ".join(f"{c}: {why}" for c, why in skipped.items()))
-    with Store.open(defs.resources["store"].database, read_only=True, wait_s=READ_WAIT_S) as store:
+    database = defs.resources["store"].database
+    database = database.get_value() if isinstance(database, dg.EnvVar) else database  # EQUAL_STORE, read now
+    with Store.open(database, read_only=True, wait_s=READ_WAIT_S) as store:
         if store.document_count() == 0:
             reasons = store.quarantine()["reason"].value_counts(sort=True).iter_rows()
             raise UsageError(

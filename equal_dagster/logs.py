@@ -150,7 +150,11 @@ def command_log(home: Path, command: str) -> Iterator[CommandLog]:
     console_level()  # a bad EQUAL_CONSOLE_LOG_LEVEL fails here, before any run
     folder = Path(home) / "logs"
     folder.mkdir(parents=True, exist_ok=True)
-    log = CommandLog(folder / f"{datetime.now():%Y%m%dT%H%M%S}-{command}.log")
+    # the process id in the name: two commands started in the same second in one home (DuckLake admits several
+    # writers) keep a file each
+    log = CommandLog(folder / f"{datetime.now():%Y%m%dT%H%M%S}-{os.getpid()}-{command}.log")
+    _quiet_libraries()
+    printed = open(log.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed below
     handler = file_handler(str(log.path))
     root = logging.getLogger()
     level = root.level
@@ -158,8 +162,6 @@ def command_log(home: Path, command: str) -> Iterator[CommandLog]:
     if root.level == logging.NOTSET or root.level > logging.WARNING:
         root.setLevel(logging.WARNING)  # the libraries' warnings (their INFO is chatter: migrations, ...)
     logging.captureWarnings(True)
-    _quiet_libraries()
-    printed = open(log.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed below
     _CONSOLE = (sys.stdout, sys.stderr)
     sys.stdout = sys.stderr = printed
     _ACTIVE = _LAST = log
@@ -182,8 +184,15 @@ def active_log() -> CommandLog | None:
 
 
 def last_log() -> CommandLog | None:
-    """The log of the latest `equal` command in this process, open or closed (an error message points at it)."""
+    """The log of the `equal` command under way in this process, open or closed already (an error message points
+    at it); None before it opens one."""
     return _LAST
+
+
+def new_command() -> None:
+    """A new `equal` command begins in this process: no log of its own yet."""
+    global _LAST
+    _LAST = None
 
 
 def console_level(default: str = CONSOLE_LEVEL) -> str:

@@ -10,6 +10,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import polars as pl
 import pytest
@@ -353,3 +354,32 @@ def test_on_ducklake_two_writing_runs_hold_the_duckdb_pool_at_once(monkeypatch, 
         for holder in holders:
             os.killpg(holder.pid, signal.SIGKILL)
             holder.wait(timeout=30)
+
+
+def test_a_missing_file_catalog_is_no_store_passwords_never_show_and_duplicate_vectors_read_once(postgres, tmp_path,
+                                                                                                monkeypatch):
+    from equal_dagster.core.settings import EqualPaths
+    from equal_dagster.core.store import redacted, store_exists
+    from equal_dagster.definitions import build_definitions
+
+    sqlite_lake = LakeLocation(f"sqlite:{tmp_path / 'catalog.sqlite'}", str(tmp_path / "sqlite-data") + "/")
+    assert not store_exists(sqlite_lake)  # `equal run` may create it
+    with Store.open(sqlite_lake):
+        pass
+    assert store_exists(sqlite_lake)
+    assert "secret" not in redacted("ducklake:postgres:dbname=e host=h password=secret")
+    assert "secret" not in redacted("ducklake:postgres:postgresql://equal:secret@db.internal/e")
+
+    # the definitions keep the connection string out of the resource's configured values (the UI shows them)
+    monkeypatch.setenv("EQUAL_STORE", "ducklake:postgres:dbname=e host=127.0.0.1 password=secret")
+    database = build_definitions(EqualPaths(tmp_path / "home", tmp_path / "crawls")).resources["store"].database
+    assert isinstance(database, dg.EnvVar) and database.env_var_name == "EQUAL_STORE"
+
+    # two writers adding the same vector at the same moment may both add it (no PRIMARY KEY): readers see one
+    lake = postgres.new_lake(tmp_path / "lake")
+    with Store.open(lake) as store:
+        for _ in range(2):
+            store.conn.execute("INSERT INTO embeddings (doc_id, embedder_id, crawl_id, vector, embedded_at) "
+                               "VALUES ('d1', 'e', 'c1', [1.0, 0.0], now())")
+        assert store.conn.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 2
+        assert store.embedding_vectors(["d1"], "e").shape == (1, 2)

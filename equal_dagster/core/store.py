@@ -506,6 +506,9 @@ def store_exists(location: str | Path | LakeLocation) -> bool:
         location = LakeLocation.parse(location, os.environ.get(STORE_DATA_ENV) or None)
     if not isinstance(location, LakeLocation):
         return Path(location).exists()
+    kind, _, target = location.catalog.partition(":")
+    if kind in ("sqlite", "duckdb"):  # a catalog file: its absence says it (each catalog words the error its own way)
+        return Path(target).expanduser().exists()
     try:
         connect_lake(location, read_only=True).close()
     except StoreError as exc:
@@ -522,7 +525,14 @@ def store_database(location: str | Path | LakeLocation) -> str:
 
 
 def _redacted(text: str) -> str:
-    return re.sub(r"(password\s*=\s*)('[^']*'|[^\s'\"]+)", r"\1***", text, flags=re.IGNORECASE)
+    """``text`` without a password: ``password=...`` of a libpq connection string, or ``user:...@`` of a URI."""
+    text = re.sub(r"(password\s*=\s*)('[^']*'|[^\s'\"]+)", r"\1***", text, flags=re.IGNORECASE)
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
+
+
+def redacted(text: str) -> str:
+    """What a message may show of ``text`` that could hold a store's connection string."""
+    return _redacted(text)
 
 
 def _literal(text: str) -> str:
@@ -1266,13 +1276,21 @@ class Store:
             [crawl_id, crawl_id],
         ).fetchall())
 
+    def _one_per_key(self, table: str) -> str:
+        """``table`` as readers should see it: on DuckLake (no PRIMARY KEY) one row per key, since two writers adding
+        the same key at the same moment may both have added it; on a DuckDB file the key admits one row already."""
+        if not self.lake:
+            return table
+        return (f"(SELECT * FROM {table} QUALIFY row_number() OVER (PARTITION BY {', '.join(PRIMARY_KEYS[table])}) "
+                "= 1)")
+
     def embedding_matrix(self, embedder_id: str, crawl_id: str | None = None) -> tuple[list[str], Any]:
         """(doc_ids, float32 matrix) of one embedder's vectors of current documents, ordered by doc_id. The rows
         stream into one preallocated matrix, 65,536 at a time: the whole result never exists twice."""
         import numpy as np
 
         where = "WHERE e.embedder_id = ? AND (? IS NULL OR d.crawl_id = ?)"
-        joined = "FROM embeddings e JOIN documents d ON d.doc_id = e.doc_id"
+        joined = f"FROM {self._one_per_key('embeddings')} e JOIN documents d ON d.doc_id = e.doc_id"
         rows, dimension = self.conn.execute(f"SELECT count(*), max(len(e.vector)) {joined} {where}",
                                             [embedder_id, crawl_id, crawl_id]).fetchone()
         matrix = np.empty((rows, dimension or 0), dtype=np.float32)
@@ -1332,7 +1350,8 @@ class Store:
         """The vectors of these documents from ``embedder_id``, in the order given (float32 matrix)."""
         with _registered(self.conn, _keys_in_order(doc_ids)) as name:
             table = _arrow_table(self.conn.execute(
-                f"SELECT e.vector FROM embeddings e JOIN {name} k ON e.doc_id = k.key WHERE e.embedder_id = ? "
+                f"SELECT e.vector FROM {self._one_per_key('embeddings')} e JOIN {name} k ON e.doc_id = k.key "
+                "WHERE e.embedder_id = ? "
                 "ORDER BY k.position",
                 [embedder_id],
             ))
@@ -1345,7 +1364,8 @@ class Store:
         """(hashes found, float32 matrix) of the vectors ``embedder_id`` has for these text hashes."""
         with _registered(self.conn, _keys_in_order(text_hashes)) as name:
             table = _arrow_table(self.conn.execute(
-                f"SELECT t.text_hash, t.vector FROM text_embeddings t JOIN {name} k ON t.text_hash = k.key "
+                f"SELECT t.text_hash, t.vector FROM {self._one_per_key('text_embeddings')} t "
+                f"JOIN {name} k ON t.text_hash = k.key "
                 "WHERE t.embedder_id = ? ORDER BY k.position",
                 [embedder_id],
             ))

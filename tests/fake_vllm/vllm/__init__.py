@@ -24,6 +24,8 @@ class RequestOutput:
 class LLM:
     def __init__(self, **engine):
         self.engine = engine
+        print("INFO fake vLLM engine starting")  # vLLM logs to stdout, its engine core prints at the fd level
+        os.write(1, b"INFO engine core ready\n")
         if os.environ.get("FAKE_VLLM_STARTS"):  # one line per engine built: a test counts the model loads
             with open(os.environ["FAKE_VLLM_STARTS"], "a") as f:
                 f.write(f"{os.getpid()}\n")

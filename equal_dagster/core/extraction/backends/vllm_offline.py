@@ -14,9 +14,12 @@ and the output reading are tested without vLLM.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import json
+import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -73,7 +76,7 @@ class VLLMBackend:
             job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "outputs.jsonl"
             job_path.write_text(json.dumps(job), encoding="utf-8")
             began = time.perf_counter()
-            problem = engine_for(self.python, job["engine"]).run(job_path, out_path, self.timeout_s)
+            problem = engine_for(self.python, job["engine"]).run(job_path, out_path, len(requests), self.timeout_s)
             latency = (time.perf_counter() - began) / len(requests)
             if problem == TIMED_OUT:
                 return [Generation("timeout", error=f"the vLLM batch ran past {self.timeout_s:g} s", latency_s=latency)
@@ -98,45 +101,78 @@ class EngineProcess:
 
     def __init__(self, python: str):
         self.log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # its stderr: the tail goes into an error
+        # its own process group: vLLM starts engine-core and tensor-parallel processes that hold GPU memory too, and
+        # stopping the engine must stop them all
         self.proc = subprocess.Popen(
             [python, "-m", "equal_dagster.core.extraction.backends.vllm_worker", "--serve"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1,
+            start_new_session=True)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def run(self, job_path: Path, out_path: Path, timeout_s: float | None) -> str | None:
-        """Run one job: None when its outputs are written, :data:`TIMED_OUT` (the engine is then stopped: a batch
-        past its limit may never end), or why the engine failed (it is then gone)."""
+    def run(self, job_path: Path, out_path: Path, expected: int, timeout_s: float | None) -> str | None:
+        """Run one job of ``expected`` requests: None when its outputs are written, :data:`TIMED_OUT` (the engine is
+        then stopped: a batch past its limit may never end), or why the engine failed (it is then stopped)."""
         try:
             self.proc.stdin.write(json.dumps({"job": str(job_path), "out": str(out_path)}) + "\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, ValueError):
             return self._failure()
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)  # the pipe carries one line per job
         if not ready:
             self.stop(kill=True)
             return TIMED_OUT
-        if not self.proc.stdout.readline():
+        line = self.proc.stdout.readline()
+        if not line:
             return self._failure()
+        try:
+            answered = json.loads(line).get("outputs")
+        except (ValueError, AttributeError):
+            answered = None
+        if answered != expected:  # not the answer the protocol gives: the engine cannot be trusted with more jobs
+            failure = f"vLLM worker answered {line.strip()[:200]!r}, not {{'outputs': {expected}}}"
+            self.stop(kill=True)
+            return failure
         return None
 
     def _failure(self) -> str:
-        code = self.proc.wait(timeout=30)
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # its stdin or stdout broke, yet it runs on
+            self._signal(signal.SIGKILL)
+            code = self.proc.wait()
+        self._signal(signal.SIGKILL)  # what it started (an engine core) goes with it
         self.log.seek(0)
         return f"vLLM worker exited with {code}: {self.log.read()[-1500:]}"
 
+    def _signal(self, signum: int) -> None:
+        try:
+            os.killpg(self.proc.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
     def stop(self, kill: bool = False) -> None:
-        if self.alive():
-            if kill:
-                self.proc.kill()
-            else:
+        """Stop the engine and every process it started (their GPU memory freed): closing its stdin ends it
+        cleanly; ``kill`` (or a clean stop that takes over 60 s): SIGTERM, then SIGKILL, to its process group."""
+        if self.alive() and not kill:
+            with contextlib.suppress(BrokenPipeError, ValueError):
                 self.proc.stdin.close()
             try:
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                kill = True
+        if kill:
+            self._signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self._signal(signal.SIGKILL)
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
         self.log.close()
 
 

@@ -11,6 +11,7 @@ answers one line on stdout. When stdin closes (the run ends) the process exits, 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,11 @@ def serve(requests: Any, answers: Any) -> int:
 
 def main(argv: list[str]) -> int:
     if argv == ["--serve"]:
-        answers = sys.stdout
-        sys.stdout = sys.stderr  # vLLM's own prints must not mix with the answers
+        # the answers get a descriptor of their own; fd 1 becomes stderr, for this process and every process vLLM
+        # starts (its engine core, NCCL, compilers), so that nothing they print can pass for an answer
+        answers = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
         return serve(sys.stdin, answers)
     if len(argv) != 2:
         print("usage: python -m equal_dagster.core.extraction.backends.vllm_worker (--serve | JOB.json OUT.jsonl)",
