@@ -337,9 +337,10 @@ def _explain(exc: Exception) -> tuple[str, int]:
         return _first_line(exc), UsageError.exit_code
     if isinstance(exc, StoreError):  # busy, not a DuckDB file, a folder that cannot be written
         return str(exc), exc.exit_code
-    if isinstance(exc, OSError) and exc.filename is not None:  # the home or the Dagster instance cannot be written
-        return (f"cannot write {exc.filename}: {exc.strerror}; EQUAL_HOME (or --home) must be a folder this user "
-                "can write", UsageError.exit_code)
+    if isinstance(exc, OSError) and exc.filename is not None:  # a file or folder it was pointed at cannot be used
+        hint = "; EQUAL_HOME (or --home) must be a folder this user can write" if isinstance(
+            exc, PermissionError | IsADirectoryError | NotADirectoryError | FileExistsError) else ""
+        return f"cannot use {exc.filename}: {exc.strerror}{hint}", UsageError.exit_code
     if type(exc).__name__ == "HeadlessRunError":  # a stage failed: its run and step error
         return str(exc).strip().splitlines()[0] + see_log, 1
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

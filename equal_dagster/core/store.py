@@ -497,7 +497,7 @@ def store_location(default: str | Path) -> str | Path | LakeLocation:
         return default
     if chosen.startswith(LAKE_SCHEME):
         return LakeLocation.parse(chosen, os.environ.get(STORE_DATA_ENV) or None)
-    return Path(chosen).expanduser()
+    return Path(chosen).expanduser().absolute()  # the UI's run processes may start in another folder
 
 
 def store_exists(location: str | Path | LakeLocation) -> bool:
