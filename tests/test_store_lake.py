@@ -279,7 +279,7 @@ def test_equal_runs_the_pipeline_on_ducklake_and_reads_an_asset_version_as_of_it
     monkeypatch.setenv("EQUAL_STORE_DATA", lake.data_path)
     monkeypatch.setenv("EQUAL_LLM_BACKEND", "rules")
     crawls, reference, home = tmp_path / "crawls", tmp_path / "reference.jsonl", tmp_path / "home"
-    corpus = write_demo_crawls(crawls, seed=0, n_documents=240)
+    corpus = write_demo_crawls(crawls, seed=0, n_documents=160)
     write_reference_set(reference, generate_reference_set(0, n=40, exclude=corpus.math_questions))
     assert main(["run", "--crawl-dir", str(crawls), "--reference", str(reference), "--no-tune", "--budget", "40",
                  "--arms-per-round", "1", "--docs-per-arm", "12", "--home", str(home)]) == 0
