@@ -43,7 +43,21 @@ def _paths(args: argparse.Namespace) -> EqualPaths:
     paths = EqualPaths.from_env()
     os.environ["EQUAL_HOME"] = str(paths.home)
     os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
+    _check_environment(paths)
     return paths
+
+
+def _check_environment(paths: EqualPaths) -> None:
+    """The settings every command reads from the environment, checked before anything runs: a bad one is the
+    user's mistake (exit 2)."""
+    from equal_dagster.core.store import StoreError
+    from equal_dagster.logs import console_level
+
+    try:
+        paths.writers  # noqa: B018 - EQUAL_STORE (its location) and EQUAL_STORE_WRITERS
+        console_level()
+    except (ValueError, StoreError) as exc:
+        raise UsageError(str(exc)) from exc
 
 
 @contextlib.contextmanager
@@ -72,6 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from equal_dagster import headless
 
     home = Path(args.home) if args.home else EqualPaths.from_env().home
+    _check_environment(EqualPaths(home, Path(args.crawl_dir)))
     try:  # everything it was given is checked before any run is launched
         plan = headless.plan_run(
             Path(args.crawl_dir), Path(args.reference), policy=args.policy, budget=args.budget, seed=args.seed,

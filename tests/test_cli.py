@@ -108,3 +108,17 @@ def test_progress_is_one_status_line_on_a_terminal_and_nothing_in_a_pipe(monkeyp
     handler.emit(record(logging.INFO, "embedded 300/300 documents"))
     handler.emit(record(logging.ERROR, "the embedder crashed"))
     assert pipe.getvalue() == "error: embeddings: the embedder crashed\n"
+
+
+def test_a_bad_setting_in_the_environment_is_the_users_mistake(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EQUAL_CONSOLE_LOG_LEVEL", "LOUD")
+    assert main(["--home", str(tmp_path / "h"), "rounds", "1"]) == 2
+    assert "EQUAL_CONSOLE_LOG_LEVEL='LOUD' is not a log level" in one_line(capsys)
+    monkeypatch.delenv("EQUAL_CONSOLE_LOG_LEVEL")
+    monkeypatch.setenv("EQUAL_STORE", "ducklake:postgres:dbname=e host=127.0.0.1")
+    monkeypatch.setenv("EQUAL_STORE_WRITERS", "many")
+    assert main(["run", "--crawl-dir", str(tmp_path), "--reference", "r.jsonl", "--home", str(tmp_path / "h")]) == 2
+    assert "EQUAL_STORE_WRITERS='many'" in one_line(capsys)
+    monkeypatch.setenv("EQUAL_STORE", "ducklake:oracle:db")
+    assert main(["--home", str(tmp_path / "h"), "export"]) == 2
+    assert "unknown DuckLake catalog" in one_line(capsys)
