@@ -140,6 +140,12 @@ def cmd_rounds(args: argparse.Namespace) -> int:
         played = play_rounds(build_definitions(paths, bandit=bandit), persistent_instance(paths), paths.store,
                              args.count)
         stop_engines()  # a vLLM engine kept across the rounds frees its GPU memory
+    if args.json:
+        keys = ("round_no", "documents", "qa_pairs", "round_reward", "documents_spent_total", "budget_left_documents",
+                "budget_spent", "round_shape")
+        print(json.dumps([{k: m.get(k) for k in keys} | {"round_id": round_key(m["round_no"])} for m in played],
+                         indent=1, default=str))
+        return 0
     if played:
         shape = played[0]["round_shape"]
         print(f"round shape: {shape['arms_per_round']} arm(s) x {shape['docs_per_arm']} documents ({shape['reason']})")
@@ -212,6 +218,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.limit:
         rows = rows.head(args.limit)
     files = export_dataset(rows, Path(args.out), args.format, name=args.name, system=args.system)
+    if args.json:
+        print(json.dumps({"files": {fmt: str(path) for fmt, path in files.items()}, "pairs": rows.height,
+                          "dataset_hash": dataset_hash(rows)}, indent=1))
+        return 0
     for fmt, path in files.items():
         print(f"{fmt}: {path}")
     print(f"{rows.height} pairs, dataset hash {dataset_hash(rows)}")

@@ -57,9 +57,12 @@ def test_equal_run_prints_one_json_summary_and_equal_rounds_goes_on(tmp_path, ca
     assert main(["--home", str(home), "lineage", "qa-nope", "--json"]) == 2
     error = json.loads(capsys.readouterr().out)
     assert error["qa_id"] == "qa-nope" and error["exit_code"] == 2 and "qa-nope" in error["error"]
-    assert main(["--home", str(home), "rounds", "2", "--budget", "20%"]) == 0
+    assert main(["--home", str(home), "rounds", "1", "--budget", "20%"]) == 0
     out = capsys.readouterr().out
-    assert out.count(" documents, ") == 2 and f"r{summary['rounds'] + 2:04d}:" in out
+    assert out.count(" documents, ") == 1 and f"r{summary['rounds'] + 1:04d}:" in out
+    assert main(["--home", str(home), "rounds", "1", "--json"]) == 0  # machine-readable: one object per round
+    (played,) = json.loads(capsys.readouterr().out)
+    assert played["round_id"] == f"r{summary['rounds'] + 2:04d}" and played["documents"] > 0
     with Store.open(home / "equal.duckdb", read_only=True) as store:
         last = store.rounds().to_dicts()[-1]
     assert last["round_no"] == summary["rounds"] + 2 and json.loads(last["config"])["budget"]["share"] == 0.2

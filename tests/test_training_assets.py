@@ -82,9 +82,13 @@ def test_dataset_model_and_scores_through_dagster(paths, capsys):
     with Store.open(paths.store) as store:
         write_extraction_round(store, "r0002", 2, "equal_ucb", RuleExtractor().extract(documents[:3]), seed=0,
                                dagster_run_id="late-run")
-    assert main(["--home", str(paths.home), "export", "--format", "alpaca", "--out", str(paths.home / "export")]) == 0
-    err = capsys.readouterr().err
-    assert "3 QA pairs harvested since qa_dataset was last built are not scored" in err
+    assert main(["--home", str(paths.home), "export", "--format", "alpaca", "--out", str(paths.home / "export"),
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "3 QA pairs harvested since qa_dataset was last built are not scored" in captured.err
+    exported = json.loads(captured.out)  # --json: the files, the count and the dataset's hash
+    assert exported["pairs"] > 0 and exported["files"]["alpaca"].endswith("qa_dataset.alpaca.jsonl")
+    assert len(exported["dataset_hash"]) == 64
     assert f"model       {model['model_id']}" in format_lineage(chain)
 
 
