@@ -23,10 +23,11 @@ from equal_dagster.core.bandit import POLICIES, BanditParams
 from equal_dagster.core.export import FORMATS
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.warmup import WARMUP_FRACTION
-from equal_dagster.errors import UsageError
+from equal_dagster.errors import HeadlessRunError, UsageError
 from equal_dagster.logs import (
     CommandLog,
     command_log,
+    console_level,
     last_log,
     new_command,
     quiet_progress_bars,
@@ -49,14 +50,11 @@ def _paths(args: argparse.Namespace) -> EqualPaths:
 
 def _check_environment(paths: EqualPaths) -> None:
     """The settings every command reads from the environment, checked before anything runs: a bad one is the
-    user's mistake (exit 2)."""
-    from equal_dagster.core.store import StoreError
-    from equal_dagster.logs import console_level
-
+    user's mistake (exit 2; a store location that does not parse is a StoreError, exit 2 too)."""
     try:
         paths.writers  # noqa: B018 - EQUAL_STORE (its location) and EQUAL_STORE_WRITERS
         console_level()
-    except (ValueError, StoreError) as exc:
+    except ValueError as exc:
         raise UsageError(str(exc)) from exc
 
 
@@ -104,13 +102,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_rounds(args: argparse.Namespace) -> int:
     from equal_dagster.core.extraction.backends.vllm_offline import stop_engines
+    from equal_dagster.core.store import store_exists
     from equal_dagster.definitions import build_definitions
     from equal_dagster.headless import play_rounds
     from equal_dagster.instance import persistent_instance
 
     paths = _paths(args)
-    from equal_dagster.core.store import store_exists
-
     if not store_exists(paths.store):
         raise UsageError(f"no store at {paths.store}: run the pipeline up to clusters first (equal demo, equal run, "
                          "or make ui)")
@@ -366,8 +363,8 @@ def _explain(exc: Exception) -> tuple[str, int]:
         hint = "; EQUAL_HOME (or --home) must be a folder this user can write" if isinstance(
             exc, PermissionError | IsADirectoryError | NotADirectoryError | FileExistsError) else ""
         return f"cannot use {exc.filename}: {exc.strerror}{hint}", UsageError.exit_code
-    if type(exc).__name__ == "HeadlessRunError":  # a stage failed: its run and step error
-        return str(exc).strip().splitlines()[0] + see_log, 1
+    if isinstance(exc, HeadlessRunError):  # a stage failed: its run and step error
+        return str(exc).strip().splitlines()[0] + see_log, HeadlessRunError.exit_code
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first}{see_log}; rerun with --debug for the stack trace", 1
 

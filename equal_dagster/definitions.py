@@ -31,7 +31,7 @@ from equal_dagster.automation import (
 )
 from equal_dagster.checks import ASSET_CHECKS
 from equal_dagster.core.settings import EqualPaths
-from equal_dagster.core.store import STORE_ENV, LakeLocation, store_database
+from equal_dagster.core.store import STORE_ENV, LakeLocation
 from equal_dagster.loggers import LOGGERS
 from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.crawls import CrawlFolder
@@ -132,11 +132,10 @@ def settings_from_env(resource: str) -> dict:
 
 
 def _store_database(paths: EqualPaths) -> str:
-    """The store resource's ``database``: a DuckLake location stays an EnvVar (``EQUAL_STORE``), so that its
-    connection string, a password perhaps, is read at run time and never shown in the UI's resource settings."""
-    if isinstance(paths.store, LakeLocation) and os.environ.get(STORE_ENV, "").strip():
-        return dg.EnvVar(STORE_ENV)
-    return store_database(paths.store)
+    """The store resource's ``database``: a DuckDB file's path, or for a DuckLake store the EnvVar ``EQUAL_STORE``
+    (read at run time, with ``EQUAL_STORE_DATA``), so that its connection string, a password perhaps, is never shown
+    in the UI's resource settings."""
+    return dg.EnvVar(STORE_ENV) if isinstance(paths.store, LakeLocation) else str(paths.store)
 
 
 def extraction_resource_from_env() -> ExtractionResource:

@@ -13,3 +13,14 @@ class UsageError(ValueError):
     def __init__(self, message: str, **details: object):
         super().__init__(message)
         self.details = details  # what a --json error carries besides the message (the QA id asked for, ...)
+
+
+class HeadlessRunError(RuntimeError):
+    """A stage (a Dagster run) that failed: the command names the run and its log file, and exits 1. ``refusal``:
+    the class of the refusal the step failed with (``RoundAlreadyPlayed``, ...), when it says."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, refusal: str | None = None):
+        super().__init__(message)
+        self.refusal = refusal

@@ -28,7 +28,7 @@ from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.store import LakeLocation, Store, store_exists
 from equal_dagster.core.warmup import WARMUP_FRACTION
 from equal_dagster.definitions import build_definitions
-from equal_dagster.errors import UsageError
+from equal_dagster.errors import HeadlessRunError, UsageError
 from equal_dagster.instance import (
     HOST_TAG,
     PoolWatch,
@@ -44,15 +44,6 @@ READ_WAIT_S = 600.0  # between runs, how long `equal run` / `equal rounds` wait 
 MAX_ROUNDS_TAKEN = 100  # rounds another run may take from under `equal rounds` before it gives up
 
 
-class HeadlessRunError(RuntimeError):
-    """A stage that failed, or a home that cannot be used for a fresh run. ``refusal``: the class of the refusal the
-    step failed with (``RoundAlreadyPlayed``, ...), when it says."""
-
-    def __init__(self, message: str, refusal: str | None = None):
-        super().__init__(message)
-        self.refusal = refusal
-
-
 def materialization_metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
     """The metadata values of ``node``'s (first) materialization in an in-process run."""
     return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
@@ -64,7 +55,8 @@ def execute_job(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, *,
     fails. Runs whose process died are failed first (their slot of the duckdb pool freed), and :class:`PoolWatch`
     keeps watch while this run may wait for the pool. Under an `equal` command, the run logs to its console and log
     file (:mod:`equal_dagster.logs`); called from a script, to Dagster's console logger at
-    ``EQUAL_CONSOLE_LOG_LEVEL`` (default INFO: the steps' progress lines, not Dagster's debug events). The run log in the instance keeps every event either way."""
+    ``EQUAL_CONSOLE_LOG_LEVEL`` (default INFO: the steps' progress lines, not Dagster's debug events). The run log
+    in the instance keeps every event either way."""
     release_dead_runs(instance, say)
     run_id = make_new_run_id()
     log = active_log()

@@ -2,7 +2,7 @@
 
 The console carries each command's own summary lines, Dagster's warnings and errors (one short line each) and, on a
 terminal, one status line that each step's latest progress message overwrites: one progress display at a time.
-Everything else goes to one log file per command under the home, ``$EQUAL_HOME/logs/<time>-<command>.log``, whose
+Everything else goes to one log file per command under the home, ``$EQUAL_HOME/logs/<time>-<pid>-<command>.log``, whose
 path the command prints once: every Dagster event (DEBUG included), the steps' progress lines, the trainer's loss
 lines, the libraries' own logging and Python warnings. The Dagster instance keeps each run's events too (the run log
 in the UI). ``EQUAL_CONSOLE_LOG_LEVEL`` lowers the console's threshold (INFO: the progress lines as lines; DEBUG:
@@ -119,9 +119,8 @@ def file_handler(path: str) -> logging.FileHandler:
 def level_number(name: str) -> int:
     level = logging.getLevelName(name.upper())
     if not isinstance(level, int):
-        raise ValueError(f"{CONSOLE_LEVEL_ENV}={name!r} is not a log level (DEBUG, INFO, WARNING, ERROR)")
+        raise ValueError(f"{name!r} is not a log level (DEBUG, INFO, WARNING, ERROR)")
     return level
-
 
 
 @dataclass(frozen=True)
@@ -136,17 +135,16 @@ class CommandLog:
                 "equal_file": {"config": {"path": str(self.path)}}}
 
 
-_ACTIVE: CommandLog | None = None
-_LAST: CommandLog | None = None
+_LAST: CommandLog | None = None  # the log of the command under way in this process (open while _CONSOLE is set)
 _CONSOLE: tuple[TextIO, TextIO] | None = None  # (stdout, stderr) of the console while a command log is open
 
 
 @contextlib.contextmanager
 def command_log(home: Path, command: str) -> Iterator[CommandLog]:
-    """While open: ``home/logs/<time>-<command>.log`` receives every run's events (through :data:`LOGGERS`), Python's
+    """While open: ``home/logs/<time>-<pid>-<command>.log`` receives every run's events (through :data:`LOGGERS`), Python's
     logging from WARNING up, Python warnings, and whatever the libraries print (lm-eval's progress bars, a trainer's
     table); the command's own lines (:func:`say`) still reach the console."""
-    global _ACTIVE, _LAST, _CONSOLE
+    global _LAST, _CONSOLE
     console_level()  # a bad EQUAL_CONSOLE_LOG_LEVEL fails here, before any run
     folder = Path(home) / "logs"
     folder.mkdir(parents=True, exist_ok=True)
@@ -164,12 +162,12 @@ def command_log(home: Path, command: str) -> Iterator[CommandLog]:
     logging.captureWarnings(True)
     _CONSOLE = (sys.stdout, sys.stderr)
     sys.stdout = sys.stderr = printed
-    _ACTIVE = _LAST = log
+    _LAST = log
     try:
         yield log
     finally:
         sys.stdout, sys.stderr = _CONSOLE
-        _CONSOLE, _ACTIVE = None, None
+        _CONSOLE = None
         STATUS.clear()
         printed.close()
         logging.captureWarnings(False)
@@ -179,8 +177,8 @@ def command_log(home: Path, command: str) -> Iterator[CommandLog]:
 
 
 def active_log() -> CommandLog | None:
-    """The log of the `equal` command running in this process (None: called from a script or a test)."""
-    return _ACTIVE
+    """The open log of the `equal` command running in this process (None: called from a script or a test)."""
+    return _LAST if _CONSOLE is not None else None
 
 
 def last_log() -> CommandLog | None:
@@ -198,7 +196,10 @@ def new_command() -> None:
 def console_level(default: str = CONSOLE_LEVEL) -> str:
     """The console's threshold: ``EQUAL_CONSOLE_LOG_LEVEL``, else ``default``."""
     name = os.environ.get(CONSOLE_LEVEL_ENV, "").strip() or default
-    level_number(name)
+    try:
+        level_number(name)
+    except ValueError as exc:
+        raise ValueError(f"{CONSOLE_LEVEL_ENV}={exc}") from exc
     return name.upper()
 
 

@@ -469,11 +469,11 @@ class LakeLocation:
         """``ducklake:<catalog>`` (the value of ``EQUAL_STORE``) and a data path (``EQUAL_STORE_DATA``)."""
         if not location.startswith(LAKE_SCHEME):
             raise StoreError(f"a DuckLake store is written ducklake:<catalog>, e.g. ducklake:postgres:dbname=equal "
-                             f"host=127.0.0.1; got {_redacted(location)!r}")
+                             f"host=127.0.0.1; got {redacted(location)!r}")
         catalog = location[len(LAKE_SCHEME):].strip()
         kind = catalog.split(":", 1)[0]
         if kind not in _LAKE_CATALOG_KINDS or ":" not in catalog:
-            raise StoreError(f"unknown DuckLake catalog {_redacted(catalog)!r}: use postgres:<connection string> "
+            raise StoreError(f"unknown DuckLake catalog {redacted(catalog)!r}: use postgres:<connection string> "
                              "(several machines), sqlite:<file> (several processes) or duckdb:<file> (one process)")
         if data_path and not _URL_DATA_PATH.match(data_path):
             data_path = str(Path(data_path).expanduser().absolute()) + "/"
@@ -486,7 +486,7 @@ class LakeLocation:
         return ["ducklake"] + ([kind] if kind else []) + (["httpfs"] if remote else [])
 
     def __str__(self) -> str:
-        return f"{LAKE_SCHEME}{_redacted(self.catalog)}" + (f" (data {self.data_path})" if self.data_path else "")
+        return f"{LAKE_SCHEME}{redacted(self.catalog)}" + (f" (data {self.data_path})" if self.data_path else "")
 
 
 def store_location(default: str | Path) -> str | Path | LakeLocation:
@@ -518,21 +518,12 @@ def store_exists(location: str | Path | LakeLocation) -> bool:
     return True
 
 
-def store_database(location: str | Path | LakeLocation) -> str:
-    """What the Dagster store resource is given: a DuckDB file's path, or ``ducklake:<catalog>`` (the data path
-    then comes from ``EQUAL_STORE_DATA``, or the catalog's own record of it)."""
-    return LAKE_SCHEME + location.catalog if isinstance(location, LakeLocation) else str(location)
-
-
-def _redacted(text: str) -> str:
-    """``text`` without a password: ``password=...`` of a libpq connection string, or ``user:...@`` of a URI."""
+def redacted(text: str) -> str:
+    """``text`` without a password: ``password=...`` of a libpq connection string, or ``user:...@`` of a URI (what a
+    message may show of anything that could hold a store's connection string)."""
     text = re.sub(r"(password\s*=\s*)('[^']*'|[^\s'\"]+)", r"\1***", text, flags=re.IGNORECASE)
     return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
 
-
-def redacted(text: str) -> str:
-    """What a message may show of ``text`` that could hold a store's connection string."""
-    return _redacted(text)
 
 
 def _literal(text: str) -> str:
@@ -586,7 +577,7 @@ def connect_lake(location: LakeLocation, *, read_only: bool = False, snapshot: i
             raise
         except duckdb.Error as exc:
             conn.close()
-            reason = _redacted(" ".join(str(exc).split()))[:400]
+            reason = redacted(" ".join(str(exc).split()))[:400]
             lost_creation_race = "Failed to initialize DuckLake" in reason and (
                 "duplicate key" in reason or "already exists" in reason)
             if lost_creation_race and time.monotonic() < deadline:
