@@ -334,26 +334,29 @@ def test_the_writers_pool_is_one_for_a_duckdb_file_and_several_for_ducklake(monk
 def test_on_ducklake_two_writing_runs_hold_the_duckdb_pool_at_once(monkeypatch, tmp_path):
     """The pool every writing asset sits in admits several runs when the store is DuckLake (two crawls ingest at once,
     a round plays while a crawl ingests); on a DuckDB file the second waits (tests/test_faults.py)."""
-    import dagster as dg
-
     from equal_dagster.core.settings import EqualPaths
-    from equal_dagster.instance import pool_holders, prepare_dagster_home
+    from equal_dagster.instance import persistent_instance, pool_holders
 
     monkeypatch.setenv("EQUAL_STORE", "ducklake:postgres:dbname=equal host=127.0.0.1")
-    home = prepare_dagster_home(EqualPaths(tmp_path / "home", tmp_path / "crawls"))
-    instance = dg.DagsterInstance.from_config(str(home))
+    paths = EqualPaths(tmp_path / "home", tmp_path / "crawls")
+    instance = persistent_instance(paths)  # the storages created and migrated before two processes open them at once
+    assert pool_holders(instance) == []
     job = Path(__file__).parent / "pool_job.py"
-    holders = [subprocess.Popen([sys.executable, str(job), str(home), "600"], stdout=subprocess.PIPE,
+    holders = [subprocess.Popen([sys.executable, str(job), str(paths.dagster_home), "600"], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True) for _ in range(2)]
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while len(pool_holders(instance)) < 2 and time.monotonic() < deadline:
+            if any(holder.poll() is not None for holder in holders):
+                break  # a job ended: it cannot be holding the pool any more
             time.sleep(0.3)
-        assert len(pool_holders(instance)) == 2  # both writing runs hold a slot of the pool at the same time
+        held = pool_holders(instance)
     finally:
         for holder in holders:
-            os.killpg(holder.pid, signal.SIGKILL)
-            holder.wait(timeout=30)
+            if holder.poll() is None:
+                os.killpg(holder.pid, signal.SIGKILL)
+    outputs = [holder.communicate(timeout=30)[0] for holder in holders]
+    assert len(held) == 2, outputs  # both writing runs held a slot of the pool at the same time
 
 
 def test_a_missing_file_catalog_is_no_store_passwords_never_show_and_duplicate_vectors_read_once(postgres, tmp_path,
