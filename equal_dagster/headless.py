@@ -32,6 +32,7 @@ from equal_dagster.errors import HeadlessRunError, UsageError
 from equal_dagster.instance import (
     HOST_TAG,
     PoolWatch,
+    RunLock,
     persistent_instance,
     release_dead_runs,
 )
@@ -62,7 +63,7 @@ def execute_job(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, *,
     log = active_log()
     loggers = log.run_config() if log else {"console": {"config": {"log_level": console_level("INFO")}}}
     config = {**(run_config or {}), "loggers": loggers}
-    with PoolWatch(instance, run_id, say):
+    with RunLock(instance, run_id), PoolWatch(instance, run_id, say):
         result = defs.resolve_job_def(job).execute_in_process(
             instance=instance, partition_key=partition_key, run_config=config, raise_on_error=False, run_id=run_id,
             tags={HOST_TAG: socket.gethostname()})

@@ -84,6 +84,57 @@ def run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     return None
 
 
+# A run `equal` executes holds an exclusive lock on <instance root>/run-locks/<run id>.lock for as long as its process
+# lives; the kernel drops it when the process dies, SIGKILL included. Whether that lock is held says whether the run
+# is alive without trusting pids and clocks: a process's start time (boot time plus ticks) drifts from the wall clock
+# on virtual machines, and a live run was once taken for dead that way and lost its slot of the pool.
+RUN_LOCKS = "run-locks"
+
+
+def _run_lock_path(instance: dg.DagsterInstance, run_id: str) -> Path:
+    return Path(instance.root_directory) / RUN_LOCKS / f"{run_id}.lock"
+
+
+class RunLock:
+    """Held by the process that executes ``run_id`` from before the run starts until it ends (see above)."""
+
+    def __init__(self, instance: dg.DagsterInstance, run_id: str):
+        self.path = _run_lock_path(instance, run_id)
+        self._file = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # locked under a temporary name, then renamed: a watcher never sees the file unlocked while its run lives
+        temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
+        self._file = open(temporary, "w")  # noqa: SIM115 - held until __exit__
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+        temporary.replace(self.path)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self.path.unlink(missing_ok=True)
+            self._file.close()
+            self._file = None
+
+
+def _run_lock_held(instance: dg.DagsterInstance, run_id: str) -> bool | None:
+    """Whether the run's process still holds its lock; None when the run has no lock file (a run launched by the UI or
+    the daemon, or one that already ended)."""
+    path = _run_lock_path(instance, run_id)
+    try:
+        handle = open(path)  # noqa: SIM115
+    except FileNotFoundError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        path.unlink(missing_ok=True)  # its process is gone: the lock (taken here) and the file go too
+        return False
+
+
 def _process_alive(pid: int, started_at: float | None) -> bool:
     """Whether ``pid`` is alive and is the process that started the run (not a later process given the same pid)."""
     try:
@@ -105,7 +156,8 @@ def dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
         pid = run_pid(instance, run.run_id)
         if pid is None:
             continue  # not started yet (a launcher or the daemon is still on it)
-        if not _process_alive(pid, record.start_time):
+        held = _run_lock_held(instance, run.run_id)
+        if held is False or (held is None and not _process_alive(pid, record.start_time)):
             found.append(DeadRun(run.run_id, run.job_name, pid, f"its process (pid {pid}) is gone"))
     return found
 

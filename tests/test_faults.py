@@ -262,3 +262,28 @@ def test_equal_run_on_a_crawl_of_invalid_rows_says_so_in_one_line(tmp_path, caps
     assert main(["run", "--crawl-dir", str(crawls), "--reference", str(reference), "--home", str(tmp_path / "h")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "no document was kept from broken: every row was quarantined (5 invalid_json, 1 missing_text)" in err
+
+
+class _Root:
+    def __init__(self, path):
+        self.root_directory = str(path)
+
+
+def test_a_run_lock_is_held_while_its_process_lives_and_free_once_it_is_killed(tmp_path):
+    """How `equal` tells a live run from a dead one (no pid, no clock: those drift on virtual machines)."""
+    from equal_dagster.instance import _run_lock_held
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom equal_dagster.instance import RunLock\n"
+         "class Root: root_directory = sys.argv[1]\n"
+         "with RunLock(Root(), 'run-1'):\n    print('LOCKED', flush=True)\n    time.sleep(120)\n", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "LOCKED"
+        assert _run_lock_held(_Root(tmp_path), "run-1") is True
+        assert _run_lock_held(_Root(tmp_path), "run-1") is True  # asking does not take it away
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert _run_lock_held(_Root(tmp_path), "run-1") is False  # SIGKILL: the kernel dropped the lock
+    assert _run_lock_held(_Root(tmp_path), "run-1") is None  # and the file went with the check

@@ -356,7 +356,8 @@ def test_on_ducklake_two_writing_runs_hold_the_duckdb_pool_at_once(monkeypatch, 
             if holder.poll() is None:
                 os.killpg(holder.pid, signal.SIGKILL)
     outputs = [holder.communicate(timeout=30)[0] for holder in holders]
-    assert len(held) == 2, outputs  # both writing runs held a slot of the pool at the same time
+    info = instance.event_log_storage.get_concurrency_info("duckdb")
+    assert len(held) == 2, (outputs, info.slot_count, info.limit)  # both writing runs held a slot at the same time
 
 
 def test_a_missing_file_catalog_is_no_store_passwords_never_show_and_duplicate_vectors_read_once(postgres, tmp_path,
