@@ -34,6 +34,7 @@ from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.store import STORE_ENV, LakeLocation
 from equal_dagster.loggers import LOGGERS
 from equal_dagster.resources.bandit import BanditResource
+from equal_dagster.resources.compute import ComputeResource
 from equal_dagster.resources.crawls import CrawlFolder
 from equal_dagster.resources.embedder import EmbedderResource
 from equal_dagster.resources.evaluator import EvaluatorResource
@@ -104,6 +105,14 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "EQUAL_EVAL_TASKS": ("evaluator", "extra_tasks"),
     "EQUAL_EVAL_BATCH_SIZE": ("evaluator", "batch_size"),
     "EQUAL_EVAL_DEVICE": ("evaluator", "device"),
+    # compute: where embeddings and a round's calls fan out
+    "EQUAL_COMPUTE": ("compute", "engine"),
+    "EQUAL_RAY_ADDRESS": ("compute", "address"),
+    "EQUAL_RAY_WORKERS": ("compute", "workers"),
+    "EQUAL_RAY_NUM_CPUS": ("compute", "num_cpus"),
+    "EQUAL_RAY_NUM_GPUS": ("compute", "num_gpus"),
+    "EQUAL_RAY_BATCH_SIZE": ("compute", "batch_size"),
+    "EQUAL_RAY_SCRATCH": ("compute", "scratch_dir"),
     # embeddings
     "EQUAL_EMBEDDER_MODEL": ("embedding_model", "model"),
     "EQUAL_EMBEDDER_DEVICE": ("embedding_model", "device"),
@@ -114,7 +123,9 @@ SECRETS = {"EQUAL_LLM_API_KEY": ("llm", "api_key")}  # passed as dg.EnvVar: the 
 _PARSE = {"extra_tasks": lambda v: [t.strip() for t in v.split(",") if t.strip()],
           "languages": lambda v: [t.strip() for t in v.split(",") if t.strip()],
           "id_field": lambda v: None if v.strip().lower() in ("", "none") else v,
-          "url_field": lambda v: None if v.strip().lower() in ("", "none") else v}
+          "url_field": lambda v: None if v.strip().lower() in ("", "none") else v,
+          "address": lambda v: None if v.strip().lower() in ("", "none") else v.strip(),
+          "scratch_dir": lambda v: None if v.strip().lower() in ("", "none") else v.strip()}
 
 
 def settings_from_env(resource: str) -> dict:
@@ -162,7 +173,7 @@ def evaluator_resource_from_env(paths: EqualPaths) -> EvaluatorResource:
 
 def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource | None = None,
                       bandit: BanditResource | None = None, trainer: TrainerResource | None = None,
-                      evaluator: EvaluatorResource | None = None) -> dg.Definitions:
+                      evaluator: EvaluatorResource | None = None, compute: ComputeResource | None = None) -> dg.Definitions:
     """Definitions for one EQUAL home (default: from $EQUAL_HOME and $EQUAL_CRAWL_DIR); the llm and bandit resources
     from the environment (EQUAL_LLM_*, EQUAL_BANDIT_*, EQUAL_BUDGET, EQUAL_REFERENCE) unless given."""
     paths = paths or EqualPaths.from_env()
@@ -183,6 +194,7 @@ def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource |
             "bandit": bandit or bandit_resource_from_env(paths),
             "trainer": trainer or trainer_resource_from_env(paths),
             "evaluator": evaluator or evaluator_resource_from_env(paths),
+            "compute": compute or ComputeResource(**settings_from_env("compute")),
             "embedding_model": EmbedderResource(**{"embedders_dir": str(paths.home / "embedders"),
                                                    **settings_from_env("embedding_model")}),
         },

@@ -6,8 +6,10 @@ from equal_dagster.assets.corpus import corpus
 from equal_dagster.assets.embedder import embedder as embedder_asset
 from equal_dagster.assets.metadata import check_result, store_snapshot
 from equal_dagster.core.checks import crawl_embedded
+from equal_dagster.core.compute import embed_crawl_on_ray
 from equal_dagster.core.embedding import describe_embedder, embed_crawl
 from equal_dagster.partitions import crawls_partitions
+from equal_dagster.resources.compute import ComputeResource
 from equal_dagster.resources.embedder import EmbedderResource
 from equal_dagster.resources.store import StoreResource
 
@@ -28,17 +30,24 @@ from equal_dagster.resources.store import StoreResource
     check_specs=[dg.AssetCheckSpec("every_document_embedded", asset="embeddings", blocking=True,
                                    description="every document of the crawl has a vector from the current embedder")],
 )
-def embeddings(context: dg.AssetExecutionContext, store: StoreResource, embedding_model: EmbedderResource) -> dg.MaterializeResult:
+def embeddings(context: dg.AssetExecutionContext, store: StoreResource, embedding_model: EmbedderResource,
+               compute: ComputeResource) -> dg.MaterializeResult:
     crawl_id = context.partition_key
     location, why = embedding_model.current_location()
     model = embedding_model.load_current()
-    context.log.info(f"embedding crawl {crawl_id} with {model.embedder_id} ({why}; {location})")
+    ray = compute.ray_settings()
+    where = f"on Ray, {ray.workers} workers" if ray else "in this process"
+    context.log.info(f"embedding crawl {crawl_id} with {model.embedder_id} ({why}; {location}) {where}")
 
     def log_progress(done: int, total: int, rate: float) -> None:
         context.log.info(f"embedded {done:,}/{total:,} documents of {crawl_id} ({rate:,.1f} documents/s)")
 
     with store.open_store() as db:
-        report = embed_crawl(db, crawl_id, model, progress=log_progress)
+        if ray is None:
+            report = embed_crawl(db, crawl_id, model, progress=log_progress)
+        else:  # the model loads in each Ray worker: this process only stages the texts and writes the vectors
+            report = embed_crawl_on_ray(db, crawl_id, embedding_model.current_loader(), model.embedder_id, ray,
+                                        progress=log_progress)
         counts = db.embedding_counts(crawl_id)
         embedded = crawl_embedded(db, crawl_id, model.embedder_id)
         snapshot = store_snapshot(db)
@@ -51,6 +60,7 @@ def embeddings(context: dg.AssetExecutionContext, store: StoreResource, embeddin
         "dagster/row_count": counts.get(model.embedder_id, 0),
         **snapshot,
         "embedder_id": model.embedder_id,
+        "compute": compute.engine,
         "embedder_source": info["source"],
         "dimension": info["dimension"],
         "embedded": report.embedded,

@@ -19,6 +19,7 @@ from equal_dagster.core.warmup import (
     run_warmup,
 )
 from equal_dagster.resources.bandit import BanditResource
+from equal_dagster.resources.compute import ComputeResource
 from equal_dagster.resources.llm import ExtractionResource
 from equal_dagster.resources.store import StoreResource
 
@@ -86,7 +87,7 @@ def extraction_metadata(report: WarmupReport, qa_preview: list[dict], qa_columns
 )
 def warmup_extractions(
     context: dg.AssetExecutionContext, config: WarmupConfig, store: StoreResource, llm: ExtractionResource,
-    bandit: BanditResource,
+    bandit: BanditResource, compute: ComputeResource,
 ) -> dg.MaterializeResult:
     try:
         settings = bandit.round_settings()
@@ -94,7 +95,7 @@ def warmup_extractions(
         raise dg.Failure(description=str(exc)) from exc
     with store.open_store() as db:
         extractor = llm.build_extractor(StoreResponseCache(db), log=context.log.info, strategy=config.strategy,
-                                        refine=config.refine)
+                                        refine=config.refine, ray=compute.ray_settings())
         try:
             report = run_warmup(db, extractor, fraction=config.fraction, max_documents=config.max_documents,
                                 budget_documents=settings.budget.document_limit(db.document_count()),

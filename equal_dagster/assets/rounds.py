@@ -15,6 +15,7 @@ from equal_dagster.core.reward import ReferenceSetError
 from equal_dagster.core.rounds import RoundFailed, RoundRefused, RoundReport, play_round, round_history, round_no_of
 from equal_dagster.partitions import rounds_partitions
 from equal_dagster.resources.bandit import BanditResource
+from equal_dagster.resources.compute import ComputeResource
 from equal_dagster.resources.embedder import EmbedderResource
 from equal_dagster.resources.llm import ExtractionResource
 from equal_dagster.resources.store import StoreResource
@@ -89,7 +90,8 @@ class RoundConfig(dg.Config):
     ],
 )
 def bandit_rounds(context: dg.AssetExecutionContext, config: RoundConfig, store: StoreResource, llm: ExtractionResource,
-                  embedding_model: EmbedderResource, bandit: BanditResource) -> dg.MaterializeResult:
+                  embedding_model: EmbedderResource, bandit: BanditResource,
+                  compute: ComputeResource) -> dg.MaterializeResult:
     try:
         round_no = round_no_of(context.partition_key)
         settings = bandit.round_settings()
@@ -98,7 +100,7 @@ def bandit_rounds(context: dg.AssetExecutionContext, config: RoundConfig, store:
         raise dg.Failure(description=str(exc)) from exc
     embedder = embedding_model.load_current()
     with store.open_store() as db:
-        extractor = llm.build_extractor(StoreResponseCache(db), log=context.log.info)
+        extractor = llm.build_extractor(StoreResponseCache(db), log=context.log.info, ray=compute.ray_settings())
         try:
             report = play_round(db, round_no, extractor, embedder, reference, settings, dagster_run_id=context.run_id,
                                 replay=config.replay, log=context.log.info)

@@ -1219,6 +1219,19 @@ class Store:
         ).fetchall()
         return [doc_id for (doc_id,) in rows]
 
+    def stage_texts_without_embedding(self, crawl_id: str, embedder_id: str, folder: Path, *, file_mb: int = 64) -> int:
+        """Write doc_id and text of the crawl's documents without a vector from ``embedder_id`` into Parquet files of
+        about ``file_mb`` MB in ``folder`` (new), shortest text first, streamed by DuckDB (memory does not grow with the
+        crawl); returns how many. Workers on other processes or machines read them (:mod:`.compute`)."""
+        todo = (f"FROM documents d ANTI JOIN (SELECT doc_id FROM embeddings WHERE embedder_id = {_literal(embedder_id)}) "
+                f"e ON d.doc_id = e.doc_id WHERE d.crawl_id = {_literal(crawl_id)}")
+        n = self.conn.execute(f"SELECT count(*) {todo}").fetchone()[0]
+        if n:
+            self.conn.execute(f"COPY (SELECT d.doc_id, d.text {todo} ORDER BY d.n_chars, d.doc_id) TO "
+                              f"{_literal(str(folder))} (FORMAT parquet, FILE_SIZE_BYTES '{int(file_mb)}MB', "
+                              "ROW_GROUP_SIZE 4096)")
+        return n
+
     def document_texts(self, doc_ids: Sequence[str]) -> pl.DataFrame:
         """doc_id and text of these documents, in the order given."""
         with _registered(self.conn, _keys_in_order(doc_ids)) as name:

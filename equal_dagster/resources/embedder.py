@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -38,6 +40,12 @@ class EmbedderResource(dg.ConfigurableResource):
     def load_current(self) -> Embedder:
         location, _ = self.current_location()
         return Embedder(location, device=self.device, batch_size=self.batch_size, max_seq_length=self.max_seq_length)
+
+    def current_loader(self) -> Callable[[], Embedder]:
+        """What builds the current embedder in another process (a Ray worker): it pickles, the model does not."""
+        location, _ = self.current_location()
+        return functools.partial(Embedder, location, device=self.device, batch_size=self.batch_size,
+                                 max_seq_length=self.max_seq_length)
 
     def set_current(self, location: str, embedder_id: str, reason: str) -> None:
         folder = Path(self.embedders_dir)

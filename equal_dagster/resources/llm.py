@@ -7,6 +7,7 @@ from typing import Literal, Optional
 import dagster as dg
 from pydantic import Field
 
+from equal_dagster.core.compute import RaySettings
 from equal_dagster.core.extraction import ExtractionConfig, build_extractor
 from equal_dagster.core.extraction.cache import ResponseCache
 from equal_dagster.core.extraction.results import MAX_PAIRS_PER_DOCUMENT
@@ -55,5 +56,7 @@ class ExtractionResource(dg.ConfigurableResource):
             max_model_len=self.max_model_len, gpu_memory_utilization=self.gpu_memory_utilization,
         )
 
-    def build_extractor(self, cache: ResponseCache, log=None, strategy: Optional[str] = None, refine: Optional[bool] = None):
-        return build_extractor(self.extraction_config(strategy, refine), cache, log=log)
+    def build_extractor(self, cache: ResponseCache, log=None, strategy: Optional[str] = None, refine: Optional[bool] = None,
+                        ray: Optional[RaySettings] = None):
+        """The extractor; with ``ray`` (the ``compute`` resource's), the openai backend's calls fan out over Ray."""
+        return build_extractor(self.extraction_config(strategy, refine), cache, log=log, ray=ray)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from equal_dagster.core.compute import RaySettings
 from equal_dagster.core.extraction.backends.base import SamplingSettings
 from equal_dagster.core.extraction.cache import ResponseCache
 from equal_dagster.core.extraction.extractor import STRATEGIES, Log, LLMExtractor, RuleExtractor
@@ -50,16 +51,23 @@ class ExtractionConfig:
         return SamplingSettings(self.temperature, self.top_p, self.max_tokens, self.seed)
 
 
-def build_backend(config: ExtractionConfig):
+def build_backend(config: ExtractionConfig, ray: RaySettings | None = None):
+    """The model backend ``config`` names. With ``ray`` (the ``compute`` resource's engine), the ``openai`` backend's
+    calls fan out over Ray (:mod:`.backends.ray_http`); the other backends run in this process."""
     if config.backend == "openai":
         from equal_dagster.core.extraction.backends.openai_compatible import OpenAICompatibleBackend
 
-        return OpenAICompatibleBackend(
+        http = OpenAICompatibleBackend(
             base_url=config.base_url or "", model=config.model or "", api_key=config.api_key,
             max_in_flight=config.max_in_flight, timeout_s=config.timeout_s, max_retries=config.max_retries,
             backoff_s=config.backoff_s, response_format=config.response_format, tokenizer_path=config.tokenizer,
             batch_size=max(512, 8 * config.max_in_flight),
         )
+        if ray is None:
+            return http
+        from equal_dagster.core.extraction.backends.ray_http import RayHttpBackend
+
+        return RayHttpBackend(http, ray)
     if config.backend == "transformers":
         from equal_dagster.core.extraction.backends.transformers_local import TransformersBackend
 
@@ -77,12 +85,13 @@ def build_backend(config: ExtractionConfig):
 
 
 def build_extractor(config: ExtractionConfig, cache: ResponseCache, log: Log | None = None,
-                    reinstruct_rules: ReinstructRules = ReinstructRules()) -> LLMExtractor | RuleExtractor:
+                    reinstruct_rules: ReinstructRules = ReinstructRules(),
+                    ray: RaySettings | None = None) -> LLMExtractor | RuleExtractor:
     if config.strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {config.strategy!r}: choose one of {', '.join(STRATEGIES)}")
     if config.backend == "rules":
         return RuleExtractor(strategy=config.strategy, reinstruct_rules=reinstruct_rules,
                              max_pairs_per_document=config.max_pairs_per_document, log=log)
-    return LLMExtractor(build_backend(config), cache, strategy=config.strategy, refine=config.refine,
+    return LLMExtractor(build_backend(config, ray), cache, strategy=config.strategy, refine=config.refine,
                         sampling=config.sampling(), prompt_dir=config.prompt_dir, reinstruct_rules=reinstruct_rules,
                         max_pairs_per_document=config.max_pairs_per_document, harvest_pages=config.harvest_pages, log=log)

@@ -174,13 +174,20 @@ class OpenAICompatibleBackend:
             time.sleep(self._delay(retries, retry_after))
 
     def _success(self, response: httpx.Response, request: GenerationRequest, start: float, retries: int) -> Generation:
-        latency = time.perf_counter() - start
         try:
             payload = response.json()
+        except ValueError:
+            payload = None
+        return self.answer(payload, response.text, request, time.perf_counter() - start, retries)
+
+    def answer(self, payload: Any, raw: str, request: GenerationRequest, latency: float, retries: int) -> Generation:
+        """The generation a completion (``payload``, parsed from ``raw``) carries: its text, and its tokens from
+        ``usage`` or counted. Not a completion: ``rejected``. Also used by the Ray path (:mod:`.ray_http`)."""
+        try:
             text = payload["choices"][0]["message"].get("content") or ""
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
             return Generation(
-                "rejected", error=f"malformed completion ({type(exc).__name__}): {response.text[:200]}",
+                "rejected", error=f"malformed completion ({type(exc).__name__}): {raw[:200]}",
                 latency_s=latency, retries=retries,
             )
         usage = payload.get("usage") or {}

@@ -1,0 +1,116 @@
+"""The ``openai`` backend's calls fanned out over Ray: Ray Data LLM's HTTP processor (``HttpRequestProcessorConfig``,
+``build_processor``) sends the requests from a pool of Ray actors to an OpenAI-compatible server (``vllm serve``,
+TGI, llama.cpp, a hosted API), and the answers stream back to the asset as they arrive.
+
+Rules it keeps (the same as :class:`~.openai_compatible.OpenAICompatibleBackend`, whose code builds each request
+body and reads each answer, so prompts, parsing, the cache and the ledger do not change with the engine):
+
+* The extractor sends only what its cache cannot answer, and caches each answer as it reaches the asset: a crash or a
+  killed Ray worker repays at most the requests in flight (Ray retries a lost worker's batch; answers already back
+  are never sent again).
+* Requests in flight: ``workers`` actors, each sending its batch of ``batch_size`` requests one after another.
+* HTTP 429, 408, 502, 503, 504 and connection errors are retried by Ray Data LLM (``max_retries``, exponential
+  backoff from ``backoff_s``). An error answer (``{"error": ...}``, e.g. a 500 or a 400) is a ``backend_error``
+  (transient: a later round may try the document again, up to the rounds' attempt limit); an answer that is not a
+  completion is ``rejected``. If the Ray job itself fails (retries spent on a dead server), every request not yet
+  answered is a ``backend_error`` carrying the cause; nothing raises out of :meth:`generate_stream`.
+* Ray Data LLM reports no per-request latency: the ledger's latency runs from the request's preparation on a worker
+  to its answer there (time queued behind its batch's earlier requests included).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from equal_dagster.core.compute import RaySettings, quiet_ray_data
+from equal_dagster.core.extraction.backends.base import Generation, GenerationRequest, SamplingSettings
+from equal_dagster.core.extraction.backends.openai_compatible import OpenAICompatibleBackend
+
+CALLS_PER_BATCH = 8  # requests per Ray Data LLM batch: a killed worker's retried batch repays at most this many
+
+
+def _payload(row: dict[str, Any]) -> dict[str, Any]:
+    return {"index": row["index"], "payload": json.loads(row["body"]), "sent": time.time()}
+
+
+def _answer(row: dict[str, Any]) -> dict[str, Any]:
+    return {"index": row["index"], "response": json.dumps(row["http_response"]), "sent": row["sent"],
+            "answered": time.time()}
+
+
+@dataclass
+class RayHttpBackend:
+    """An :class:`OpenAICompatibleBackend`'s requests sent through Ray Data LLM (see the module's rules)."""
+
+    http: OpenAICompatibleBackend
+    ray: RaySettings
+    name: str = "openai"  # the same backend, as far as the cache and the ledger go
+
+    @property
+    def model(self) -> str:
+        return self.http.model
+
+    @property
+    def batch_size(self) -> int | None:
+        return self.http.batch_size
+
+    def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings) -> list[Generation]:
+        out: list[Generation | None] = [None] * len(requests)
+        for arrived in self.generate_stream(requests, sampling):
+            for index, generation in arrived:
+                out[index] = generation
+        return out  # type: ignore[return-value]
+
+    def generate_stream(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings,
+                        on_answer: Callable[[int, Generation], None] | None = None,
+                        ) -> Iterator[list[tuple[int, Generation]]]:
+        if not requests:
+            return
+        import ray.data
+        from ray.data.llm import HttpRequestProcessorConfig, build_processor
+
+        quiet_ray_data()
+        headers = {"Authorization": f"Bearer {self.http.api_key}"} if self.http.api_key else None
+        config = HttpRequestProcessorConfig(
+            url=f"{self.http.base_url}/chat/completions", headers=headers, max_retries=self.http.max_retries,
+            base_retry_wait_time_in_s=self.http.backoff_s, batch_size=CALLS_PER_BATCH, concurrency=self.ray.workers)
+        processor = build_processor(config, preprocess=_payload, postprocess=_answer,
+                                    preprocess_map_kwargs={"num_cpus": self.ray.num_cpus / 4},
+                                    postprocess_map_kwargs={"num_cpus": self.ray.num_cpus / 4})
+        rows = [{"index": i, "body": json.dumps(self.http._body(r, sampling))} for i, r in enumerate(requests)]
+        blocks = max(1, -(-len(rows) // CALLS_PER_BATCH))
+        answered: set[int] = set()
+        try:
+            for batch in processor(ray.data.from_items(rows, override_num_blocks=blocks)).iter_batches(
+                    batch_size=None, batch_format="pandas"):
+                arrived = []
+                for index, response, sent, at in zip(batch["index"], batch["response"], batch["sent"],
+                                                     batch["answered"], strict=True):
+                    index = int(index)
+                    if index in answered:
+                        continue  # a retried batch's answer that came back already
+                    generation = self._generation(json.loads(response), response, requests[index], at - sent)
+                    answered.add(index)
+                    if on_answer is not None:
+                        on_answer(index, generation)
+                    arrived.append((index, generation))
+                yield arrived
+        except Exception as exc:  # noqa: BLE001 - the Ray job failed: what is not answered is a transient failure
+            why = f"the Ray job failed: {type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}"
+            failed = [(i, Generation("backend_error", error=why)) for i in range(len(requests)) if i not in answered]
+            for index, generation in failed:
+                if on_answer is not None:
+                    on_answer(index, generation)
+            yield failed
+
+    def _generation(self, payload: Any, raw: str, request: GenerationRequest, latency: float) -> Generation:
+        if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
+            return Generation("backend_error", error=f"the server answered an error: {raw[:300]}", latency_s=latency)
+        return self.http.answer(payload, raw, request, latency, retries=0)
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,127 @@
+"""The `ray` compute engine in Ray local mode (fractional CPUs): embeddings and a round's calls fan out over Ray
+and give what the local path gives; a Ray worker killed mid-job is retried and repays only its calls in flight."""
+
+import shutil
+import threading
+import time
+
+import dagster as dg
+import numpy as np
+import psutil
+import pytest
+from conftest import bandit_for, write_jsonl
+from doubles import FakeOpenAIServer
+
+from equal_dagster.core.compute import RaySettings, ray_session
+from equal_dagster.core.embedding import DEFAULT_MODEL
+from equal_dagster.core.extraction import Document, ExtractionConfig, StoreResponseCache, build_extractor
+from equal_dagster.core.extraction.backends.ray_http import CALLS_PER_BATCH
+from equal_dagster.core.settings import EqualPaths
+from equal_dagster.core.store import Store
+from equal_dagster.definitions import build_definitions
+from equal_dagster.demo.corpus import CRAWL_NAMES
+from equal_dagster.partitions import crawls_partitions, rounds_partitions
+from equal_dagster.resources.compute import ComputeResource
+from equal_dagster.resources.llm import ExtractionResource
+
+RAY = RaySettings()  # the defaults a user gets: 2 workers of half a CPU each
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray for the module (it takes seconds to start); the compute resource uses it as it finds it."""
+    with ray_session(RAY):
+        yield
+
+
+TINY = "crawl-tiny"
+TEXTS = [f"Problem {i}. Ava has {i} apples and buys {i % 7} more. How many apples does she have?" for i in range(40)]
+
+
+def play(defs, instance, key):
+    if key not in instance.get_dynamic_partitions(rounds_partitions.name):
+        instance.add_dynamic_partitions(rounds_partitions.name, [key])
+    return defs.resolve_job_def("bandit_round").execute_in_process(partition_key=key, instance=instance)
+
+
+def test_rounds_on_ray_choose_the_same_documents_and_store_the_same_pairs(ray_local, clustered, tmp_path):
+    """For one seed, `local` and `ray` play the same rounds: the same arms, documents, statuses and QA pairs; the
+    embeddings asset on Ray writes the vectors the local one wrote (the packaged MiniLM in each Ray worker), and a
+    second materialization embeds nothing."""
+    tables = {}
+    with FakeOpenAIServer() as server:
+        llm = ExtractionResource(backend="openai", model="fake-model", base_url=server.base_url, max_retries=0)
+        for engine in ("local", "ray"):
+            shutil.copytree(clustered.home, tmp_path / engine)
+            paths = EqualPaths(tmp_path / engine, tmp_path / engine / "crawls")
+            defs = build_definitions(paths, llm=llm, bandit=bandit_for(paths, arms_per_round=2, docs_per_arm=3),
+                                     compute=ComputeResource(engine=engine))
+            with dg.instance_for_test() as instance:
+                instance.add_dynamic_partitions(crawls_partitions.name, list(CRAWL_NAMES))
+                for key in ("r0001", "r0002"):
+                    result = play(defs, instance, key)
+                    assert result.success
+                # a new crawl of 40 documents embedded, then again: the second time embeds nothing
+                write_jsonl(paths.crawl_dir / TINY / "part.jsonl", [{"id": f"tiny-{i}", "text": t} for i, t in enumerate(TEXTS)])
+                instance.add_dynamic_partitions(crawls_partitions.name, [TINY])
+                assert defs.resolve_job_def("ingest_crawl").execute_in_process(partition_key=TINY, instance=instance).success
+                for time_no in (1, 2):
+                    embedded = defs.resolve_job_def("embed_crawl").execute_in_process(partition_key=TINY,
+                                                                                      instance=instance)
+                    meta = embedded.asset_materializations_for_node("embeddings")[0].metadata
+                    assert meta["compute"].value == engine
+                    assert meta["embedded"].value == (40 if time_no == 1 else 0) and meta["stale_deleted"].value == 0
+            with Store.open(paths.store, read_only=True) as store:
+                extractions = store.extractions().filter(store.extractions()["round_id"] != "round-0")
+                tables[engine] = (
+                    extractions.select("round_id", "doc_id", "status", "backend").sort("round_id", "doc_id"),
+                    store.qa_pairs().select("doc_id", "question", "answer").sort("doc_id", "question"),
+                    store.rounds().select("round_id", "arms", "rewards").sort("round_id"),
+                    store.embedding_matrix(DEFAULT_MODEL, TINY),
+                )
+        assert server.requests == 24  # per engine, 2 rounds of 2 arms x 3 documents: each call made once
+    local, ray = tables["local"], tables["ray"]
+    assert local[0].height == 12 and local[0].equals(ray[0])
+    assert local[1].height > 0 and local[1].equals(ray[1])
+    assert local[2].equals(ray[2])
+    assert local[3][0] == ray[3][0]
+    np.testing.assert_allclose(local[3][1], ray[3][1], atol=1e-5)
+
+
+def _ray_http_workers() -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if "HttpRequest" in cmdline:
+            found.append(process)
+    return found
+
+
+def test_a_ray_worker_killed_mid_job_is_retried_and_repays_only_its_calls_in_flight(ray_local, tmp_path):
+    docs = [Document(f"doc-{i}", f"DOC={i} MODE=good\nA text about topic {i}.") for i in range(60)]
+    config = ExtractionConfig(backend="openai", base_url="", model="fake-model", max_retries=1, backoff_s=0.01)
+    killed: list[int] = []
+    with FakeOpenAIServer(latency_s=0.05) as server, Store.open(tmp_path / "s.duckdb") as store:
+        config = ExtractionConfig(**{**config.__dict__, "base_url": server.base_url})
+
+        def kill_one_worker() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and server.requests < 15:
+                time.sleep(0.02)
+            workers = _ray_http_workers()
+            if workers:
+                workers[0].kill()
+                killed.append(workers[0].pid)
+
+        killer = threading.Thread(target=kill_one_worker)
+        killer.start()
+        run = build_extractor(config, StoreResponseCache(store), ray=RAY).extract(docs)
+        killer.join()
+        assert killed, "no Ray worker sending requests was found to kill"
+        assert [r.status for r in run.results] == ["ok"] * 60  # the lost batch was sent again
+        paid_twice = sum(n - 1 for n in server.answered.values())
+        assert paid_twice <= CALLS_PER_BATCH * RAY.workers  # at most the killed worker's calls in flight
+        requests = server.requests
+        again = build_extractor(config, StoreResponseCache(store), ray=RAY).extract(docs)
+        assert server.requests == requests  # every answer reached the cache: nothing is paid again
+        assert all(c.cache_hit for r in again.results for c in r.calls)
