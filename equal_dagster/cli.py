@@ -20,6 +20,7 @@ from pathlib import Path
 import pydantic
 
 from equal_dagster.core.bandit import POLICIES, BanditParams
+from equal_dagster.core.compute import ENGINES
 from equal_dagster.core.export import FORMATS
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.warmup import WARMUP_FRACTION
@@ -56,6 +57,9 @@ def _check_environment(paths: EqualPaths) -> None:
         console_level()
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    engine = os.environ.get("EQUAL_COMPUTE", "").strip()
+    if engine and engine not in ENGINES:
+        raise UsageError(f"EQUAL_COMPUTE={engine!r}: the compute engine is one of {', '.join(ENGINES)}")
 
 
 @contextlib.contextmanager
@@ -104,7 +108,7 @@ def cmd_rounds(args: argparse.Namespace) -> int:
     from equal_dagster.core.extraction.backends.vllm_offline import stop_engines
     from equal_dagster.core.store import store_exists
     from equal_dagster.definitions import build_definitions
-    from equal_dagster.headless import play_rounds
+    from equal_dagster.headless import compute_session, play_rounds
     from equal_dagster.instance import persistent_instance
 
     paths = _paths(args)
@@ -134,8 +138,9 @@ def cmd_rounds(args: argparse.Namespace) -> int:
     if status.spent:  # said before any run is launched: no FAILED run for a budget already spent
         raise UsageError(f"{status.describe()}; raise it to go on (--budget)")
     with _logged(paths, "rounds"):
-        played = play_rounds(build_definitions(paths, bandit=bandit), persistent_instance(paths), paths.store,
-                             args.count)
+        defs = build_definitions(paths, bandit=bandit)
+        with compute_session(defs):
+            played = play_rounds(defs, persistent_instance(paths), paths.store, args.count)
         stop_engines()  # a vLLM engine kept across the rounds frees its GPU memory
     if args.json:
         keys = ("round_no", "documents", "qa_pairs", "round_reward", "documents_spent_total", "budget_left_documents",

@@ -8,12 +8,14 @@ import json
 import socket
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 from dagster._core.utils import make_new_run_id
 
+from equal_dagster.core.compute import ray_session
 from equal_dagster.core.corpus import display_name
 from equal_dagster.core.crawls import scan_crawl_folder
 from equal_dagster.core.embedding import Embedder
@@ -75,6 +77,13 @@ def execute_job(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, *,
         raise HeadlessRunError(f"{job}{f'[{partition_key}]' if partition_key else ''} failed (run {result.run_id}): {why}",
                                refusal.value if refusal is not None else None)
     return result
+
+
+def compute_session(defs: dg.Definitions) -> AbstractContextManager:
+    """With the ``ray`` compute engine, one Ray for all of a command's runs (each step would otherwise start and stop
+    its own); nothing with ``local``."""
+    settings = defs.resources["compute"].ray_settings()
+    return ray_session(settings) if settings is not None else nullcontext()
 
 
 def bandit_settings_of_last_round(store_path: Path | LakeLocation) -> dict | None:
@@ -267,14 +276,15 @@ def execute_run(plan: RunPlan, say: Callable[[str], None] = say_err) -> dict:
     paths, bandit, skipped = plan.paths, plan.bandit, dict(plan.skipped)
     instance = persistent_instance(paths)
     defs = build_definitions(paths, bandit=bandit)
-    timings = run_stages_before_rounds(defs, instance, plan.crawls, plan.seed, warmup_fraction=plan.warmup_fraction,
-                                       tune_embedder=plan.tune_embedder, say=say, skipped=skipped)
-    crawls = [c for c in plan.crawls if c not in skipped]
-    with Store.open(paths.store, read_only=True) as store:
-        corpus_documents = store.document_count()
-    tick = time.perf_counter()
-    rounds = play_rounds(defs, instance, paths.store, None, say)
-    timings["rounds"] = round(time.perf_counter() - tick, 2)
+    with compute_session(defs):
+        timings = run_stages_before_rounds(defs, instance, plan.crawls, plan.seed, warmup_fraction=plan.warmup_fraction,
+                                           tune_embedder=plan.tune_embedder, say=say, skipped=skipped)
+        crawls = [c for c in plan.crawls if c not in skipped]
+        with Store.open(paths.store, read_only=True) as store:
+            corpus_documents = store.document_count()
+        tick = time.perf_counter()
+        rounds = play_rounds(defs, instance, paths.store, None, say)
+        timings["rounds"] = round(time.perf_counter() - tick, 2)
 
     stop_engines()  # the run's rounds are played: a vLLM engine kept across them frees its GPU memory
     # the harvested set, measured with the base embedder: the same yardstick whatever embedder a run tuned

@@ -122,3 +122,8 @@ def test_a_bad_setting_in_the_environment_is_the_users_mistake(tmp_path, capsys,
     monkeypatch.setenv("EQUAL_STORE", "ducklake:oracle:db")
     assert main(["--home", str(tmp_path / "h"), "export"]) == 2
     assert "unknown DuckLake catalog" in one_line(capsys)
+    monkeypatch.delenv("EQUAL_STORE")
+    monkeypatch.delenv("EQUAL_STORE_WRITERS")
+    monkeypatch.setenv("EQUAL_COMPUTE", "spark")
+    assert main(["--home", str(tmp_path / "h"), "rounds", "1"]) == 2
+    assert "EQUAL_COMPUTE='spark': the compute engine is one of local, ray" in one_line(capsys)
