@@ -8,7 +8,9 @@ body and reads each answer, so prompts, parsing, the cache and the ledger do not
 * The extractor sends only what its cache cannot answer, and caches each answer as it reaches the asset: a crash or a
   killed Ray worker repays at most the requests in flight (Ray retries a lost worker's batch; answers already back
   are never sent again).
-* Requests in flight: ``workers`` actors, each sending its batch of ``batch_size`` requests one after another.
+* Requests in flight: ``workers`` actors, each running up to 4 batches of :data:`CALLS_PER_BATCH` at once (Ray Data's
+  default for asynchronous batch functions), each batch's requests sent one after another. Each round builds a
+  new actor pool (Ray Data does not keep actors between datasets): docs/benchmarks.md measures what that costs.
 * HTTP 429, 408, 502, 503, 504 and connection errors are retried by Ray Data LLM (``max_retries``, exponential
   backoff from ``backoff_s``). An error answer (``{"error": ...}``, e.g. a 500 or a 400) is a ``backend_error``
   (transient: a later round may try the document again, up to the rounds' attempt limit); an answer that is not a
@@ -77,7 +79,8 @@ class RayHttpBackend:
         headers = {"Authorization": f"Bearer {self.http.api_key}"} if self.http.api_key else None
         config = HttpRequestProcessorConfig(
             url=f"{self.http.base_url}/chat/completions", headers=headers, max_retries=self.http.max_retries,
-            base_retry_wait_time_in_s=self.http.backoff_s, batch_size=CALLS_PER_BATCH, concurrency=self.ray.workers)
+            base_retry_wait_time_in_s=self.http.backoff_s, batch_size=CALLS_PER_BATCH, concurrency=self.ray.workers,
+            http_request_stage={"num_cpus": self.ray.num_cpus})  # fractional, as every pool (core.compute's rules)
         processor = build_processor(config, preprocess=_payload, postprocess=_answer,
                                     preprocess_map_kwargs={"num_cpus": self.ray.num_cpus / 4},
                                     postprocess_map_kwargs={"num_cpus": self.ray.num_cpus / 4})

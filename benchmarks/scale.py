@@ -1,0 +1,236 @@
+"""Scale on this machine (issue 19): what Ray costs against the local path, and what the driver holds.
+
+1. embeddings: a crawl of N synthetic documents (default 100,000 and 1,000,000) embedded by an instant embedder (a
+   vector from each text's bytes, no model: what is measured is everything around the model), in this process
+   (`local`: ``embed_crawl``) and through Ray (``embed_crawl_on_ray``: staged to Parquet, a Ray Data actor pool with
+   the default settings, vectors streamed back and written). Wall time, documents/s, and the driver's peak memory.
+2. clusters: 1,000,000 synthetic normalized 384-dimensional vectors (from 2,000 Gaussian blobs) clustered into
+   1,000 arms with the project's k-means (faiss, trained on a sample of 256 per centroid) and every vector assigned.
+3. rounds: 20 rounds of 500 new documents each through the openai backend against an instant OpenAI-compatible
+   server (tests/doubles.py, in a process of its own, answering at once): extraction, cache and the round's write, in
+   this process (8 requests in flight, the default) and through Ray Data LLM (the default 2 workers).
+
+Each measurement runs in a fresh process (its own peak memory); the Ray runs start a local Ray in that process and
+report its start apart. The goal (issue 19): Ray at most 1.5x local for the instant embedder; the driver's memory flat
+from 100k to 1M documents.
+
+    .venv/bin/python benchmarks/scale.py [--documents 100000 1000000] [--vectors 1000000] [--rounds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from ingest import peak_rss_kib  # noqa: E402
+
+DIMENSION = 384
+WORDS = ("apple", "train", "river", "number", "theorem", "garden", "invoice", "protein", "kernel", "violin", "harbor",
+         "matrix", "pepper", "ledger", "orbit", "canyon", "syntax", "meadow", "cipher", "falcon")
+
+
+class InstantEmbedder:
+    """A normalized vector from each text's bytes, no model (pickled by value into Ray workers: defined in __main__)."""
+
+    embedder_id = "instant"
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        vectors = np.zeros((len(texts), DIMENSION), dtype=np.float32)
+        for row, text in enumerate(texts):
+            data = np.frombuffer(text.encode()[:DIMENSION].ljust(DIMENSION, b" "), dtype=np.uint8)
+            vectors[row] = data
+        vectors -= vectors.mean(axis=1, keepdims=True)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-9
+        return vectors
+
+
+def write_crawl(folder: Path, documents: int, seed: int = 0) -> None:
+    """One crawl of ``documents`` JSONL rows of about 300 characters each."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "part.jsonl", "w") as out:
+        for i in range(documents):
+            words = " ".join(rng.choice(WORDS) for _ in range(45))
+            out.write(json.dumps({"id": f"d{i}", "text": f"Document {i}. {words}."}) + "\n")
+
+
+def child_prepare(store: str, documents: int) -> dict:
+    from equal_dagster.core.corpus import CrawlFormat, ingest_crawl
+    from equal_dagster.core.store import Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        crawls = Path(tmp) / "crawls"
+        write_crawl(crawls / "scale", documents)
+        began = time.perf_counter()
+        with Store.open(store) as db:
+            ingest_crawl(db, "scale", crawls / "scale", crawls, CrawlFormat())
+            count = db.document_count()
+    return {"documents": count, "ingest_s": round(time.perf_counter() - began, 1)}
+
+
+def child_embed(store: str, engine: str) -> dict:
+    from equal_dagster.core.compute import RaySettings, embed_crawl_on_ray, ray_session
+    from equal_dagster.core.embedding import embed_crawl
+    from equal_dagster.core.store import Store
+
+    with Store.open(store) as db:
+        db.drop_embeddings(InstantEmbedder.embedder_id)  # each engine embeds every document
+        if engine == "local":
+            began = time.perf_counter()
+            report = embed_crawl(db, "scale", InstantEmbedder())
+            ray_start = 0.0
+        else:
+            settings = RaySettings()
+            started = time.perf_counter()
+            with ray_session(settings):
+                began = time.perf_counter()
+                ray_start = began - started
+                report = embed_crawl_on_ray(db, "scale", InstantEmbedder, InstantEmbedder.embedder_id, settings)
+                seconds = time.perf_counter() - began
+        seconds = time.perf_counter() - began if engine == "local" else seconds
+        assert db.embedding_counts("scale").get(InstantEmbedder.embedder_id) == report.embedded == db.document_count()
+    return {"embedded": report.embedded, "seconds": round(seconds, 1), "ray_start_s": round(ray_start, 1),
+            "documents_per_s": round(report.embedded / seconds), "peak_rss_mib": peak_rss_kib() // 1024}
+
+
+def child_cluster(vectors: int, arms: int) -> dict:
+    from equal_dagster.core.clustering import ClusteringParams, cluster_vectors
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(2000, DIMENSION)).astype(np.float32)
+    data = np.empty((vectors, DIMENSION), dtype=np.float32)
+    for start in range(0, vectors, 100_000):
+        n = min(100_000, vectors - start)
+        data[start:start + n] = centers[rng.integers(0, len(centers), n)] + 0.6 * rng.normal(size=(n, DIMENSION))
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    began = time.perf_counter()
+    assignment = cluster_vectors(data, ClusteringParams(n_clusters=arms, seed=0))
+    seconds = time.perf_counter() - began
+    sizes = np.bincount(assignment.labels)
+    return {"vectors": vectors, "arms": assignment.n_clusters, "seconds": round(seconds, 1),
+            "smallest_arm": int(sizes.min()), "largest_arm": int(sizes.max()), "peak_rss_mib": peak_rss_kib() // 1024}
+
+
+def child_rounds(engine: str, rounds: int, per_round: int, base_url: str) -> dict:
+    from equal_dagster.core.compute import RaySettings, ray_session
+    from equal_dagster.core.extraction import Document, ExtractionConfig, StoreResponseCache, build_extractor
+    from equal_dagster.core.rounds import write_extraction_round
+    from equal_dagster.core.store import Store
+
+    config = ExtractionConfig(backend="openai", base_url=base_url, model="instant", max_retries=0)
+    settings = RaySettings() if engine == "ray" else None
+    timings = []
+    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "rounds.duckdb") as db:
+        started = time.perf_counter()
+        with ray_session(settings) if settings else _nothing():
+            ray_start = time.perf_counter() - started
+            for number in range(1, rounds + 1):
+                docs = [Document(f"r{number}-{i}", f"DOC=r{number}-{i} MODE=good\nA text about topic {i} of round "
+                                 f"{number}.") for i in range(per_round)]
+                began = time.perf_counter()
+                run = build_extractor(config, StoreResponseCache(db), ray=settings).extract(docs)
+                write_extraction_round(db, f"r{number:04d}", number, "bench", run, seed=0, dagster_run_id=None)
+                timings.append(time.perf_counter() - began)
+                assert run.totals()["backend_calls"] == per_round
+    return {"rounds": rounds, "documents": rounds * per_round, "seconds": round(sum(timings), 1),
+            "first_round_s": round(timings[0], 2), "median_round_s": round(sorted(timings)[len(timings) // 2], 2),
+            "ray_start_s": round(ray_start, 1), "peak_rss_mib": peak_rss_kib() // 1024}
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _child(*args: str) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _server(latency_ms: float = 0.0):
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from doubles import FakeOpenAIServer\n"
+            "with FakeOpenAIServer(latency_s=float(sys.argv[2])) as s:\n"
+            "    print(s.base_url, flush=True)\n    time.sleep(10**6)\n")
+    process = subprocess.Popen([sys.executable, "-c", code, str(HERE.parent / "tests"), str(latency_ms / 1000)],
+                               stdout=subprocess.PIPE, text=True)
+    return process, process.stdout.readline().strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--documents", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--vectors", type=int, default=1_000_000)
+    parser.add_argument("--arms", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--round-documents", type=int, default=500)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["embeddings", "clusters", "rounds"])
+    args = parser.parse_args()
+    print(f"    {Path(sys.executable).relative_to(Path.cwd()) if Path(sys.executable).is_relative_to(Path.cwd()) else sys.executable} "
+          f"benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}".rstrip())
+    print(f"machine: {os.cpu_count()} cores; Ray with its defaults (2 workers of 0.5 CPU)\n")
+    if "embeddings" not in args.skip:
+        print("| documents | engine | embed s | Ray start s | documents/s | driver peak MiB | ray / local |")
+        print("|---:|---|---:|---:|---:|---:|---:|")
+        with tempfile.TemporaryDirectory() as tmp:
+            for n in args.documents:
+                store = str(Path(tmp) / f"scale-{n}.duckdb")
+                _child("prepare", store, str(n))
+                results = {engine: _child("embed", store, engine) for engine in ("local", "ray")}
+                for engine, r in results.items():
+                    ratio = f"{r['seconds'] / results['local']['seconds']:.2f}x" if engine == "ray" else ""
+                    print(f"| {n:,} | {engine} | {r['seconds']} | {r['ray_start_s'] or ''} | {r['documents_per_s']:,} | "
+                          f"{r['peak_rss_mib']:,} | {ratio} |", flush=True)
+        print()
+    if "clusters" not in args.skip:
+        r = _child("cluster", str(args.vectors), str(args.arms))
+        print("| vectors | arms | cluster and assign s | smallest arm | largest arm | peak MiB |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        print(f"| {r['vectors']:,} | {r['arms']:,} | {r['seconds']} | {r['smallest_arm']} | {r['largest_arm']} | "
+              f"{r['peak_rss_mib']:,} |\n", flush=True)
+    if "rounds" not in args.skip:
+        server, base_url = _server()
+        try:
+            print("| engine | rounds x documents | total s | first round s | median round s | Ray start s | peak MiB | ray / local |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|")
+            results = {e: _child("rounds", e, str(args.rounds), str(args.round_documents), base_url) for e in ("local", "ray")}
+            for engine, r in results.items():
+                ratio = f"{r['seconds'] / results['local']['seconds']:.2f}x" if engine == "ray" else ""
+                print(f"| {engine} | {r['rounds']} x {args.round_documents} | {r['seconds']} | {r['first_round_s']} | "
+                      f"{r['median_round_s']} | {r['ray_start_s'] or ''} | {r['peak_rss_mib']:,} | {ratio} |", flush=True)
+        finally:
+            server.kill()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("prepare", "embed", "cluster", "rounds"):
+        command, rest = sys.argv[1], sys.argv[2:]
+        if command == "prepare":
+            result = child_prepare(rest[0], int(rest[1]))
+        elif command == "embed":
+            result = child_embed(rest[0], rest[1])
+        elif command == "cluster":
+            result = child_cluster(int(rest[0]), int(rest[1]))
+        else:
+            result = child_rounds(rest[0], int(rest[1]), int(rest[2]), rest[3])
+        print(json.dumps(result))
+    else:
+        main()
