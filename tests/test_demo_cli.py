@@ -14,8 +14,7 @@ from equal_dagster.demo.real_text import REAL_CRAWL
 def test_equal_demo_materializes_the_demo_crawls(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("EQUAL_CRAWL_DIR", raising=False)
     # 1,050 rows rather than the default 6,000: the same stages, a sixth of the generated pages to embed, and
-    # smaller rounds and fine-tunes (a 24-document warm-up, 11 rounds of at most 9 documents, the last of 7: enough
-    # for a QA pair to trace with `equal lineage`)
+    # smaller rounds and fine-tunes (a 24-document warm-up, 11 rounds of at most 9 documents)
     assert main(["--home", str(tmp_path / "home"), "demo", "--documents", "1050"]) == 0
     captured = capsys.readouterr()
     out = captured.out
