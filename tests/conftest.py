@@ -41,9 +41,10 @@ def bandit_for(paths: EqualPaths, **overrides):
 
 
 @pytest.fixture(scope="session")
-def clustered(tmp_path_factory) -> EqualPaths:
-    """Both demo crawls (1,500 rows) ingested, the rules warm-up, the first crawl embedded (base MiniLM), clusters.
-    Shared by the tests of rounds and of faults: copy it before writing (``shutil.copytree``)."""
+def clustering(tmp_path_factory) -> tuple[EqualPaths, dict]:
+    """Both demo crawls (1,500 rows) ingested, the rules warm-up, the first crawl embedded (base MiniLM), clusters;
+    and the metadata of that ``clusters`` materialization. Shared by the tests of clusters, rounds, faults and the UI:
+    copy the home before writing (``shutil.copytree``)."""
     import dagster as dg
 
     from equal_dagster.definitions import build_definitions
@@ -61,8 +62,16 @@ def clustered(tmp_path_factory) -> EqualPaths:
             assert defs.resolve_job_def("ingest_crawl").execute_in_process(partition_key=crawl, instance=instance).success
         assert defs.resolve_job_def("warmup").execute_in_process(instance=instance).success
         assert defs.resolve_job_def("embed_crawl").execute_in_process(partition_key=CRAWL_NAMES[0], instance=instance).success
-        assert defs.resolve_job_def("cluster").execute_in_process(instance=instance).success
-    return paths
+        result = defs.resolve_job_def("cluster").execute_in_process(instance=instance)
+        assert result.success
+        metadata = {k: v.value for k, v in result.asset_materializations_for_node("clusters")[0].metadata.items()}
+    return paths, metadata
+
+
+@pytest.fixture(scope="session")
+def clustered(clustering) -> EqualPaths:
+    """The home of :func:`clustering`: copy it before writing."""
+    return clustering[0]
 
 
 from postgres import postgres  # noqa: E402,F401  (the session's throwaway Postgres, for DuckLake stores)

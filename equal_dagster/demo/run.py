@@ -205,7 +205,9 @@ def run_demo(
         say(rounds_table(store))
         real = store.crawl_harvest(REAL_CRAWL)
         last = store.last_round_no()
-        pairs = store.qa_pairs_of_rounds([round_key(last)]) if last else None
+        # a pair of the latest round that found one (the last round can be short and find none)
+        pairs = next((found for found in (store.qa_pairs_of_rounds([round_key(n)]) for n in range(last or 0, 0, -1))
+                      if found.height), None)
     say(f"on the real crawl ({REAL_CRAWL}): {real['extracted']} of its {real['documents']} documents were drawn, "
         f"{real['qa_pairs']} QA pairs came from {real['with_pairs']} of them (the rules backend harvests only the Q&A a "
         "page carries, such as a README's FAQ section; an LLM backend writes pairs from the rest)")
