@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/embed.py
 	$(BIN)/python benchmarks/embedder_recall.py --clusters
 	$(BIN)/python benchmarks/cluster.py
+	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/selection_sim.py
 	$(BIN)/python benchmarks/selection.py
 

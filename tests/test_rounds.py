@@ -166,8 +166,8 @@ class CrashMidRound(ExtractionResource):
 
     crash_after: int = 3
 
-    def build_extractor(self, cache, log=None, strategy=None, refine=None):
-        inner = super().build_extractor(cache, log, strategy, refine)
+    def build_extractor(self, cache, log=None, strategy=None, refine=None, ray=None):
+        inner = super().build_extractor(cache, log, strategy, refine, ray)
         limit = self.crash_after
 
         class Crashing:
