@@ -1,5 +1,7 @@
+import fcntl
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -41,10 +43,23 @@ def bandit_for(paths: EqualPaths, **overrides):
 
 
 @pytest.fixture(scope="session")
-def clustering(tmp_path_factory) -> tuple[EqualPaths, dict]:
+def clustering(tmp_path_factory, worker_id) -> tuple[EqualPaths, dict]:
     """Both demo crawls (1,500 rows) ingested, the rules warm-up, the first crawl embedded (base MiniLM), clusters;
-    and the metadata of that ``clusters`` materialization. Shared by the tests of clusters, rounds, faults and the UI:
-    copy the home before writing (``shutil.copytree``)."""
+    and the metadata of that ``clusters`` materialization. Shared by the tests of clusters, rounds, faults, Ray and the
+    UI: copy the home before writing (``shutil.copytree``). Under pytest-xdist the workers share one build: the first
+    to ask builds it under a file lock, the others wait for it and read it."""
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # the folder of this session that every worker's folder is in
+    home, built = root / "clustered", root / "clustered.pickle"
+    with open(root / "clustered.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built.exists():
+            built.write_bytes(pickle.dumps(_build_clustered(home)))
+    return EqualPaths(home, home / "crawls"), pickle.loads(built.read_bytes())
+
+
+def _build_clustered(home: Path) -> dict:
     import dagster as dg
 
     from equal_dagster.definitions import build_definitions
@@ -52,7 +67,6 @@ def clustering(tmp_path_factory) -> tuple[EqualPaths, dict]:
     from equal_dagster.partitions import crawls_partitions
     from equal_dagster.resources.llm import ExtractionResource
 
-    home = tmp_path_factory.mktemp("clustered")
     paths = EqualPaths(home, home / "crawls")
     write_demo_data(paths.crawl_dir, paths.reference_dir / "reference.jsonl", seed=0, n_documents=1500)
     with dg.instance_for_test() as instance:
@@ -64,8 +78,7 @@ def clustering(tmp_path_factory) -> tuple[EqualPaths, dict]:
         assert defs.resolve_job_def("embed_crawl").execute_in_process(partition_key=CRAWL_NAMES[0], instance=instance).success
         result = defs.resolve_job_def("cluster").execute_in_process(instance=instance)
         assert result.success
-        metadata = {k: v.value for k, v in result.asset_materializations_for_node("clusters")[0].metadata.items()}
-    return paths, metadata
+        return {k: v.value for k, v in result.asset_materializations_for_node("clusters")[0].metadata.items()}
 
 
 @pytest.fixture(scope="session")

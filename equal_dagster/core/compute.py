@@ -43,6 +43,7 @@ from equal_dagster.core.embedding import EmbedReport
 from equal_dagster.core.store import Store, table_frame
 
 ENGINES = ("local", "ray")
+WRITE_ROWS = 16_384  # vectors written per commit (about 25 MB at 384 dimensions)
 SPLIT_BELOW = 100_000  # staged documents below which the one staged file is split in memory (above: many files)
 # What a Ray worker needs from the driver's environment: offline hubs, the BLAS fix, the console's quiet.
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OPENBLAS_CORETYPE", "TQDM_DISABLE", "PYTHONPATH")
@@ -152,7 +153,8 @@ def embed_crawl_on_ray(
                 compute=ray.data.ActorPoolStrategy(size=settings.workers), num_cpus=settings.num_cpus,
                 num_gpus=settings.num_gpus)
             last = began
-            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            # the vectors come back a block at a time; they are written WRITE_ROWS at a time (a commit each)
+            for batch in dataset.iter_batches(batch_size=WRITE_ROWS, batch_format="numpy"):
                 n = len(batch["doc_id"])
                 now = datetime.now(timezone.utc).replace(tzinfo=None)
                 store.insert_embeddings(table_frame("embeddings", {
