@@ -19,6 +19,8 @@ Rules:
 
 * Actors take fractional CPUs by default (``num_cpus`` 0.5): whole-CPU actor pools deadlock on a 2-core machine,
   where Ray Data also needs a CPU for reading.
+* The run's process holds little whatever the crawl's size: DuckDB stages the documents and writes the vectors
+  within ``STORE_MEMORY_BYTES`` (it spills past it), and the vectors are written ``WRITE_ROWS`` at a time.
 * Ray started by this process (no address) is a local Ray with the machine's CPUs; it stops with the process.
 """
 
@@ -44,6 +46,7 @@ from equal_dagster.core.store import Store, table_frame
 
 ENGINES = ("local", "ray")
 WRITE_ROWS = 16_384  # vectors written per commit (about 25 MB at 384 dimensions)
+STORE_MEMORY_BYTES = 512 * 2**20  # DuckDB's share of the driver while it stages and writes (it spills past it)
 SPLIT_BELOW = 100_000  # staged documents below which the one staged file is split in memory (above: many files)
 # What a Ray worker needs from the driver's environment: offline hubs, the BLAS fix, the console's quiet.
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OPENBLAS_CORETYPE", "TQDM_DISABLE", "PYTHONPATH")
@@ -141,34 +144,45 @@ def embed_crawl_on_ray(
     stale = store.delete_stale_embeddings(crawl_id)
     already = store.embedding_counts(crawl_id).get(embedder_id, 0)
     staging = Path(settings.scratch_dir or tempfile.gettempdir()) / f"equal-embed-{uuid.uuid4().hex[:12]}"
-    done = 0
+    done, last = 0, began
+    ids: list[np.ndarray] = []
+    vectors: list[np.ndarray] = []
+
+    def write() -> None:  # the vectors come back a block at a time; they are written WRITE_ROWS at a time
+        nonlocal done, last
+        batch_ids, batch_vectors = np.concatenate(ids), np.concatenate(vectors)
+        ids.clear()
+        vectors.clear()
+        n = len(batch_ids)
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        store.insert_embeddings(table_frame("embeddings", {
+            "doc_id": [str(d) for d in batch_ids], "embedder_id": [embedder_id] * n, "crawl_id": [crawl_id] * n,
+            "vector": list(batch_vectors), "embedded_at": [now] * n,
+        }))
+        done += n
+        tick = time.perf_counter()
+        if progress and (tick - last >= progress_every_s or done == total):
+            progress(done, total, done / (tick - began))
+            last = tick
+
     try:
-        total = store.stage_texts_without_embedding(crawl_id, embedder_id, staging, file_mb=file_mb)
-        if total:
-            documents = ray.data.read_parquet(str(staging))
-            if total <= SPLIT_BELOW:  # a small crawl is one file: split it so that every actor gets work
-                documents = documents.repartition(max(2 * settings.workers, math.ceil(total / settings.batch_size)))
-            dataset = documents.map_batches(
-                _EmbedWorker, fn_constructor_args=(load,), batch_size=settings.batch_size, batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=settings.workers), num_cpus=settings.num_cpus,
-                num_gpus=settings.num_gpus)
-            last = began
-            # the vectors come back a block at a time; they are written WRITE_ROWS at a time (a commit each)
-            for batch in dataset.iter_batches(batch_size=WRITE_ROWS, batch_format="numpy"):
-                n = len(batch["doc_id"])
-                now = datetime.now(timezone.utc).replace(tzinfo=None)
-                store.insert_embeddings(table_frame("embeddings", {
-                    "doc_id": [str(d) for d in batch["doc_id"]],
-                    "embedder_id": [embedder_id] * n,
-                    "crawl_id": [crawl_id] * n,
-                    "vector": list(batch["vector"]),
-                    "embedded_at": [now] * n,
-                }))
-                done += n
-                tick = time.perf_counter()
-                if progress and (tick - last >= progress_every_s or done == total):
-                    progress(done, total, done / (tick - began))
-                    last = tick
+        with store.bounded_memory(STORE_MEMORY_BYTES):
+            total = store.stage_texts_without_embedding(crawl_id, embedder_id, staging, file_mb=file_mb)
+            if total:
+                documents = ray.data.read_parquet(str(staging))
+                if total <= SPLIT_BELOW:  # a small crawl is one file: split it so that every actor gets work
+                    documents = documents.repartition(max(2 * settings.workers, math.ceil(total / settings.batch_size)))
+                dataset = documents.map_batches(
+                    _EmbedWorker, fn_constructor_args=(load,), batch_size=settings.batch_size, batch_format="numpy",
+                    compute=ray.data.ActorPoolStrategy(size=settings.workers), num_cpus=settings.num_cpus,
+                    num_gpus=settings.num_gpus)
+                for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                    ids.append(block["doc_id"])
+                    vectors.append(block["vector"])
+                    if sum(len(i) for i in ids) >= WRITE_ROWS:
+                        write()
+                if ids:
+                    write()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return EmbedReport(crawl_id, embedder_id, done, already, stale, time.perf_counter() - began)
