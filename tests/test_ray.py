@@ -27,6 +27,20 @@ from equal_dagster.resources.llm import ExtractionResource
 RAY = RaySettings()  # the defaults a user gets: 2 workers of half a CPU each
 
 
+def test_the_compute_resource_starts_ray_through_dagster_ray_and_stops_it_with_the_step():
+    """No Ray running: the `ray` engine connects through dagster-ray's LocalRay for the step and its cleanup shuts
+    that Ray down (a cancelled or finished run leaves no Ray work behind). Runs before the module's shared Ray."""
+    import ray
+
+    assert not ray.is_initialized()
+    with dg.build_resources({"compute": ComputeResource(engine="ray")}) as resources:
+        assert ray.is_initialized() and ray.cluster_resources().get("CPU", 0) >= 1
+        assert resources.compute.ray_settings() == RAY
+    assert not ray.is_initialized()
+    with dg.build_resources({"compute": ComputeResource()}) as resources:  # `local`: no Ray at all
+        assert resources.compute.ray_settings() is None and not ray.is_initialized()
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     """One local Ray for the module (it takes seconds to start); the compute resource uses it as it finds it."""
