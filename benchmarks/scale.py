@@ -20,6 +20,7 @@ from 100k to 1M documents.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -164,7 +165,7 @@ def child_rounds(engine: str, rounds: int, per_round: int, base_url: str) -> dic
     timings = []
     with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "rounds.duckdb") as db:
         started = time.perf_counter()
-        with ray_session(settings) if settings else _nothing():
+        with ray_session(settings) if settings else contextlib.nullcontext():
             ray_start = time.perf_counter() - started
             for number in range(1, rounds + 1):
                 docs = [Document(f"r{number}-{i}", f"DOC=r{number}-{i} MODE=good\nA text about topic {i} of round "
@@ -177,14 +178,6 @@ def child_rounds(engine: str, rounds: int, per_round: int, base_url: str) -> dic
     return {"rounds": rounds, "documents": rounds * per_round, "seconds": round(sum(timings), 1),
             "first_round_s": round(timings[0], 2), "median_round_s": round(sorted(timings)[len(timings) // 2], 2),
             "ray_start_s": round(ray_start, 1), "peak_rss_mib": peak_rss_kib() // 1024}
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _child(*args: str) -> dict:
@@ -215,7 +208,10 @@ def main() -> None:
     args = parser.parse_args()
     print(f"    {Path(sys.executable).relative_to(Path.cwd()) if Path(sys.executable).is_relative_to(Path.cwd()) else sys.executable} "
           f"benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}".rstrip())
-    print(f"machine: {os.cpu_count()} cores; Ray with its defaults (2 workers of 0.5 CPU)\n")
+    from equal_dagster.core.compute import RaySettings
+
+    ray = RaySettings()
+    print(f"machine: {os.cpu_count()} cores; Ray with its defaults ({ray.workers} workers of {ray.num_cpus:g} CPU)\n")
     if "embeddings" not in args.skip:
         print("| documents | engine | embed s | Ray start s | documents/s | driver peak RSS MiB | of it private | "
               "of it Ray's shared objects | ray / local |")

@@ -60,6 +60,17 @@ def _check_environment(paths: EqualPaths) -> None:
     engine = os.environ.get("EQUAL_COMPUTE", "").strip()
     if engine and engine not in ENGINES:
         raise UsageError(f"EQUAL_COMPUTE={engine!r}: the compute engine is one of {', '.join(ENGINES)}")
+    if engine == "ray":
+        from equal_dagster.definitions import build_definitions
+
+        try:
+            build_definitions(paths).resources["compute"].ray_settings()  # EQUAL_RAY_*: workers, CPUs, GPUs
+            import ray  # noqa: F401
+            import dagster_ray  # noqa: F401
+        except ImportError as exc:
+            raise UsageError(f"EQUAL_COMPUTE=ray needs Ray and dagster-ray: pip install 'equal-dagster[ray]' ({exc})") from exc
+        except (ValueError, pydantic.ValidationError) as exc:
+            raise _usage(exc) from exc
 
 
 @contextlib.contextmanager

@@ -107,8 +107,14 @@ class RunLock:
         # locked under a temporary name, then renamed: a watcher never sees the file unlocked while its run lives
         temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
         self._file = open(temporary, "w")  # noqa: SIM115 - held until __exit__
-        fcntl.flock(self._file, fcntl.LOCK_EX)
-        temporary.replace(self.path)
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+            temporary.replace(self.path)
+        except OSError:
+            self._file.close()
+            self._file = None
+            temporary.unlink(missing_ok=True)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -164,12 +170,14 @@ def dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
 
 def release_dead_runs(instance: dg.DagsterInstance, say: Callable[[str], None] | None = None) -> list[DeadRun]:
     """Fail every dead run (see above) with the reason and free its concurrency slots; returns them."""
-    released = dead_runs(instance)
-    for dead in released:
+    released = []
+    for dead in dead_runs(instance):
         run = instance.get_run_by_id(dead.run_id)
-        if run is not None and run.status in LIVE_STATUSES:
-            instance.report_run_failed(run, f"equal-dagster: {dead.reason}; the run is marked failed and its slot of "
-                                            "the duckdb pool freed so that later runs can write")
+        if run is None or run.status not in LIVE_STATUSES:
+            continue  # it ended meanwhile (its lock released as it finished): Dagster freed its slots
+        released.append(dead)
+        instance.report_run_failed(run, f"equal-dagster: {dead.reason}; the run is marked failed and its slot of "
+                                        "the duckdb pool freed so that later runs can write")
         instance.event_log_storage.free_concurrency_slots_for_run(dead.run_id)
         if say is not None:
             say(f"run {dead.run_id} ({dead.job_name}) had died: {dead.reason}; marked failed, its duckdb slot freed")

@@ -43,18 +43,19 @@ def bandit_for(paths: EqualPaths, **overrides):
 
 
 @pytest.fixture(scope="session")
-def clustering(tmp_path_factory, worker_id) -> tuple[EqualPaths, dict]:
+def clustering(tmp_path_factory) -> tuple[EqualPaths, dict]:
     """Both demo crawls (1,500 rows) ingested, the rules warm-up, the first crawl embedded (base MiniLM), clusters;
     and the metadata of that ``clusters`` materialization. Shared by the tests of clusters, rounds, faults, Ray and the
     UI: copy the home before writing (``shutil.copytree``). Under pytest-xdist the workers share one build: the first
     to ask builds it under a file lock, the others wait for it and read it."""
     root = tmp_path_factory.getbasetemp()
-    if worker_id != "master":
+    if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the folder of this session that every worker's folder is in
     home, built = root / "clustered", root / "clustered.pickle"
     with open(root / "clustered.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not built.exists():
+            shutil.rmtree(home, ignore_errors=True)  # a worker's build that failed leaves a partial home
             built.write_bytes(pickle.dumps(_build_clustered(home)))
     return EqualPaths(home, home / "crawls"), pickle.loads(built.read_bytes())
 

@@ -76,6 +76,7 @@ class FakeOpenAIServer:
         self.answered: Counter = Counter()  # prompt key -> good (HTTP 200) answers given: above 1, paid twice
         self.bodies: list[dict[str, Any]] = []
         self.authorizations: list[str | None] = []
+        self.user_agents: list[str | None] = []  # who sent each request: httpx (the openai backend), aiohttp (Ray)
         self._lock = threading.Lock()
         server = self
 
@@ -94,6 +95,7 @@ class FakeOpenAIServer:
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length))
                 server.authorizations.append(self.headers.get("authorization"))
+                server.user_agents.append(self.headers.get("user-agent"))
                 status, payload, headers = server.answer(self.path, body)
                 data = json.dumps(payload).encode() if not isinstance(payload, bytes) else payload
                 try:

@@ -15,7 +15,7 @@ from doubles import FakeOpenAIServer
 from equal_dagster.core.compute import RaySettings, ray_session
 from equal_dagster.core.embedding import DEFAULT_MODEL
 from equal_dagster.core.extraction import Document, ExtractionConfig, StoreResponseCache, build_extractor
-from equal_dagster.core.extraction.backends.ray_http import CALLS_PER_BATCH
+from equal_dagster.core.extraction.backends.ray_http import BATCHES_PER_WORKER, CALLS_PER_BATCH
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.store import Store
 from equal_dagster.definitions import build_definitions
@@ -93,7 +93,9 @@ def test_rounds_on_ray_choose_the_same_documents_and_store_the_same_pairs(ray_lo
                     store.rounds().select("round_id", "arms", "rewards").sort("round_id"),
                     store.embedding_matrix(DEFAULT_MODEL, TINY),
                 )
-        assert server.requests == 24  # per engine, 2 rounds of 2 arms x 3 documents: each call made once
+        assert server.requests == 24  # each engine: 2 rounds of 2 arms x 3 documents, each call made once
+        senders = [agent.split("/")[0] for agent in server.user_agents]
+        assert senders.count("python-httpx") == 12 and sum("aiohttp" in a for a in server.user_agents) == 12  # Ray's
     local, ray = tables["local"], tables["ray"]
     assert local[0].height == 12 and local[0].equals(ray[0])
     assert local[1].height > 0 and local[1].equals(ray[1])
@@ -134,7 +136,7 @@ def test_a_ray_worker_killed_mid_job_is_retried_and_repays_only_its_calls_in_fli
         assert killed, "no Ray worker sending requests was found to kill"
         assert [r.status for r in run.results] == ["ok"] * 60  # the lost batch was sent again
         paid_twice = sum(n - 1 for n in server.answered.values())
-        assert paid_twice <= CALLS_PER_BATCH * RAY.workers  # at most the killed worker's calls in flight
+        assert paid_twice <= CALLS_PER_BATCH * BATCHES_PER_WORKER  # at most the killed worker's batches in flight
         requests = server.requests
         again = build_extractor(config, StoreResponseCache(store), ray=RAY).extract(docs)
         assert server.requests == requests  # every answer reached the cache: nothing is paid again

@@ -66,7 +66,7 @@ class RaySettings:
     workers: int = 2  # actors per pool (on a GPU cluster: one per GPU)
     num_cpus: float = 0.5  # per actor: fractional, see the module's rules
     num_gpus: float = 0.0  # per actor
-    batch_size: int = 512  # documents per map_batches call (embeddings) or per Ray Data LLM batch (calls: 64)
+    batch_size: int = 512  # documents per embedding batch (map_batches)
     scratch_dir: str | None = None  # staging folder for documents (default: the system's temporary folder)
 
     def __post_init__(self) -> None:
@@ -77,8 +77,8 @@ class RaySettings:
 
 
 def ray_init_options(settings: RaySettings) -> dict[str, Any]:
-    """The arguments for ``ray.init`` (dagster-ray's ``ray_init_options``): quiet, no dashboard, the driver's
-    environment variables that workers need, and the driver's own Python for a local Ray."""
+    """The arguments for ``ray.init`` (dagster-ray's ``ray_init_options``): quiet, no dashboard, and the driver's
+    environment variables that workers need (a local Ray's workers run the driver's own Python)."""
     env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "ignore_reinit_error": True,
                                "runtime_env": {"env_vars": env}}

@@ -1225,12 +1225,9 @@ class Store:
         crawl); returns how many. Workers on other processes or machines read them (:mod:`.compute`)."""
         todo = (f"FROM documents d ANTI JOIN (SELECT doc_id FROM embeddings WHERE embedder_id = {_literal(embedder_id)}) "
                 f"e ON d.doc_id = e.doc_id WHERE d.crawl_id = {_literal(crawl_id)}")
-        n = self.conn.execute(f"SELECT count(*) {todo}").fetchone()[0]
-        if n:
-            self.conn.execute(f"COPY (SELECT d.doc_id, d.text {todo} ORDER BY d.n_chars, d.doc_id) TO "
-                              f"{_literal(str(folder))} (FORMAT parquet, FILE_SIZE_BYTES '{int(file_mb)}MB', "
-                              "ROW_GROUP_SIZE 4096)")
-        return n
+        return self.conn.execute(f"COPY (SELECT d.doc_id, d.text {todo} ORDER BY d.n_chars, d.doc_id) TO "
+                                 f"{_literal(str(folder))} (FORMAT parquet, FILE_SIZE_BYTES '{int(file_mb)}MB', "
+                                 "ROW_GROUP_SIZE 4096)").fetchone()[0]
 
     def document_texts(self, doc_ids: Sequence[str]) -> pl.DataFrame:
         """doc_id and text of these documents, in the order given."""

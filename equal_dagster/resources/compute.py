@@ -48,7 +48,7 @@ class ComputeResource(dg.ConfigurableResource):
             return
         try:
             import ray
-            from dagster_ray import LocalRay
+            from dagster_ray import LocalRay, Lifecycle
         except ImportError as exc:
             raise dg.Failure(f"the ray compute engine needs Ray and dagster-ray: pip install 'equal-dagster[ray]' "
                              f"({exc})") from exc
@@ -57,8 +57,9 @@ class ComputeResource(dg.ConfigurableResource):
             yield self
             return
         options = ray_init_options(settings)
-        cluster = (_ray_cluster_class()(address=settings.address, ray_init_options=options) if settings.address
-                   else LocalRay(ray_init_options=options))
+        cluster = (_ray_cluster_class()(address=settings.address, ray_init_options=options,
+                                        lifecycle=Lifecycle(cleanup="never"))  # disconnect only: the cluster stays
+                   if settings.address else LocalRay(ray_init_options=options))
         with cluster.yield_for_execution(context):
             quiet_ray_data()
             yield self

@@ -8,14 +8,16 @@ body and reads each answer, so prompts, parsing, the cache and the ledger do not
 * The extractor sends only what its cache cannot answer, and caches each answer as it reaches the asset: a crash or a
   killed Ray worker repays at most the requests in flight (Ray retries a lost worker's batch; answers already back
   are never sent again).
-* Requests in flight: ``workers`` actors, each running up to 4 batches of :data:`CALLS_PER_BATCH` at once (Ray Data's
-  default for asynchronous batch functions), each batch's requests sent one after another. Each round builds a
+* Requests in flight: ``workers`` actors, each running up to :data:`BATCHES_PER_WORKER` batches of
+  :data:`CALLS_PER_BATCH` at once (Ray Data's default for asynchronous batch functions; ``EQUAL_LLM_MAX_IN_FLIGHT``
+  does not apply), each batch's requests sent one after another. Each round builds a
   new actor pool (Ray Data does not keep actors between datasets): docs/benchmarks.md measures what that costs.
 * HTTP 429, 408, 502, 503, 504 and connection errors are retried by Ray Data LLM (``max_retries``, exponential
-  backoff from ``backoff_s``). An error answer (``{"error": ...}``, e.g. a 500 or a 400) is a ``backend_error``
-  (transient: a later round may try the document again, up to the rounds' attempt limit); an answer that is not a
-  completion is ``rejected``. If the Ray job itself fails (retries spent on a dead server), every request not yet
-  answered is a ``backend_error`` carrying the cause; nothing raises out of :meth:`generate_stream`.
+  backoff from ``backoff_s``). An answer that is an error (``{"error": ...}``: a 500, a 400, a server that refuses
+  ``response_format``), and every request left unanswered when the Ray job fails (a request out of Ray's retries fails
+  its whole dataset), is sent again by the local ``openai`` backend from the run's process: its retries, timeouts,
+  statuses and ``response_format`` fallback decide them, as they would without Ray. Nothing raises out of
+  :meth:`generate_stream` for one request; an error in the caller's ``on_answer`` (the cache) propagates.
 * Ray Data LLM reports no per-request latency: the ledger's latency runs from the request's preparation on a worker
   to its answer there (time queued behind its batch's earlier requests included).
 """
@@ -32,7 +34,8 @@ from equal_dagster.core.compute import RaySettings, quiet_ray_data
 from equal_dagster.core.extraction.backends.base import Generation, GenerationRequest, SamplingSettings
 from equal_dagster.core.extraction.backends.openai_compatible import OpenAICompatibleBackend
 
-CALLS_PER_BATCH = 8  # requests per Ray Data LLM batch: a killed worker's retried batch repays at most this many
+CALLS_PER_BATCH = 8  # requests per Ray Data LLM batch
+BATCHES_PER_WORKER = 4  # Ray Data's default for an asynchronous batch function: a killed worker repays at most these
 
 
 def _payload(row: dict[str, Any]) -> dict[str, Any]:
@@ -86,34 +89,39 @@ class RayHttpBackend:
                                     postprocess_map_kwargs={"num_cpus": self.ray.num_cpus / 4})
         rows = [{"index": i, "body": json.dumps(self.http._body(r, sampling))} for i, r in enumerate(requests)]
         blocks = max(1, -(-len(rows) // CALLS_PER_BATCH))
+        batches = iter(processor(ray.data.from_items(rows, override_num_blocks=blocks)).iter_batches(
+            batch_size=None, batch_format="pandas"))
         answered: set[int] = set()
-        try:
-            for batch in processor(ray.data.from_items(rows, override_num_blocks=blocks)).iter_batches(
-                    batch_size=None, batch_format="pandas"):
-                arrived = []
-                for index, response, sent, at in zip(batch["index"], batch["response"], batch["sent"],
-                                                     batch["answered"], strict=True):
-                    index = int(index)
-                    if index in answered:
-                        continue  # a retried batch's answer that came back already
-                    generation = self._generation(json.loads(response), response, requests[index], at - sent)
-                    answered.add(index)
-                    if on_answer is not None:
-                        on_answer(index, generation)
-                    arrived.append((index, generation))
-                yield arrived
-        except Exception as exc:  # noqa: BLE001 - the Ray job failed: what is not answered is a transient failure
-            why = f"the Ray job failed: {type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}"
-            failed = [(i, Generation("backend_error", error=why)) for i in range(len(requests)) if i not in answered]
-            for index, generation in failed:
+        again: list[int] = []  # an error answer, or no answer: sent again by the local backend, with its rules
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except Exception:  # noqa: BLE001 - the Ray job failed (a request out of Ray's retries fails its dataset)
+                break
+            arrived = []
+            for index, response, sent, at in zip(batch["index"], batch["response"], batch["sent"], batch["answered"],
+                                                 strict=True):
+                index = int(index)
+                if index in answered:
+                    continue  # a retried batch's answer that came back already
+                answered.add(index)
+                payload = json.loads(response)
+                if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
+                    again.append(index)
+                    continue
+                generation = self.http.answer(payload, response, requests[index], at - sent, retries=0)
+                arrived.append((index, generation))
                 if on_answer is not None:
                     on_answer(index, generation)
-            yield failed
-
-    def _generation(self, payload: Any, raw: str, request: GenerationRequest, latency: float) -> Generation:
-        if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
-            return Generation("backend_error", error=f"the server answered an error: {raw[:300]}", latency_s=latency)
-        return self.http.answer(payload, raw, request, latency, retries=0)
+            yield arrived
+        again += [i for i in range(len(requests)) if i not in answered]
+        if again:  # the openai backend's own retries, classification and response_format fallback decide these
+            for arrived in self.http.generate_stream([requests[i] for i in again], sampling,
+                                                     on_answer=None if on_answer is None else
+                                                     (lambda j, generation: on_answer(again[j], generation))):
+                yield [(again[j], generation) for j, generation in arrived]
 
     def close(self) -> None:
         return None
