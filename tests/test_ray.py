@@ -141,3 +141,21 @@ def test_a_ray_worker_killed_mid_job_is_retried_and_repays_only_its_calls_in_fli
         again = build_extractor(config, StoreResponseCache(store), ray=RAY).extract(docs)
         assert server.requests == requests  # every answer reached the cache: nothing is paid again
         assert all(c.cache_hit for r in again.results for c in r.calls)
+
+
+def test_each_answer_through_ray_ends_with_the_status_the_local_backend_gives(ray_local, tmp_path):
+    """Error answers (500, 400) and requests left by a failed Ray job (503s past Ray's retries fail the dataset) are
+    sent again by the local backend: every document ends as it would without Ray."""
+    modes = ["good", "fenced", "garbage", "none", "error500", "error400", "rate429", "error503"]
+    docs = [Document(f"doc-{m}", f"DOC={m} MODE={m}\nSome text about topic {m}.") for m in modes]
+    statuses = {}
+    with FakeOpenAIServer() as server:
+        config = ExtractionConfig(backend="openai", base_url=server.base_url, model="fake-model", max_retries=2,
+                                  backoff_s=0.01)
+        for engine, ray in (("local", None), ("ray", RAY)):
+            with Store.open(tmp_path / f"{engine}.duckdb") as store:
+                run = build_extractor(config, StoreResponseCache(store), ray=ray).extract(docs)
+            statuses[engine] = {r.doc_id: r.status for r in run.results}
+    assert statuses["local"] == statuses["ray"]
+    assert statuses["ray"]["doc-good"] == "ok" and statuses["ray"]["doc-error500"] == "backend_error"
+    assert statuses["ray"]["doc-error400"] == "rejected" and statuses["ray"]["doc-garbage"] == "parse_error"
