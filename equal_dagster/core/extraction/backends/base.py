@@ -8,7 +8,7 @@ back as a :class:`Generation` with status ``backend_error`` or ``timeout`` and t
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,6 +63,15 @@ class ModelBackend(Protocol):
     def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings) -> list[Generation]: ...
 
     def close(self) -> None: ...
+
+
+def in_order(n: int, stream: Iterable[list[tuple[int, Generation]]]) -> list[Generation]:
+    """The ``n`` generations a ``generate_stream`` hands over as they arrive, in the requests' order."""
+    out: list[Generation | None] = [None] * n
+    for arrived in stream:
+        for index, generation in arrived:
+            out[index] = generation
+    return out  # type: ignore[return-value]
 
 
 @dataclass

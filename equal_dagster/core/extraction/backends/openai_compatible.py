@@ -36,6 +36,7 @@ from equal_dagster.core.extraction.backends.base import (
     GenerationRequest,
     SamplingSettings,
     TokenCounter,
+    in_order,
 )
 
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
@@ -76,11 +77,7 @@ class OpenAICompatibleBackend:
         """One generation per request, in order. ``max_in_flight`` worker threads share one httpx connection
         pool. (httpx's asyncio pool spent most of its time scanning its own queue: 63 requests/s at 32 in flight
         against a 50 ms server, where threads reach several hundred.)"""
-        out: list[Generation | None] = [None] * len(requests)
-        for arrived in self.generate_stream(requests, sampling):
-            for index, generation in arrived:
-                out[index] = generation
-        return out  # type: ignore[return-value]
+        return in_order(len(requests), self.generate_stream(requests, sampling))
 
     def generate_stream(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings,
                         on_answer: Callable[[int, Generation], None] | None = None,

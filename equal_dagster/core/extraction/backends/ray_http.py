@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from equal_dagster.core.compute import RaySettings, quiet_ray_data
-from equal_dagster.core.extraction.backends.base import Generation, GenerationRequest, SamplingSettings
+from equal_dagster.core.extraction.backends.base import Generation, GenerationRequest, SamplingSettings, in_order
 from equal_dagster.core.extraction.backends.openai_compatible import OpenAICompatibleBackend
 
 CALLS_PER_BATCH = 8  # requests per Ray Data LLM batch
@@ -64,11 +64,7 @@ class RayHttpBackend:
         return self.http.batch_size
 
     def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings) -> list[Generation]:
-        out: list[Generation | None] = [None] * len(requests)
-        for arrived in self.generate_stream(requests, sampling):
-            for index, generation in arrived:
-                out[index] = generation
-        return out  # type: ignore[return-value]
+        return in_order(len(requests), self.generate_stream(requests, sampling))
 
     def generate_stream(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings,
                         on_answer: Callable[[int, Generation], None] | None = None,
