@@ -98,8 +98,9 @@ def quiet_ray_data() -> None:
 
 @contextmanager
 def ray_session(settings: RaySettings) -> Iterator[None]:
-    """Ray connected for the block (scripts and benchmarks; under Dagster, the ``compute`` resource does this through
-    dagster-ray). A Ray this block started is shut down at its end; one already running is left running."""
+    """Ray connected for the block: `equal run` and `equal rounds` hold one for all their runs, as do scripts and
+    benchmarks; a run with no Ray yet (from the UI) connects through the ``compute`` resource, with dagster-ray. A
+    Ray this block started is shut down at its end; one already running is left running."""
     import ray
 
     started = not ray.is_initialized()
