@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import socket
 import threading
@@ -19,10 +20,12 @@ from equal_dagster.core.settings import EqualPaths
 
 
 def prepare_dagster_home(paths: EqualPaths) -> Path:
-    """Create ``$EQUAL_HOME/dagster`` with the project's dagster.yaml (telemetry off; the writers' pool limited to one
-    run for a DuckDB file, to :attr:`EqualPaths.writers` for a DuckLake store)."""
+    """Create ``$EQUAL_HOME/dagster`` with the project's dagster.yaml (telemetry off; Dagster's SQLite storage in that
+    folder, claiming pool slots in turn (:mod:`equal_dagster.instance_storage`); the writers' pool limited to one run
+    for a DuckDB file, to :attr:`EqualPaths.writers` for a DuckLake store)."""
     paths.dagster_home.mkdir(parents=True, exist_ok=True)
     settings = resources.files("equal_dagster").joinpath("dagster.yaml").read_text()
+    settings = settings.replace("DAGSTER_HOME_PATH", json.dumps(str(paths.dagster_home.resolve())))
     if paths.writers != 1:
         settings = settings.replace("    default_limit: 1", f"    default_limit: {paths.writers}  # EQUAL_STORE: DuckLake")
     target = paths.dagster_home / "dagster.yaml"

@@ -287,3 +287,24 @@ def test_a_run_lock_is_held_while_its_process_lives_and_free_once_it_is_killed(t
         holder.wait(timeout=30)
     assert _run_lock_held(_Root(tmp_path), "run-1") is False  # SIGKILL: the kernel dropped the lock
     assert _run_lock_held(_Root(tmp_path), "run-1") is None  # and the file went with the check
+
+
+def test_processes_claiming_the_one_slot_at_once_are_admitted_one_at_a_time(dagster_home):
+    """Dagster's SQLite event log admitted several claimers of a one-slot pool at once (no row locks in SQLite); the
+    home's storage claims in turn (equal_dagster/instance_storage.py). Four processes take the slot 40 times each;
+    with Dagster's stock SQLite storage this found overlaps in each of 4 tries."""
+    from equal_dagster.instance_storage import PoolLockedSqliteEventLogStorage
+
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    assert isinstance(instance.event_log_storage, PoolLockedSqliteEventLogStorage)
+    instance.get_runs(limit=1)
+    instance.event_log_storage.initialize_concurrency_limit_to_default("duckdb")
+    assert instance.event_log_storage.get_concurrency_info("duckdb").slot_count == 1
+    start = time.time() + 8  # every process has opened the instance by then
+    workers = [subprocess.Popen([sys.executable, str(Path(__file__).parent / "pool_claims.py"), str(dagster_home),
+                                 str(start), f"w{i}", "40"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for i in range(4)]
+    outputs = [worker.communicate(timeout=240)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * 4, outputs
+    assert [int(output.split()[-1]) for output in outputs] == [0] * 4, outputs  # no one found another holder inside
+    assert pool_holders(instance) == []
