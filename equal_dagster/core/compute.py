@@ -5,8 +5,9 @@ Dagster runs steps in parallel, not the work inside one step; the two steps whos
 
 * ``embeddings``: the crawl's documents without a vector are staged as Parquet files (DuckDB streams them out of the
   store), Ray Data reads them, an actor pool of embedders (``workers`` actors, each with ``num_cpus``/``num_gpus``)
-  embeds them with ``map_batches``, and the vectors stream back to the asset, which writes them batch by batch
-  (each batch committed, as locally: an interrupted run resumes where it stopped).
+  embeds them with ``map_batches`` and writes each batch's vectors as a Parquet shard beside them; only the shards'
+  paths come back to the asset, which has DuckDB load them ``WRITE_ROWS`` at a time (each load committed, as
+  locally: an interrupted run resumes where it stopped).
 * a round's extraction calls (the warm-up's too): the requests the cache cannot answer go through Ray Data LLM
   (:mod:`equal_dagster.core.extraction.backends.ray_http`); prompts, parsing, the cache and the ledger are the code
   of the local path.
@@ -19,8 +20,8 @@ Rules:
 
 * Actors take fractional CPUs by default (``num_cpus`` 0.5): whole-CPU actor pools deadlock on a 2-core machine,
   where Ray Data also needs a CPU for reading.
-* The run's process holds little whatever the crawl's size: DuckDB stages the documents and writes the vectors
-  within ``STORE_MEMORY_BYTES`` (it spills past it), and the vectors are written ``WRITE_ROWS`` at a time.
+* The run's process holds little whatever the crawl's size: DuckDB stages the documents and loads the vectors
+  within ``STORE_MEMORY_BYTES`` (it spills past it); no text or vector passes through the process's Python.
 * Ray started by this process (no address) is a local Ray with the machine's CPUs; it stops with the process.
 """
 
@@ -35,18 +36,17 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from equal_dagster.core.embedding import EmbedReport
-from equal_dagster.core.store import Store, table_frame
+from equal_dagster.core.store import Store
 
 ENGINES = ("local", "ray")
 WRITE_ROWS = 16_384  # vectors written per commit (about 25 MB at 384 dimensions)
-STORE_MEMORY_BYTES = 512 * 2**20  # DuckDB's share of the driver while it stages and writes (it spills past it)
+STORE_MEMORY_BYTES = 192 * 2**20  # DuckDB's share of the driver while it stages and loads (it spills past it)
 SPLIT_BELOW = 100_000  # staged documents below which the one staged file is split in memory (above: many files)
 # What a Ray worker needs from the driver's environment: offline hubs, the BLAS fix, the console's quiet.
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OPENBLAS_CORETYPE", "TQDM_DISABLE", "PYTHONPATH")
@@ -115,14 +115,25 @@ def ray_session(settings: RaySettings) -> Iterator[None]:
 
 
 class _EmbedWorker:
-    """One actor of the pool: loads the embedder once, then embeds batch after batch."""
+    """One actor of the pool: loads the embedder once, then embeds batch after batch. Each batch's vectors go to a
+    Parquet shard of their own in ``shards`` (written under a temporary name, then renamed: a shard is whole or
+    absent), and only the shard's path and row count go back to the driver."""
 
-    def __init__(self, load: Callable[[], TextEmbedder]):
+    def __init__(self, load: Callable[[], TextEmbedder], shards: str):
         self.embedder = load()
+        self.shards = shards
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        vectors = self.embedder.encode([str(t) for t in batch["text"]])
-        return {"doc_id": batch["doc_id"], "vector": np.asarray(vectors, dtype=np.float32)}
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        vectors = np.asarray(self.embedder.encode([str(t) for t in batch["text"]]), dtype=np.float32)
+        table = pa.table({"doc_id": pa.array([str(d) for d in batch["doc_id"]], pa.string()),
+                          "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])})
+        path = os.path.join(self.shards, f"{uuid.uuid4().hex}.parquet")
+        pq.write_table(table, path + ".tmp")
+        os.replace(path + ".tmp", path)
+        return {"shard": np.array([path]), "rows": np.array([len(vectors)])}
 
 
 def embed_crawl_on_ray(
@@ -145,22 +156,19 @@ def embed_crawl_on_ray(
     stale = store.delete_stale_embeddings(crawl_id)
     already = store.embedding_counts(crawl_id).get(embedder_id, 0)
     staging = Path(settings.scratch_dir or tempfile.gettempdir()) / f"equal-embed-{uuid.uuid4().hex[:12]}"
+    shards_dir = staging / "vectors"
     done, last = 0, began
-    ids: list[np.ndarray] = []
-    vectors: list[np.ndarray] = []
+    shards: list[str] = []
+    rows = 0
 
-    def write() -> None:  # the vectors come back a block at a time; they are written WRITE_ROWS at a time
-        nonlocal done, last
-        batch_ids, batch_vectors = np.concatenate(ids), np.concatenate(vectors)
-        ids.clear()
-        vectors.clear()
-        n = len(batch_ids)
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
-        store.insert_embeddings(table_frame("embeddings", {
-            "doc_id": [str(d) for d in batch_ids], "embedder_id": [embedder_id] * n, "crawl_id": [crawl_id] * n,
-            "vector": list(batch_vectors), "embedded_at": [now] * n,
-        }))
-        done += n
+    def write() -> None:  # the shards written so far are loaded into the store in one commit, then deleted
+        nonlocal done, last, rows
+        store.insert_embeddings_from_parquet(shards, embedder_id, crawl_id)
+        for shard in shards:
+            os.unlink(shard)
+        done += rows
+        shards.clear()
+        rows = 0
         tick = time.perf_counter()
         if progress and (tick - last >= progress_every_s or done == total):
             progress(done, total, done / (tick - began))
@@ -168,21 +176,23 @@ def embed_crawl_on_ray(
 
     try:
         with store.bounded_memory(STORE_MEMORY_BYTES):
-            total = store.stage_texts_without_embedding(crawl_id, embedder_id, staging, file_mb=file_mb)
+            staging.mkdir(parents=True)
+            total = store.stage_texts_without_embedding(crawl_id, embedder_id, staging / "documents", file_mb=file_mb)
             if total:
-                documents = ray.data.read_parquet(str(staging))
+                shards_dir.mkdir()
+                documents = ray.data.read_parquet(str(staging / "documents"))
                 if total <= SPLIT_BELOW:  # a small crawl is one file: split it so that every actor gets work
                     documents = documents.repartition(max(2 * settings.workers, math.ceil(total / settings.batch_size)))
                 dataset = documents.map_batches(
-                    _EmbedWorker, fn_constructor_args=(load,), batch_size=settings.batch_size, batch_format="numpy",
-                    compute=ray.data.ActorPoolStrategy(size=settings.workers), num_cpus=settings.num_cpus,
-                    num_gpus=settings.num_gpus)
-                for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                    ids.append(block["doc_id"])
-                    vectors.append(block["vector"])
-                    if sum(len(i) for i in ids) >= WRITE_ROWS:
+                    _EmbedWorker, fn_constructor_args=(load, str(shards_dir)), batch_size=settings.batch_size,
+                    batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=settings.workers),
+                    num_cpus=settings.num_cpus, num_gpus=settings.num_gpus)
+                for written in dataset.iter_rows():
+                    shards.append(str(written["shard"]))
+                    rows += int(written["rows"])
+                    if rows >= WRITE_ROWS:
                         write()
-                if ids:
+                if shards:
                     write()
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -714,21 +714,27 @@ def _keys_in_order(keys: Sequence[str], column: str = "key") -> pa.Table:
 
 def _insert_frame(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame, *, keep_existing: bool = False,
                   stamp: str | None = None, lake: bool = False) -> None:
-    """INSERT the frame's columns into ``table``; ``stamp``: a timestamp column set to now(); ``keep_existing``: a
-    row whose key is already there is skipped (the primary key's index on a DuckDB file; on DuckLake, which has no
-    constraints, the rows whose key is absent: two writers adding the same key at the same moment may both add it,
-    and readers of those tables take one)."""
-    columns = ", ".join(rows.columns)
-    stamp_column, stamp_value = (f", {stamp}", ", now()") if stamp else ("", "")
+    """INSERT the frame's columns into ``table`` (see :func:`_insert_from`)."""
     with _registered(conn, rows.to_arrow()) as name:
-        if keep_existing and lake:
-            selected = ", ".join(f"b.{c}" for c in rows.columns)
-            key = " AND ".join(f"t.{c} = b.{c}" for c in PRIMARY_KEYS[table])
-            conn.execute(f"INSERT INTO {table} ({columns}{stamp_column}) SELECT {selected}{stamp_value} FROM {name} b "
-                         f"ANTI JOIN {table} t ON {key}")
-            return
-        conflict = " ON CONFLICT DO NOTHING" if keep_existing else ""
-        conn.execute(f"INSERT INTO {table} ({columns}{stamp_column}) SELECT {columns}{stamp_value} FROM {name}{conflict}")
+        _insert_from(conn, table, name, rows.columns, keep_existing=keep_existing, stamp=stamp, lake=lake)
+
+
+def _insert_from(conn: duckdb.DuckDBPyConnection, table: str, source: str, columns: Sequence[str], *,
+                 keep_existing: bool = False, stamp: str | None = None, lake: bool = False) -> None:
+    """INSERT ``columns`` of ``source`` (a relation) into ``table``; ``stamp``: a timestamp column set to now();
+    ``keep_existing``: a row whose key is already there is skipped (the primary key's index on a DuckDB file; on
+    DuckLake, which has no constraints, the rows whose key is absent: two writers adding the same key at the same
+    moment may both add it, and readers of those tables take one)."""
+    names = ", ".join(columns)
+    stamp_column, stamp_value = (f", {stamp}", ", now()") if stamp else ("", "")
+    if keep_existing and lake:
+        selected = ", ".join(f"b.{c}" for c in columns)
+        key = " AND ".join(f"t.{c} = b.{c}" for c in PRIMARY_KEYS[table])
+        conn.execute(f"INSERT INTO {table} ({names}{stamp_column}) SELECT {selected}{stamp_value} FROM {source} b "
+                     f"ANTI JOIN {table} t ON {key}")
+        return
+    conflict = " ON CONFLICT DO NOTHING" if keep_existing else ""
+    conn.execute(f"INSERT INTO {table} ({names}{stamp_column}) SELECT {names}{stamp_value} FROM {source}{conflict}")
 
 
 def _arrow_table(result: duckdb.DuckDBPyConnection) -> pa.Table:
@@ -1248,6 +1254,19 @@ class Store:
         _check_columns("embeddings", rows.columns)
         self._retrying("saving embeddings", lambda: _insert_frame(
             self.conn, "embeddings", rows, keep_existing=True, lake=self.lake))
+
+    def insert_embeddings_from_parquet(self, files: Sequence[str], embedder_id: str, crawl_id: str) -> None:
+        """Append the vectors of Parquet shards (columns doc_id, vector) as ``embedder_id``'s for ``crawl_id``, in one
+        commit, read by DuckDB (nothing passes through Python); a doc_id twice in the shards (a batch written again
+        by a retried task) or already stored keeps one vector, as :meth:`insert_embeddings`."""
+        self._check_writable()
+        if not files:
+            return
+        source = (f"(SELECT DISTINCT ON (doc_id) doc_id, {_literal(embedder_id)} AS embedder_id, {_literal(crawl_id)} "
+                  f"AS crawl_id, vector::FLOAT[] AS vector FROM read_parquet([{', '.join(_literal(str(f)) for f in files)}]))")
+        self._retrying("saving embeddings", lambda: _insert_from(
+            self.conn, "embeddings", source, ["doc_id", "embedder_id", "crawl_id", "vector"], keep_existing=True,
+            stamp="embedded_at", lake=self.lake))
 
     def delete_stale_embeddings(self, crawl_id: str) -> int:
         """Drop vectors filed under ``crawl_id`` whose document is no longer part of it (a re-ingested crawl)."""
