@@ -7,6 +7,7 @@ import dagster as dg
 
 from equal_dagster.assets.metadata import check_result
 from equal_dagster.core.checks import (
+    drop_shares,
     every_document_in_one_arm,
     kept_pairs_distinct,
     kept_pairs_uncontaminated,
@@ -39,6 +40,13 @@ def no_duplicate_pair(store: StoreResource) -> dg.AssetCheckResult:
         return check_result("no_duplicate_pair", kept_pairs_distinct(db), blocking=True)
 
 
+@dg.asset_check(asset="qa_dataset", description="no filter dropped more than its share of the scored pairs "
+                                                "(contamination 5%, duplicates and REInstruct's rules 50% each)")
+def drop_share_per_reason(store: StoreResource) -> dg.AssetCheckResult:
+    with store.open_store(read_only=True) as db:
+        return check_result("drop_share_per_reason", drop_shares(*db.drop_reasons()))
+
+
 @dg.asset_check(asset="eval_scores", description="the base and the fine-tuned models were scored on the same items")
 def scored_on_the_same_items(store: StoreResource) -> dg.AssetCheckResult:
     with store.open_store(read_only=True) as db:
@@ -49,4 +57,5 @@ def scored_on_the_same_items(store: StoreResource) -> dg.AssetCheckResult:
     return check_result("scored_on_the_same_items", same_items(n_by_model))
 
 
-ASSET_CHECKS = [every_document_in_an_arm, no_contaminated_pair, no_duplicate_pair, scored_on_the_same_items]
+ASSET_CHECKS = [every_document_in_an_arm, no_contaminated_pair, no_duplicate_pair, drop_share_per_reason,
+                scored_on_the_same_items]

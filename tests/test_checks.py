@@ -2,6 +2,7 @@
 
 from equal_dagster.core.checks import (
     MAX_QUARANTINE_SHARE,
+    drop_shares,
     embedder_not_worse,
     loss_fell,
     no_id_conflict,
@@ -31,6 +32,16 @@ def test_budget_reward_and_loss_rules():
     assert loss_fell(2.0, 1.5).passed and not loss_fell(1.5, 2.0).passed and not loss_fell(None, None).passed
 
 
+def test_each_filter_drops_under_its_share_and_selection_is_not_limited():
+    fine = drop_shares(100, {"exact_duplicate": 30, "contaminated": 5, "below_top_k": 60})
+    assert fine.passed and fine.metadata["share_below_top_k"] == 0.6 and "contaminated 5.0%" in fine.message
+    leak = drop_shares(100, {"contaminated": 6})
+    assert not leak.passed and leak.message == "contaminated dropped 6.0% (limit 5%)"
+    repeated = drop_shares(100, {"reinstruct:too_short": 30, "reinstruct:refusal": 21})  # one filter, its rules summed
+    assert not repeated.passed and repeated.metadata["share_reinstruct"] == 0.51
+    assert drop_shares(0, {}).passed and drop_shares(0, {}).message == "of 0 scored pairs: nothing dropped"
+
+
 def test_models_scored_on_the_same_items_and_the_embedder_in_use():
     assert same_items({"base": {"gsm": 60, "mc": 60}, "tuned": {"gsm": 60, "mc": 60}}).passed
     differ = same_items({"base": {"gsm": 60}, "tuned": {"gsm": 50}})
@@ -55,10 +66,71 @@ def test_kept_pairs_are_tested_again_for_contamination_and_duplicates(tmp_path):
         write_extraction_round(store, "round-0", 0, "warmup", RuleExtractor().extract(documents), seed=0,
                                dagster_run_id=None)
         ids = store.qa_pairs()["qa_id"].to_list()
+        assert store.drop_reasons() == (0, {})  # qa_dataset has not scored them yet
         store.set_qa_quality(table_frame("qa_pairs", {"qa_id": ids, "quality": ["{}"] * 3, "quality_score": [1.0] * 3,
                                                       "kept": [True] * 3, "drop_reason": [None] * 3}))
         contaminated, duplicates = kept_pairs_clean(store, [f"Evaluation item. {answer}"])
         clean, _ = kept_pairs_clean(store, ["nothing in common with any pair at all here"])
+        assert store.drop_reasons() == (3, {})
+        store.set_qa_quality(table_frame("qa_pairs", {"qa_id": ids, "quality": ["{}"] * 3, "quality_score": [1.0] * 3,
+                                                      "kept": [True, False, False],
+                                                      "drop_reason": [None, "exact_duplicate", "contaminated"]}))
+        assert store.drop_reasons() == (3, {"exact_duplicate": 1, "contaminated": 1})
+        assert not drop_shares(*store.drop_reasons()).passed  # a third contaminated
     assert not contaminated.passed and contaminated.metadata["contaminated_kept"] == 2
     assert not duplicates.passed and duplicates.metadata["duplicates_kept"] == 1
     assert clean.passed
+
+
+def test_every_document_has_a_vector_and_an_arm_until_one_comes_without(clustered, tmp_path):
+    """On a copy of the shared clustered home: the first crawl is embedded and clustered, the second only ingested."""
+    import shutil
+
+    import numpy as np
+
+    from equal_dagster.core.checks import crawl_embedded, every_document_in_one_arm
+    from equal_dagster.core.store import Store, table_frame
+    from equal_dagster.demo.corpus import CRAWL_NAMES
+
+    shutil.copy(clustered.store, tmp_path / "s.duckdb")
+    with Store.open(tmp_path / "s.duckdb") as store:
+        clustering = store.current_clustering()
+        embedder_id = clustering["embedder_id"]
+        first, second = CRAWL_NAMES
+        assert crawl_embedded(store, first, embedder_id).passed
+        missing = crawl_embedded(store, second, embedder_id)
+        assert not missing.passed and missing.metadata["documents_without_vector"] > 0
+        in_arms = every_document_in_one_arm(store, clustering["clustering_id"])
+        assert in_arms.passed and in_arms.metadata["documents_in_no_arm"] == 0
+        newcomer = store.documents_without_embedding(second, embedder_id)[0]  # embedded after the clustering
+        store.insert_embeddings(table_frame("embeddings", {
+            "doc_id": [newcomer], "embedder_id": [embedder_id], "crawl_id": [second],
+            "vector": [np.ones(384, dtype=np.float32) / np.sqrt(384)], "embedded_at": [clustering["written_at"]]}))
+        outside = every_document_in_one_arm(store, clustering["clustering_id"])
+        assert not outside.passed and outside.metadata["documents_in_no_arm"] == 1
+        assert crawl_embedded(store, second, embedder_id).metadata["documents_without_vector"] == \
+            missing.metadata["documents_without_vector"] - 1
+
+
+def test_a_failed_blocking_check_stops_the_assets_downstream():
+    """check_result makes a failed blocking rule an ERROR, which Dagster does not let flow downstream."""
+    import dagster as dg
+
+    from equal_dagster.assets.metadata import check_result
+    from equal_dagster.core.checks import Outcome
+
+    @dg.asset(check_specs=[dg.AssetCheckSpec("rule", asset="upstream", blocking=True)])
+    def upstream():
+        yield dg.Output(1)
+        yield check_result("rule", Outcome(False, "broken"), blocking=True)
+
+    @dg.asset
+    def downstream(upstream: int) -> int:
+        return upstream + 1
+
+    result = dg.materialize([upstream, downstream], raise_on_error=False)
+    assert not result.success
+    assert len(result.asset_materializations_for_node("upstream")) == 1
+    assert result.asset_materializations_for_node("downstream") == []
+    evaluation = result.get_asset_check_evaluations()[0]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR

@@ -19,6 +19,15 @@ from equal_dagster.resources.llm import ExtractionResource
 from equal_dagster.resources.trainer import TrainerResource
 
 
+def stale_status(defs, instance) -> dict[str, str]:
+    """What the UI shows for the assets after bandit_rounds: FRESH or STALE (Dagster's data versions)."""
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver
+    from dagster._core.loader import LoadingContextForTest
+
+    resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
+    return {key: resolver.get_status(dg.AssetKey(key)).value for key in ("qa_dataset", "fine_tuned_model", "eval_scores")}
+
+
 def metadata(result, node):
     return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
 
@@ -43,6 +52,9 @@ def test_dataset_model_and_scores_through_dagster(paths, capsys):
     evaluator = EvaluatorResource(eval_data=str(eval_file), tasks_dir=str(paths.home / "eval_tasks"), task_prefix="demo")
     defs = build_definitions(paths, llm=ExtractionResource(), trainer=trainer, evaluator=evaluator)
     with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("rounds", ["r0001"])  # the round written above, as bandit_rounds records it
+        instance.report_runless_asset_event(dg.AssetMaterialization("bandit_rounds", partition="r0001",
+                                                                    tags={"dagster/data_version": "r0001"}))
         built = defs.resolve_job_def("build_dataset").execute_in_process(instance=instance)
         dataset = metadata(built, "qa_dataset")
         # the planted question, and one whose templated ending shares 13 words with an evaluation question
@@ -54,9 +66,19 @@ def test_dataset_model_and_scores_through_dagster(paths, capsys):
         assert model["examples"] == 40 and model["last_logged_loss"] < model["first_logged_loss"]
         scored = defs.resolve_job_def("evaluate").execute_in_process(instance=instance)
         scores = metadata(scored, "eval_scores")
+        # a round that lands after the dataset was built makes Dagster show qa_dataset stale (in the UI); the model and
+        # its scores follow once qa_dataset is rebuilt (Dagster marks the assets whose own inputs changed)
+        assert stale_status(defs, instance) == {"qa_dataset": "FRESH", "fine_tuned_model": "FRESH", "eval_scores": "FRESH"}
+        instance.add_dynamic_partitions("rounds", ["r0002"])
+        instance.report_runless_asset_event(dg.AssetMaterialization("bandit_rounds", partition="r0002",
+                                                                    tags={"dagster/data_version": "r0002"}))
+        assert stale_status(defs, instance)["qa_dataset"] == "STALE"
+        defs.resolve_job_def("build_dataset").execute_in_process(instance=instance)
+        assert stale_status(defs, instance) == {"qa_dataset": "FRESH", "fine_tuned_model": "STALE", "eval_scores": "FRESH"}
     # the data rules ran as asset checks beside each asset, and hold
     checks = {c.check_name: c for r in (built, tuned, scored) for c in r.get_asset_check_evaluations()}
-    assert set(checks) == {"no_contaminated_pair", "no_duplicate_pair", "loss_fell", "scored_on_the_same_items"}
+    assert set(checks) == {"no_contaminated_pair", "no_duplicate_pair", "drop_share_per_reason", "loss_fell",
+                           "scored_on_the_same_items"}
     assert all(c.passed for c in checks.values()), {n: c.description for n, c in checks.items()}
     assert scores["models"] == ["base:base", model["model_id"]]
     assert f"| {model['model_id']} - base:base |" in scores["scores"] and "| demo_nll | nll |" in scores["scores"]

@@ -10,7 +10,10 @@ Rules:
 - ``clusters``: every document embedded with the clustering's embedder is in exactly one arm.
 - ``warmup_extractions`` and ``bandit_rounds``: every drawn document has an extraction status; a round's reward is in
   [0, 1]; the documents spent stay within the budget.
-- ``qa_dataset``: no kept pair overlaps an evaluation item; no two kept pairs are the same pair.
+- ``qa_dataset``: no kept pair overlaps an evaluation item; no two kept pairs are the same pair; no filter drops more
+  than its share of the scored pairs (:data:`MAX_DROP_SHARE`: contamination past 5% means the crawl holds the
+  evaluation data; one filter taking half means a source repeating itself or a broken rule). Selection (top-k,
+  threshold) is the user's choice and has no limit.
 - ``fine_tuned_model``: the loss fell from the first logged step to the last.
 - ``eval_scores``: the base and the fine-tuned models were scored on the same items (the same n per task).
 """
@@ -26,6 +29,7 @@ from equal_dagster.core.quality import Decontaminator, exact_duplicates
 from equal_dagster.core.store import Store
 
 MAX_QUARANTINE_SHARE = 0.5
+MAX_DROP_SHARE = {"contaminated": 0.05, "exact_duplicate": 0.5, "near_duplicate": 0.5, "reinstruct": 0.5}
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,21 @@ def kept_pairs_distinct(store: Store) -> Outcome:
     duplicates = len(exact_duplicates(pairs))
     return Outcome(duplicates == 0, f"{duplicates:,} kept pairs repeat another kept pair" if duplicates
                    else f"the {len(pairs):,} kept pairs are distinct", {"duplicates_kept": duplicates})
+
+
+def drop_shares(scored: int, dropped: Mapping[str, int]) -> Outcome:
+    """The share of the scored pairs each filter dropped, under its :data:`MAX_DROP_SHARE` (``reinstruct:<rule>``
+    reasons count as ``reinstruct``; selection reasons are not limited)."""
+    by_filter: dict[str, int] = {}
+    for reason, n in dropped.items():
+        name = reason.split(":")[0]
+        by_filter[name] = by_filter.get(name, 0) + n
+    shares = {name: round(n / scored, 4) if scored else 0.0 for name, n in sorted(by_filter.items())}
+    over = [f"{name} dropped {share:.1%} (limit {MAX_DROP_SHARE[name]:.0%})" for name, share in shares.items()
+            if share > MAX_DROP_SHARE.get(name, 1.0)]
+    summary = ", ".join(f"{name} {share:.1%}" for name, share in shares.items()) or "nothing dropped"
+    return Outcome(not over, "; ".join(over) if over else f"of {scored:,} scored pairs: {summary}",
+                   {"scored": scored, **{f"share_{name}": share for name, share in shares.items()}})
 
 
 def kept_pairs_clean(store: Store, evaluation_texts: Sequence[str], ngram: int = 13) -> tuple[Outcome, Outcome]:

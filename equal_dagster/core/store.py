@@ -1161,6 +1161,12 @@ class Store:
             "SELECT avg(tokens_out) FROM llm_cache WHERE backend = ? AND model IS NOT DISTINCT FROM ? "
             "AND tokens_out IS NOT NULL", [backend, model]).fetchone()[0]
 
+    def mean_retries(self, backend: str, model: str | None) -> float | None:
+        """The mean retries per document extracted by ``backend`` and ``model`` without the cache (None: none yet)."""
+        return self.conn.execute(
+            "SELECT avg(retries) FROM extractions WHERE backend = ? AND model IS NOT DISTINCT FROM ? "
+            "AND retries IS NOT NULL AND NOT coalesce(cache_hit, false)", [backend, model]).fetchone()[0]
+
     def llm_cache_size(self) -> int:
         return self.conn.execute("SELECT count(*) FROM llm_cache").fetchone()[0]
 
@@ -1552,6 +1558,11 @@ class Store:
             "SELECT qa_id, doc_id, round_id, question, answer, quality_score FROM qa_pairs WHERE kept "
             "ORDER BY quality_score DESC NULLS LAST, qa_id"
         ).pl()
+
+    def drop_reasons(self) -> tuple[int, dict[str, int]]:
+        """(pairs qa_dataset scored, dropped pairs per drop_reason) as its last build left them."""
+        rows = self.conn.execute("SELECT drop_reason, count(*) FROM qa_pairs WHERE kept IS NOT NULL GROUP BY 1").fetchall()
+        return sum(n for _, n in rows), {reason: n for reason, n in rows if reason is not None}
 
     # -- models and evaluations --------------------------------------------------------------------------
     def save_model(self, row: pl.DataFrame, qa_ids: Sequence[str]) -> None:
