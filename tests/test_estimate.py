@@ -34,6 +34,7 @@ def test_the_estimate_counts_the_prompt_on_the_documents_and_bounds_the_output(p
         assert abs(estimate.input_tokens_per_call - per_call) < 0.1 and estimate.input_tokens == round(per_call * 10)
         assert not estimate.output_measured and estimate.output_tokens == 2560  # max_tokens: an upper bound
         assert abs(estimate.cost - (estimate.input_tokens * 1.0 + 2560 * 4.0) / 1e6) < 1e-9
+        assert estimate.retries == 0 and not estimate.retries_measured and estimate.calls_at_most == 10 * (1 + 4)
 
         # once calls were paid, their mean output; refine doubles the calls and rereads the first answer
         StoreResponseCache(store).put_many([CachedResponse("k1", "openai", "m", "equal-qa/v1", "x", 100, 30, 1.0),
@@ -42,6 +43,19 @@ def test_the_estimate_counts_the_prompt_on_the_documents_and_bounds_the_output(p
         assert refined.output_measured and refined.output_tokens_per_call == 40.0
         assert refined.calls == 20 and refined.output_tokens == 800 and refined.cost is None
         assert refined.input_tokens == round((2 * refined.input_tokens_per_call + 40) * 10)
+        # once documents were extracted, their mean retries (cache hits aside)
+        from equal_dagster.core.extraction.extractor import ExtractionRun
+        from equal_dagster.core.extraction.results import CallRecord, ExtractionResult
+        from equal_dagster.core.rounds import write_extraction_round
+
+        def extracted(doc_id, retries, cache_hit=False):
+            return ExtractionResult(doc_id, "no_qa", backend="openai", model="m", strategy="equal",
+                                    calls=[CallRecord("equal-qa/v1", f"k-{doc_id}", cache_hit, "no_qa", retries)])
+
+        write_extraction_round(store, "round-0", 0, "warmup", ExtractionRun(
+            [extracted("d1", 3), extracted("d2", 1), extracted("d3", 0, cache_hit=True)]), seed=0, dagster_run_id=None)
+        retried = estimate_cost(store, config, Budget.parse("10"))
+        assert retried.retries_measured and retried.retries == 20  # 2 per document, 10 documents
         # a token budget alone buys as many documents as its tokens pay for
         by_tokens = estimate_cost(store, config, Budget(tokens=10_000))
         assert by_tokens.documents == int(10_000 // (by_tokens.input_tokens_per_call + 40))
@@ -61,5 +75,6 @@ def test_equal_estimate_prints_the_figures_and_rules_cost_nothing(paths, capsys,
     assert main(["--home", str(paths.home), "estimate", "--budget", "50%", "--price-per-mtok", "2"]) == 0
     out = capsys.readouterr().out
     assert "20 of 40 documents" in out and "at most" in out and "cost:" in out
+    assert "retries: none measured yet; at most 80 (every call retried 4 times" in out
     assert main(["--home", str(paths.home), "estimate", "--budget", "ten"]) == 2
     assert capsys.readouterr().err.startswith("equal estimate: ")

@@ -5,8 +5,10 @@ Rules:
 * **Documents**: the budget's document limit over the corpus (the warm-up's documents included, as the rounds count
   them); with a token budget alone, as many documents as its tokens buy at the estimated tokens per document.
 * **Calls per document**: ``equal``: 1, and 1 more with ``refine`` (an upper bound: refine runs only for documents that
-  yielded pairs); ``reinstruct``: 2 (reverse, then rewrite; an upper bound: the selection rules skip some). Retries
-  are not counted: a healthy backend retries few, a failing one stops the rounds (docs/operations.md).
+  yielded pairs); ``reinstruct``: 2 (reverse, then rewrite; an upper bound: the selection rules skip some).
+* **Retries**: the mean retries per document of the extractions already made by this backend and model, when the
+  ledger has some (else none expected); and the most they could be, every call retried ``max_retries`` times. A
+  retried request (HTTP 429, 5xx, a lost connection) returned no answer: the cost counts the answered calls.
 * **Input tokens per call**: the prompt rendered for a seeded sample of :data:`SAMPLE_DOCUMENTS` documents, counted
   with the configured tokenizer, else estimated (:class:`~.extraction.backends.base.TokenCounter`). A second call
   (refine, rewrite) is counted as the first one's input plus its output.
@@ -42,6 +44,9 @@ class Estimate:
     tokens_counted_by: str
     sampled_documents: int
     cost: float | None
+    retries: int = 0  # expected: the ledger's mean retries per document times the documents (0: none measured yet)
+    retries_measured: bool = False
+    calls_at_most: int = 0  # every call retried max_retries times
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -76,9 +81,12 @@ def estimate_cost(store: Store, config: ExtractionConfig, budget: Budget, *, pri
     cost = None
     if price_in is not None or price_out is not None:
         cost = (input_tokens * (price_in or 0.0) + output_tokens * (price_out or 0.0)) / 1e6
-    return Estimate(corpus, documents, calls_per_document, documents * calls_per_document, round(input_per_call, 1),
+    retries_per_document = store.mean_retries(config.backend, config.model)
+    calls = documents * calls_per_document
+    return Estimate(corpus, documents, calls_per_document, calls, round(input_per_call, 1),
                     round(output_per_call, 1), measured is not None, input_tokens, output_tokens, counter.method,
-                    len(sample), cost)
+                    len(sample), cost, round((retries_per_document or 0.0) * documents), retries_per_document is not None,
+                    calls * (1 + config.max_retries))
 
 
 def format_estimate(estimate: Estimate, config: ExtractionConfig, budget: Budget) -> str:
@@ -92,7 +100,9 @@ def format_estimate(estimate: Estimate, config: ExtractionConfig, budget: Budget
     output_note = ("the mean of the calls already paid" if e.output_measured
                    else "max_tokens, an upper bound: no call paid to this model yet")
     lines += [
-        f"calls: {e.calls:,} ({e.calls_per_document} per document; retries not counted)",
+        f"calls: {e.calls:,} ({e.calls_per_document} per document)",
+        f"retries: {f'about {e.retries:,} (the mean of the extractions made so far)' if e.retries_measured else 'none measured yet'}"
+        f"; at most {e.calls_at_most - e.calls:,} (every call retried {config.max_retries} times; a retried request is not billed)",
         f"input tokens: {e.input_tokens:,} ({e.input_tokens_per_call:,.0f} per call: the prompt on {e.sampled_documents} "
         f"sampled documents, counted by {e.tokens_counted_by})",
         f"output tokens: {'' if e.output_measured else 'at most '}{e.output_tokens:,} "
