@@ -45,13 +45,17 @@ def _paths(args: argparse.Namespace) -> EqualPaths:
     paths = EqualPaths.from_env()
     os.environ["EQUAL_HOME"] = str(paths.home)
     os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
-    _check_environment(paths)
+    _check_environment(paths, resources=args.command in PIPELINE_COMMANDS)
     return paths
 
 
-def _check_environment(paths: EqualPaths) -> None:
+PIPELINE_COMMANDS = ("demo", "run", "rounds", "ui")  # the commands that build the Definitions' resources
+
+
+def _check_environment(paths: EqualPaths, *, resources: bool = False) -> None:
     """The settings every command reads from the environment, checked before anything runs: a bad one is the
-    user's mistake (exit 2; a store location that does not parse is a StoreError, exit 2 too)."""
+    user's mistake (exit 2; a store location that does not parse is a StoreError, exit 2 too). With ``resources``,
+    every resource's settings (EQUAL_LLM_*, EQUAL_BANDIT_*, ...), which name the variable they came from."""
     try:
         paths.writers  # noqa: B018 - EQUAL_STORE (its location) and EQUAL_STORE_WRITERS
         console_level()
@@ -69,6 +73,13 @@ def _check_environment(paths: EqualPaths) -> None:
             import dagster_ray  # noqa: F401
         except ImportError as exc:
             raise UsageError(f"EQUAL_COMPUTE=ray needs Ray and dagster-ray: pip install 'equal-dagster[ray]' ({exc})") from exc
+        except (ValueError, pydantic.ValidationError) as exc:
+            raise _usage(exc) from exc
+    elif resources:
+        from equal_dagster.definitions import build_definitions
+
+        try:
+            build_definitions(paths)
         except (ValueError, pydantic.ValidationError) as exc:
             raise _usage(exc) from exc
 
@@ -99,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from equal_dagster import headless
 
     home = Path(args.home) if args.home else EqualPaths.from_env().home
-    _check_environment(EqualPaths(home, Path(args.crawl_dir)))
+    _check_environment(EqualPaths(home, Path(args.crawl_dir)), resources=True)
     try:  # everything it was given is checked before any run is launched
         plan = headless.plan_run(
             Path(args.crawl_dir), Path(args.reference), policy=args.policy, budget=args.budget, seed=args.seed,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import dagster as dg
+import pydantic
 
 from equal_dagster.assets.clusters import clusters
 from equal_dagster.assets.corpus import corpus
@@ -41,6 +42,7 @@ from equal_dagster.resources.evaluator import EvaluatorResource
 from equal_dagster.resources.llm import ExtractionResource
 from equal_dagster.resources.store import StoreResource
 from equal_dagster.resources.trainer import TrainerResource
+from equal_dagster.errors import UsageError
 
 # The environment, one table: variable -> (resource, field). Only the variables that are set (not blank) are passed;
 # every other field keeps the default its resource declares (taken from the core dataclass where the algorithm
@@ -142,6 +144,21 @@ def settings_from_env(resource: str) -> dict:
     return out
 
 
+def from_env(cls: type, owner: str, **fixed):
+    """``cls(**fixed, **settings_from_env(owner))``; a value the resource refuses raises
+    :class:`~equal_dagster.errors.UsageError` naming the variable it came from (not the resource's field)."""
+    values = settings_from_env(owner)
+    try:
+        return cls(**{**fixed, **values})
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error.get("loc") else ""
+        variable = next((name for name, key in ENVIRONMENT.items() if key == (owner, field) and field in values), None)
+        if variable is None:
+            raise
+        raise UsageError(f"{variable}={os.environ.get(variable, '')!r}: {error['msg']}") from None
+
+
 def _store_database(paths: EqualPaths) -> str:
     """The store resource's ``database``: a DuckDB file's path, or for a DuckLake store the EnvVar ``EQUAL_STORE``
     (read at run time, with ``EQUAL_STORE_DATA``), so that its connection string, a password perhaps, is never shown
@@ -151,24 +168,24 @@ def _store_database(paths: EqualPaths) -> str:
 
 def extraction_resource_from_env() -> ExtractionResource:
     """The llm resource from EQUAL_LLM_* (docs/configuration.md); the API key stays an EnvVar."""
-    return ExtractionResource(**settings_from_env("llm"))
+    return from_env(ExtractionResource, "llm")
 
 
 def bandit_resource_from_env(paths: EqualPaths) -> BanditResource:
     """The bandit resource from EQUAL_BANDIT_*, EQUAL_BUDGET* and EQUAL_REFERENCE (docs/configuration.md)."""
-    return BanditResource(**{"reference": str(paths.reference_dir / "reference.jsonl"), **settings_from_env("bandit")})
+    return from_env(BanditResource, "bandit", reference=str(paths.reference_dir / "reference.jsonl"))
 
 
 def trainer_resource_from_env(paths: EqualPaths) -> TrainerResource:
     """The trainer resource from EQUAL_BASE_MODEL and EQUAL_TRAIN_* (docs/configuration.md)."""
-    return TrainerResource(**{"base_model": str(paths.home / "models" / "base"), "models_dir": str(paths.home / "models"),
-                              **settings_from_env("trainer")})
+    return from_env(TrainerResource, "trainer", base_model=str(paths.home / "models" / "base"),
+                    models_dir=str(paths.home / "models"))
 
 
 def evaluator_resource_from_env(paths: EqualPaths) -> EvaluatorResource:
     """The evaluator resource from EQUAL_EVAL_* (docs/configuration.md)."""
-    return EvaluatorResource(**{"eval_data": str(paths.home / "evaluation" / "eval.jsonl"),
-                                "tasks_dir": str(paths.home / "eval_tasks"), **settings_from_env("evaluator")})
+    return from_env(EvaluatorResource, "evaluator", eval_data=str(paths.home / "evaluation" / "eval.jsonl"),
+                    tasks_dir=str(paths.home / "eval_tasks"))
 
 
 def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource | None = None,
@@ -177,7 +194,7 @@ def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource |
     """Definitions for one EQUAL home (default: from $EQUAL_HOME and $EQUAL_CRAWL_DIR); the llm and bandit resources
     from the environment (EQUAL_LLM_*, EQUAL_BANDIT_*, EQUAL_BUDGET, EQUAL_REFERENCE) unless given."""
     paths = paths or EqualPaths.from_env()
-    crawl_folder = CrawlFolder(**{"path": str(paths.crawl_dir), **settings_from_env("crawl_folder")})
+    crawl_folder = from_env(CrawlFolder, "crawl_folder", path=str(paths.crawl_dir))
     return dg.Definitions(
         assets=[corpus, warmup_extractions, embedder, embeddings, clusters, bandit_rounds, qa_dataset, fine_tuned_model,
                 eval_scores],
@@ -194,9 +211,8 @@ def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource |
             "bandit": bandit or bandit_resource_from_env(paths),
             "trainer": trainer or trainer_resource_from_env(paths),
             "evaluator": evaluator or evaluator_resource_from_env(paths),
-            "compute": compute or ComputeResource(**settings_from_env("compute")),
-            "embedding_model": EmbedderResource(**{"embedders_dir": str(paths.home / "embedders"),
-                                                   **settings_from_env("embedding_model")}),
+            "compute": compute or from_env(ComputeResource, "compute"),
+            "embedding_model": from_env(EmbedderResource, "embedding_model", embedders_dir=str(paths.home / "embedders")),
         },
     )
 

@@ -127,3 +127,15 @@ def test_a_bad_setting_in_the_environment_is_the_users_mistake(tmp_path, capsys,
     monkeypatch.setenv("EQUAL_COMPUTE", "spark")
     assert main(["--home", str(tmp_path / "h"), "rounds", "1"]) == 2
     assert "EQUAL_COMPUTE='spark': the compute engine is one of local, ray" in one_line(capsys)
+    monkeypatch.delenv("EQUAL_COMPUTE")
+    # every resource's setting is named by its variable, not by the resource's field, before any run
+    for variable, value, says in (("EQUAL_LLM_MAX_TOKENS", "abc", "valid integer"),
+                                  ("EQUAL_MAX_DOC_BYTES", "-5", "greater than 0"),
+                                  ("EQUAL_BANDIT_POLICY", "nope", "'equal_ucb'"),
+                                  ("EQUAL_TRAIN_EPOCHS", "many", "valid"),
+                                  ("EQUAL_EMBEDDER_BATCH_SIZE", "x", "valid integer")):
+        monkeypatch.setenv(variable, value)
+        assert main(["run", "--crawl-dir", str(tmp_path), "--reference", "r.jsonl", "--home", str(tmp_path / "h")]) == 2
+        line = one_line(capsys)
+        assert f"{variable}={value!r}: " in line and says in line, line
+        monkeypatch.delenv(variable)

@@ -18,7 +18,7 @@ class CrawlFolder(dg.ConfigurableResource):
     text_field: str = Field(default="text", description="The field holding a document's text.")
     id_field: str | None = Field(default="id", description="The field holding a document's id; None to derive ids.")
     url_field: str | None = Field(default="url", description="The field holding a document's URL.")
-    max_doc_bytes: int = Field(default=1_000_000, description="Rows larger than this are quarantined as too_large.")
+    max_doc_bytes: int = Field(default=1_000_000, gt=0, description="Rows larger than this are quarantined as too_large.")
     languages: list[str] = Field(
         default=[], description="ISO 639-1 codes of the languages to keep (e.g. ['en']); other documents are "
         "quarantined as wrong_language. Empty: keep every language (each document's language is stored anyway).")
