@@ -16,7 +16,7 @@ import dagster as dg
 from dagster._core.utils import make_new_run_id
 
 from equal_dagster.core.compute import ray_session
-from equal_dagster.core.corpus import display_name
+from equal_dagster.core.corpus import CRAWL_SUFFIXES, display_name
 from equal_dagster.core.crawls import scan_crawl_folder
 from equal_dagster.core.embedding import Embedder
 from equal_dagster.core.extraction.backends.vllm_offline import stop_engines
@@ -126,8 +126,7 @@ def play_rounds(defs: dg.Definitions, instance: dg.DagsterInstance, store_path: 
         results.append(metadata)
         say(f"round {key}: {metadata['documents']} documents, {metadata['qa_pairs']} QA pairs, reward "
             f"{metadata['round_reward']:.4f}; {metadata['documents_spent_total']} documents spent")
-        if metadata.get("why_no_pairs"):
-            say(f"round {key} found no QA pairs: {metadata['why_no_pairs']}")
+        # a round that found no pairs says why in the run's own warning, which the console shows
         if metadata["budget_spent"]:
             break
     return results
@@ -217,7 +216,10 @@ def _check_ingested(defs: dg.Definitions, crawls: list[str], skipped: dict[str, 
     database = database.get_value() if isinstance(database, dg.EnvVar) else database  # EQUAL_STORE, read now
     with Store.open(database, read_only=True, wait_s=READ_WAIT_S) as store:
         if store.document_count() == 0:
-            reasons = store.quarantine()["reason"].value_counts(sort=True).iter_rows()
+            reasons = list(store.quarantine()["reason"].value_counts(sort=True).iter_rows())
+            if not reasons:
+                raise UsageError(f"no document was kept from {', '.join(crawls)}: no row was found (no file ending in "
+                                 f"{', '.join(CRAWL_SUFFIXES)})")
             raise UsageError(
                 f"no document was kept from {', '.join(crawls)}: every row was quarantined ("
                 + ", ".join(f"{n:,} {reason}" for reason, n in reasons)

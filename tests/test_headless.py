@@ -67,3 +67,18 @@ def test_equal_run_prints_one_json_summary_and_equal_rounds_goes_on(tmp_path, ca
         last = store.rounds().to_dicts()[-1]
     assert last["round_no"] == summary["rounds"] + 2 and json.loads(last["config"])["budget"]["share"] == 0.2
     assert json.loads(last["config"])["bandit"]["docs_per_arm"] == 10  # kept from the rounds before
+
+
+def test_equal_run_takes_the_crawls_the_sensor_takes_a_file_directly_in_the_folder_included(tmp_path):
+    """A crawl file in the crawl folder itself is one crawl for the new-crawl sensor; `equal run` plans the same."""
+    from conftest import write_jsonl
+    from equal_dagster.core.crawls import scan_crawl_folder
+    from equal_dagster.headless import plan_run
+
+    crawls, reference = tmp_path / "crawls", tmp_path / "reference.jsonl"
+    write_jsonl(crawls / "pages.jsonl", [{"id": "a", "text": "one page of text"}])
+    write_jsonl(crawls / "c2" / "part.jsonl", [{"id": "b", "text": "another page"}])
+    write_reference_set(reference, generate_reference_set(0, n=20))
+    plan = plan_run(crawls, reference, policy="equal_ucb", budget="10%", seed=0, home=tmp_path / "home",
+                    say=lambda line: None)
+    assert sorted(plan.crawls) == sorted(scan_crawl_folder(crawls, set(), settle_seconds=0).new) == ["c2", "pages.jsonl"]

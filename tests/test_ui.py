@@ -1,5 +1,5 @@
 """`equal ui` (what `make ui` runs) serves the Dagster UI on 127.0.0.1: its GraphQL API lists our assets, and a real
-headless Chromium shows a played round's page (metadata, reward plot, asset checks). Screenshots are kept under
+headless Chromium shows a played round's page (metadata, arms table, reward plot, asset checks) and the asset graph. Screenshots are kept under
 ``$EQUAL_TEST_ARTIFACTS`` (default ``.test-artifacts/`` in the repository)."""
 
 import json
@@ -118,6 +118,23 @@ def test_equal_ui_serves_the_asset_graph_and_a_browser_shows_a_rounds_checks(clu
                                           "Latest check results"])
             driver.save_screenshot(str(ARTIFACTS / "ui-bandit-rounds.png"))
             assert "Notify me about Dagster security updates" not in body  # the dialog is gone
+            # the arms table (markdown): shown in place, or behind its value's link when long
+            arms = driver.find_element("xpath", "//tr[td[normalize-space()='arms']]")
+            if not arms.find_elements("css selector", "table"):
+                driver.execute_script("arguments[0].scrollIntoView(); arguments[0].click();",
+                                      arms.find_element("css selector", "a"))
+            deadline = time.monotonic() + 30
+            headers = []
+            while time.monotonic() < deadline:
+                headers = [h.text for h in driver.find_elements("css selector", "table th")]
+                if "top terms" in headers:
+                    break
+                time.sleep(0.5)
+            assert {"arm", "why", "score", "mean reward", "top terms"} <= set(headers), headers
+            driver.save_screenshot(str(ARTIFACTS / "ui-bandit-rounds-arms.png"))
+            driver.get(f"http://127.0.0.1:{port}/assets/bandit_rounds")
+            dismiss_popups(driver)
+            wait_for_text(driver, ["reward_plot", "r0001"])
             # the reward plot: a PNG in markdown, which Dagster shows behind the value's link (long values open in a
             # dialog); the image must render there
             link = driver.find_element("xpath", "//tr[td[contains(., 'reward_plot')]]//a")
@@ -132,6 +149,11 @@ def test_equal_ui_serves_the_asset_graph_and_a_browser_shows_a_rounds_checks(clu
             dismiss_popups(driver)
             wait_for_text(driver, ["within_budget", "reward_in_range", "every_document_has_a_status"])
             driver.save_screenshot(str(ARTIFACTS / "ui-bandit-rounds-checks.png"))
+            driver.get(f"http://127.0.0.1:{port}/asset-groups")  # the asset graph: the stages' groups, in order
+            dismiss_popups(driver)
+            wait_for_text(driver, ["Global asset lineage", "ingest", "extract", "embed", "dataset", "train", "evaluate"])
+            time.sleep(2)  # the graph lays itself out
+            driver.save_screenshot(str(ARTIFACTS / "ui-asset-graph.png"))
         finally:
             driver.quit()
         served = (tmp_path / "ui.log").read_text()  # `equal ui` starts without a warning (`make ui` runs it)

@@ -139,7 +139,7 @@ def bandit_rounds(context: dg.AssetExecutionContext, config: RoundConfig, store:
         **snapshot,
         "round_no": report.round_no,
         "policy": report.policy,
-        "clustering_id": report.clustering_id or "",
+        "clustering_id": report.clustering_id,
         "documents": report.documents,
         "qa_pairs": report.qa_pairs,
         "round_reward": report.round_reward,

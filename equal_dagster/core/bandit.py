@@ -412,7 +412,7 @@ class Budget:
     def describe(self) -> str:
         parts = []
         if self.share is not None:
-            parts.append(f"{self.share:.4g} of the corpus")
+            parts.append(f"{self.share * 100:.4g}% of the corpus")
         if self.documents is not None:
             parts.append(f"{self.documents:,} documents")
         if self.tokens is not None:

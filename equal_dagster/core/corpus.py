@@ -57,6 +57,7 @@ from equal_dagster.core.web import HTML_SUFFIXES, WEB_SUFFIXES, WebRow, detect_l
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 PARQUET_SUFFIXES = (".parquet",)
+CRAWL_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES + WEB_SUFFIXES  # the files a crawl folder is read from
 
 # Quarantine reasons.
 TOO_LARGE = "too_large"
@@ -399,7 +400,7 @@ def is_inside(path: Path, root: Path) -> bool:
 
 
 def _is_crawl_file(name: str) -> bool:
-    return name.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES + WEB_SUFFIXES)
+    return name.endswith(CRAWL_SUFFIXES)
 
 
 def _is_marker(name: str) -> bool:
@@ -448,7 +449,7 @@ def _classify(path: Path, crawl_root: Path, source_file: str) -> CrawlFile:
         return CrawlFile(source_file, path, OUTSIDE_CRAWL_DIR, f"{path} resolves to {path.resolve()}, outside {crawl_root}")
     if not _is_crawl_file(path.name):
         return CrawlFile(source_file, path, UNSUPPORTED_FILE,
-                         f"not one of {', '.join(JSONL_SUFFIXES + PARQUET_SUFFIXES + WEB_SUFFIXES)}")
+                         f"not one of {', '.join(CRAWL_SUFFIXES)}")
     return CrawlFile(source_file, path)
 
 
