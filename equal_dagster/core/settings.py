@@ -13,6 +13,14 @@ if TYPE_CHECKING:
 LAKE_WRITERS = 4  # runs writing to a DuckLake store at once, unless EQUAL_STORE_WRITERS says
 
 
+def lake_writers() -> int:
+    """How many runs may write to a DuckLake store at once: ``EQUAL_STORE_WRITERS``, default :data:`LAKE_WRITERS`."""
+    text = os.environ.get("EQUAL_STORE_WRITERS", "").strip() or str(LAKE_WRITERS)
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"EQUAL_STORE_WRITERS={text!r}: a number of writers, 1 or more")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class EqualPaths:
     home: Path
@@ -38,12 +46,7 @@ class EqualPaths:
         admits one writing process), ``EQUAL_STORE_WRITERS`` (default 4) for a DuckLake store."""
         from equal_dagster.core.store import LakeLocation
 
-        if not isinstance(self.store, LakeLocation):
-            return 1
-        text = os.environ.get("EQUAL_STORE_WRITERS", "").strip() or str(LAKE_WRITERS)
-        if not text.isdigit() or int(text) < 1:
-            raise ValueError(f"EQUAL_STORE_WRITERS={text!r}: a number of writers, 1 or more")
-        return int(text)
+        return lake_writers() if isinstance(self.store, LakeLocation) else 1
 
     @property
     def dagster_home(self) -> Path:
