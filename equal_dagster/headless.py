@@ -218,8 +218,8 @@ def _check_ingested(defs: dg.Definitions, crawls: list[str], skipped: dict[str, 
         if store.document_count() == 0:
             reasons = list(store.quarantine()["reason"].value_counts(sort=True).iter_rows())
             if not reasons:
-                raise UsageError(f"no document was kept from {', '.join(crawls)}: no row was found (no file ending in "
-                                 f"{', '.join(CRAWL_SUFFIXES)})")
+                raise UsageError(f"no document was kept from {', '.join(crawls)}: no row was found (its files hold no "
+                                 f"row, or none ends in {', '.join(CRAWL_SUFFIXES)})")
             raise UsageError(
                 f"no document was kept from {', '.join(crawls)}: every row was quarantined ("
                 + ", ".join(f"{n:,} {reason}" for reason, n in reasons)

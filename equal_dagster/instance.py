@@ -25,7 +25,8 @@ def prepare_dagster_home(paths: EqualPaths) -> Path:
     for a DuckDB file, to :attr:`EqualPaths.writers` for a DuckLake store)."""
     paths.dagster_home.mkdir(parents=True, exist_ok=True)
     settings = resources.files("equal_dagster").joinpath("dagster.yaml").read_text()
-    settings = settings.replace("DAGSTER_HOME_PATH", json.dumps(str(paths.dagster_home.resolve())))
+    settings = settings.replace("base_dir: DAGSTER_HOME_PATH",
+                                f"base_dir: {json.dumps(str(paths.dagster_home.resolve()), ensure_ascii=False)}")
     if paths.writers != 1:
         settings = settings.replace("    default_limit: 1", f"    default_limit: {paths.writers}  # EQUAL_STORE: DuckLake")
     target = paths.dagster_home / "dagster.yaml"

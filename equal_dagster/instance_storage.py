@@ -39,8 +39,13 @@ class PoolLock:
     def held(self) -> Iterator[None]:
         with self._lock:
             if self._depth == 0:
-                self._file = open(self.path, "a")  # noqa: SIM115 - closed when the outermost hold ends
-                fcntl.flock(self._file, fcntl.LOCK_EX)
+                handle = open(self.path, "a")  # noqa: SIM115 - closed when the outermost hold ends
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                except BaseException:  # interrupted while waiting: nothing held
+                    handle.close()
+                    raise
+                self._file = handle
             self._depth += 1
             try:
                 yield

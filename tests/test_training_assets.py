@@ -66,8 +66,9 @@ def test_dataset_model_and_scores_through_dagster(paths, capsys):
         assert model["examples"] == 40 and model["last_logged_loss"] < model["first_logged_loss"]
         scored = defs.resolve_job_def("evaluate").execute_in_process(instance=instance)
         scores = metadata(scored, "eval_scores")
-        # a round that lands after the dataset was built makes Dagster show qa_dataset stale (in the UI); the model and
-        # its scores follow once qa_dataset is rebuilt (Dagster marks the assets whose own inputs changed)
+        # a round that lands after the dataset was built makes Dagster show qa_dataset stale (in the UI); the model
+        # follows once qa_dataset is rebuilt, its scores once the model is (Dagster marks the assets whose own inputs
+        # changed)
         assert stale_status(defs, instance) == {"qa_dataset": "FRESH", "fine_tuned_model": "FRESH", "eval_scores": "FRESH"}
         instance.add_dynamic_partitions("rounds", ["r0002"])
         instance.report_runless_asset_event(dg.AssetMaterialization("bandit_rounds", partition="r0002",

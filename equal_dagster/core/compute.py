@@ -13,8 +13,9 @@ Dagster runs steps in parallel, not the work inside one step; the two steps whos
   of the local path.
 
 What stays on the Dagster process: the bandit's choice (rounds are sequential), the store's writes, the reward. On a
-cluster, the staging folder (``scratch_dir``) must be one every Ray node can read (a shared disk; object storage is
-not provided).
+cluster, the staging folder (``scratch_dir``) must be one every Ray node can read and write (a shared disk; object
+storage is not provided). It holds the staged documents and the vector shards not loaded yet: the actors may run
+ahead of the loading, so give it room for the crawl's text and its vectors (4 bytes a dimension a document).
 
 Rules:
 

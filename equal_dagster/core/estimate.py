@@ -7,8 +7,9 @@ Rules:
 * **Calls per document**: ``equal``: 1, and 1 more with ``refine`` (an upper bound: refine runs only for documents that
   yielded pairs); ``reinstruct``: 2 (reverse, then rewrite; an upper bound: the selection rules skip some).
 * **Retries**: the mean retries per document of the extractions already made by this backend and model, when the
-  ledger has some (else none expected); and the most they could be, every call retried ``max_retries`` times. A
-  retried request (HTTP 429, 5xx, a lost connection) returned no answer: the cost counts the answered calls.
+  ledger has some (else none expected); and the most they could be, every call retried ``max_retries`` times. The
+  cost counts the answered calls: a request refused with HTTP 429 or 5xx is usually not billed, one that timed out
+  or lost its connection may have been.
 * **Input tokens per call**: the prompt rendered for a seeded sample of :data:`SAMPLE_DOCUMENTS` documents, counted
   with the configured tokenizer, else estimated (:class:`~.extraction.backends.base.TokenCounter`). A second call
   (refine, rewrite) is counted as the first one's input plus its output.
@@ -102,7 +103,7 @@ def format_estimate(estimate: Estimate, config: ExtractionConfig, budget: Budget
     lines += [
         f"calls: {e.calls:,} ({e.calls_per_document} per document)",
         f"retries: {f'about {e.retries:,} (the mean of the extractions made so far)' if e.retries_measured else 'none measured yet'}"
-        f"; at most {e.calls_at_most - e.calls:,} (every call retried {config.max_retries} times; a retried request is not billed)",
+        f"; at most {e.calls_at_most - e.calls:,} (every call retried {config.max_retries} times; refused requests are usually not billed)",
         f"input tokens: {e.input_tokens:,} ({e.input_tokens_per_call:,.0f} per call: the prompt on {e.sampled_documents} "
         f"sampled documents, counted by {e.tokens_counted_by})",
         f"output tokens: {'' if e.output_measured else 'at most '}{e.output_tokens:,} "

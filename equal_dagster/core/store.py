@@ -553,10 +553,11 @@ def writer_threads() -> int:
     """DuckDB threads of one process writing to a DuckLake store: the cores shared among the writers the Dagster pool
     admits at once (``EQUAL_STORE_WRITERS``), at least one. Measured on 2 cores (benchmarks/store.py): 4 concurrent
     ingests 0.64x the sequential DuckDB-file time with one thread each, 0.71x with DuckDB's default of one per core;
-    one writer alone 0.89x the file's rate with one thread, 0.81x with two."""
+    one writer alone 0.85-0.89x the file's rate with one thread, 0.81x with two. The cores are those this process
+    may run on (its affinity: a container's or taskset's share)."""
     from equal_dagster.core.settings import lake_writers
 
-    return max(1, (os.cpu_count() or 1) // lake_writers())
+    return max(1, len(os.sched_getaffinity(0)) // lake_writers())
 
 
 def connect_lake(location: LakeLocation, *, read_only: bool = False, snapshot: int | None = None
@@ -735,12 +736,12 @@ def _insert_frame(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFram
 
 def _insert_from(conn: duckdb.DuckDBPyConnection, table: str, source: str, columns: Sequence[str], *,
                  keep_existing: bool = False, stamp: str | None = None, lake: bool = False) -> None:
-    """INSERT ``columns`` of ``source`` (a relation) into ``table``; ``stamp``: a timestamp column set to now();
-    ``keep_existing``: a row whose key is already there is skipped (the primary key's index on a DuckDB file; on
+    """INSERT ``columns`` of ``source`` (a relation) into ``table``; ``stamp``: a timestamp column set to now, in UTC
+    (as the rows stamped in Python); ``keep_existing``: a row whose key is already there is skipped (the primary key's index on a DuckDB file; on
     DuckLake, which has no constraints, the rows whose key is absent: two writers adding the same key at the same
     moment may both add it, and readers of those tables take one)."""
     names = ", ".join(columns)
-    stamp_column, stamp_value = (f", {stamp}", ", now()") if stamp else ("", "")
+    stamp_column, stamp_value = (f", {stamp}", ", now() AT TIME ZONE 'UTC'") if stamp else ("", "")
     if keep_existing and lake:
         selected = ", ".join(f"b.{c}" for c in columns)
         key = " AND ".join(f"t.{c} = b.{c}" for c in PRIMARY_KEYS[table])

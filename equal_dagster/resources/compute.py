@@ -27,8 +27,9 @@ class ComputeResource(dg.ConfigurableResource):
     num_cpus: float = Field(_DEFAULT.num_cpus, description="ray: CPUs per actor (fractional on a small machine)")
     num_gpus: float = Field(_DEFAULT.num_gpus, description="ray: GPUs per embedding actor")
     batch_size: int = Field(_DEFAULT.batch_size, description="ray: documents per embedding batch")
-    scratch_dir: Optional[str] = Field(None, description="ray: where documents are staged for the workers (on a "
-                                                         "cluster, a folder every node reads)")
+    scratch_dir: Optional[str] = Field(None, description="ray: where documents are staged for the workers and their "
+                                                         "vectors wait to be loaded (on a cluster, a folder every "
+                                                         "node reads and writes)")
 
     def ray_settings(self) -> RaySettings | None:
         """The Ray settings when the engine is ``ray``, else None (the local path)."""
