@@ -15,7 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
@@ -56,40 +56,32 @@ class PoolLock:
                     self._file = None
 
 
+# Every method of Dagster's SQL event log that changes the pools' slots or queue (claims, frees, assignment, sizing).
+POOL_METHODS = ("claim_concurrency_slot", "free_concurrency_slots_for_run", "free_concurrency_slot_for_step",
+                "assign_pending_steps", "initialize_concurrency_limit_to_default", "set_concurrency_slots",
+                "delete_concurrency_limit")
+
+
+def _holding_pool_lock(name: str) -> Callable:
+    def method(self, *args, **kwargs):
+        with self._pool_lock.held():
+            return getattr(SqliteEventLogStorage, name)(self, *args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = f"Dagster's ``{name}``, holding :class:`PoolLock`."
+    return method
+
+
 class PoolLockedSqliteEventLogStorage(SqliteEventLogStorage):
-    """Dagster's SQLite event log; claiming, freeing and assigning pool slots, and sizing pools, hold :class:`PoolLock`."""
+    """Dagster's SQLite event log; each of :data:`POOL_METHODS` holds :class:`PoolLock`."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
         super().__init__(base_dir, inst_data)
         self._pool_lock = PoolLock(os.path.join(self._base_dir, POOLS_LOCK))
 
-    def claim_concurrency_slot(self, *args, **kwargs):
-        with self._pool_lock.held():
-            return super().claim_concurrency_slot(*args, **kwargs)
 
-    def free_concurrency_slots_for_run(self, *args, **kwargs):
-        with self._pool_lock.held():
-            return super().free_concurrency_slots_for_run(*args, **kwargs)
-
-    def free_concurrency_slot_for_step(self, *args, **kwargs):
-        with self._pool_lock.held():
-            return super().free_concurrency_slot_for_step(*args, **kwargs)
-
-    def assign_pending_steps(self, *args, **kwargs):
-        with self._pool_lock.held():
-            return super().assign_pending_steps(*args, **kwargs)
-
-    def initialize_concurrency_limit_to_default(self, *args, **kwargs):
-        with self._pool_lock.held():
-            return super().initialize_concurrency_limit_to_default(*args, **kwargs)
-
-    def set_concurrency_slots(self, *args, **kwargs):
-        with self._pool_lock.held():
-            return super().set_concurrency_slots(*args, **kwargs)
-
-    def delete_concurrency_limit(self, *args, **kwargs):
-        with self._pool_lock.held():
-            return super().delete_concurrency_limit(*args, **kwargs)
+for _name in POOL_METHODS:
+    setattr(PoolLockedSqliteEventLogStorage, _name, _holding_pool_lock(_name))
 
 
 class PoolLockedSqliteStorage(DagsterSqliteStorage):

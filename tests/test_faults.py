@@ -293,8 +293,11 @@ def test_processes_claiming_the_one_slot_at_once_are_admitted_one_at_a_time(dags
     """Dagster's SQLite event log admitted several claimers of a one-slot pool at once (no row locks in SQLite); the
     home's storage claims in turn (equal_dagster/instance_storage.py). Four processes take the slot 40 times each;
     with Dagster's stock SQLite storage this found overlaps in each of 4 tries."""
-    from equal_dagster.instance_storage import PoolLockedSqliteEventLogStorage
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
+    from equal_dagster.instance_storage import POOL_METHODS, PoolLockedSqliteEventLogStorage
+
+    assert all(callable(getattr(SqliteEventLogStorage, name, None)) for name in POOL_METHODS)  # Dagster still has them
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     assert isinstance(instance.event_log_storage, PoolLockedSqliteEventLogStorage)
     instance.get_runs(limit=1)

@@ -10,15 +10,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from equal_dagster.core.store import LakeLocation
 
-LAKE_WRITERS = 4  # runs writing to a DuckLake store at once, unless EQUAL_STORE_WRITERS says
-
-
-def lake_writers() -> int:
-    """How many runs may write to a DuckLake store at once: ``EQUAL_STORE_WRITERS``, default :data:`LAKE_WRITERS`."""
-    text = os.environ.get("EQUAL_STORE_WRITERS", "").strip() or str(LAKE_WRITERS)
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"EQUAL_STORE_WRITERS={text!r}: a number of writers, 1 or more")
-    return int(text)
 
 
 @dataclass(frozen=True)
@@ -44,7 +35,7 @@ class EqualPaths:
     def writers(self) -> int:
         """How many runs may write to the store at once (the Dagster pool ``duckdb``): one for a DuckDB file (it
         admits one writing process), ``EQUAL_STORE_WRITERS`` (default 4) for a DuckLake store."""
-        from equal_dagster.core.store import LakeLocation
+        from equal_dagster.core.store import LakeLocation, lake_writers
 
         return lake_writers() if isinstance(self.store, LakeLocation) else 1
 

@@ -549,14 +549,23 @@ def _load_extension(conn: duckdb.DuckDBPyConnection, name: str) -> None:
                          f"({str(exc).splitlines()[0]})") from exc
 
 
+LAKE_WRITERS = 4  # runs writing to a DuckLake store at once, unless EQUAL_STORE_WRITERS says
+
+
+def lake_writers() -> int:
+    """How many runs may write to a DuckLake store at once: ``EQUAL_STORE_WRITERS``, default :data:`LAKE_WRITERS`."""
+    text = os.environ.get("EQUAL_STORE_WRITERS", "").strip() or str(LAKE_WRITERS)
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"EQUAL_STORE_WRITERS={text!r}: a number of writers, 1 or more")
+    return int(text)
+
+
 def writer_threads() -> int:
     """DuckDB threads of one process writing to a DuckLake store: the cores shared among the writers the Dagster pool
     admits at once (``EQUAL_STORE_WRITERS``), at least one. Measured on 2 cores (benchmarks/store.py): 4 concurrent
     ingests 0.64x the sequential DuckDB-file time with one thread each, 0.71x with DuckDB's default of one per core;
     one writer alone 0.85-0.89x the file's rate with one thread, 0.81x with two. The cores are those this process
     may run on (its affinity: a container's or taskset's share)."""
-    from equal_dagster.core.settings import lake_writers
-
     return max(1, len(os.sched_getaffinity(0)) // lake_writers())
 
 
