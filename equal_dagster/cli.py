@@ -49,7 +49,7 @@ def _paths(args: argparse.Namespace) -> EqualPaths:
     return paths
 
 
-PIPELINE_COMMANDS = ("demo", "run", "rounds", "ui")  # the commands that build the Definitions' resources
+PIPELINE_COMMANDS = ("demo", "rounds", "ui")  # commands that build the Definitions' resources (`run` checks its own)
 
 
 def _check_environment(paths: EqualPaths, *, resources: bool = False) -> None:
@@ -64,24 +64,20 @@ def _check_environment(paths: EqualPaths, *, resources: bool = False) -> None:
     engine = os.environ.get("EQUAL_COMPUTE", "").strip()
     if engine and engine not in ENGINES:
         raise UsageError(f"EQUAL_COMPUTE={engine!r}: the compute engine is one of {', '.join(ENGINES)}")
-    if engine == "ray":
-        from equal_dagster.definitions import build_definitions
+    if not (resources or engine == "ray"):
+        return
+    from equal_dagster.definitions import build_definitions
 
-        try:
-            build_definitions(paths).resources["compute"].ray_settings()  # EQUAL_RAY_*: workers, CPUs, GPUs
+    try:
+        compute = build_definitions(paths).resources["compute"]  # every resource's EQUAL_* settings
+        if engine == "ray":
+            compute.ray_settings()  # EQUAL_RAY_*: workers, CPUs, GPUs
             import ray  # noqa: F401
             import dagster_ray  # noqa: F401
-        except ImportError as exc:
-            raise UsageError(f"EQUAL_COMPUTE=ray needs Ray and dagster-ray: pip install 'equal-dagster[ray]' ({exc})") from exc
-        except (ValueError, pydantic.ValidationError) as exc:
-            raise _usage(exc) from exc
-    elif resources:
-        from equal_dagster.definitions import build_definitions
-
-        try:
-            build_definitions(paths)
-        except (ValueError, pydantic.ValidationError) as exc:
-            raise _usage(exc) from exc
+    except ImportError as exc:
+        raise UsageError(f"EQUAL_COMPUTE=ray needs Ray and dagster-ray: pip install 'equal-dagster[ray]' ({exc})") from exc
+    except (ValueError, pydantic.ValidationError) as exc:
+        raise _usage(exc) from exc
 
 
 @contextlib.contextmanager

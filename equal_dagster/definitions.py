@@ -33,6 +33,7 @@ from equal_dagster.automation import (
 from equal_dagster.checks import ASSET_CHECKS
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.store import STORE_ENV, LakeLocation
+from equal_dagster.errors import UsageError
 from equal_dagster.loggers import LOGGERS
 from equal_dagster.resources.bandit import BanditResource
 from equal_dagster.resources.compute import ComputeResource
@@ -42,7 +43,6 @@ from equal_dagster.resources.evaluator import EvaluatorResource
 from equal_dagster.resources.llm import ExtractionResource
 from equal_dagster.resources.store import StoreResource
 from equal_dagster.resources.trainer import TrainerResource
-from equal_dagster.errors import UsageError
 
 # The environment, one table: variable -> (resource, field). Only the variables that are set (not blank) are passed;
 # every other field keeps the default its resource declares (taken from the core dataclass where the algorithm

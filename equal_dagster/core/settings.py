@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     from equal_dagster.core.store import LakeLocation
 
 
-
 @dataclass(frozen=True)
 class EqualPaths:
     home: Path

@@ -574,8 +574,7 @@ def connect_lake(location: LakeLocation, *, read_only: bool = False, snapshot: i
     """An in-memory DuckDB connection with the DuckLake store attached (as :data:`LAKE_CATALOG`) and in use;
     ``snapshot``: the store as it was at that snapshot (read-only). Several processes may create the same new store
     at once: the ones that lose DuckLake's race to create its catalog tables attach again, to the winner's. A
-    writing connection takes the machine's cores shared among the writers the pool admits
-    (:func:`writer_threads`)."""
+    writing connection takes its share of the process's cores (:func:`writer_threads`)."""
     if location.data_path and not _URL_DATA_PATH.match(location.data_path) and not read_only:
         Path(location.data_path).mkdir(parents=True, exist_ok=True)
     options = [f"DATA_PATH {_literal(location.data_path)}"] if location.data_path else []
@@ -746,9 +745,9 @@ def _insert_frame(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFram
 def _insert_from(conn: duckdb.DuckDBPyConnection, table: str, source: str, columns: Sequence[str], *,
                  keep_existing: bool = False, stamp: str | None = None, lake: bool = False) -> None:
     """INSERT ``columns`` of ``source`` (a relation) into ``table``; ``stamp``: a timestamp column set to now, in UTC
-    (as the rows stamped in Python); ``keep_existing``: a row whose key is already there is skipped (the primary key's index on a DuckDB file; on
-    DuckLake, which has no constraints, the rows whose key is absent: two writers adding the same key at the same
-    moment may both add it, and readers of those tables take one)."""
+    (as the rows stamped in Python); ``keep_existing``: a row whose key is already there is skipped (the primary
+    key's index on a DuckDB file; on DuckLake, which has no constraints, the rows whose key is absent: two writers
+    adding the same key at the same moment may both add it, and readers of those tables take one)."""
     names = ", ".join(columns)
     stamp_column, stamp_value = (f", {stamp}", ", now() AT TIME ZONE 'UTC'") if stamp else ("", "")
     if keep_existing and lake:
