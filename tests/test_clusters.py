@@ -137,3 +137,15 @@ def test_recluster_is_explicit_and_starts_a_new_clustering(demo_store):
     with Store.open(demo_store["paths"].store, read_only=True) as store:
         assert store.current_clustering()["clustering_id"] == meta["clustering_id"]
         assert store.clusters(demo_store["clustering_id"]).height > 0  # the old clustering stays
+
+
+def test_kmeans_trains_on_a_seeded_sample_drawn_by_the_project():
+    """Up to 256 rows per centroid: all of them; past that a seeded sample (the Ray engine's driver reads the same
+    rows from the store, so both engines train the same centroids)."""
+    from equal_dagster.core.clustering import MAX_POINTS_PER_CENTROID, training_positions
+
+    assert training_positions(100, 2, 0).tolist() == list(range(100))
+    sample = training_positions(10 * MAX_POINTS_PER_CENTROID, 3, 0)
+    assert len(sample) == 3 * MAX_POINTS_PER_CENTROID and (np.diff(sample) > 0).all()
+    assert (sample == training_positions(10 * MAX_POINTS_PER_CENTROID, 3, 0)).all()
+    assert not (sample == training_positions(10 * MAX_POINTS_PER_CENTROID, 3, 1)).all()

@@ -104,6 +104,51 @@ def test_rounds_on_ray_choose_the_same_documents_and_store_the_same_pairs(ray_lo
     np.testing.assert_allclose(local[3][1], ray[3][1], atol=1e-5)
 
 
+def _clustering_tables(paths: EqualPaths) -> tuple:
+    with Store.open(paths.store, read_only=True) as store:
+        clustering_id = store.current_clustering()["clustering_id"]
+        members = store.clusters(clustering_id).select("doc_id", "cluster_id", "assignment", "joined_as_noise")
+        summaries = store.cluster_summaries(clustering_id)
+    return clustering_id, members, summaries
+
+
+def test_clusters_on_ray_are_the_local_clusters(ray_local, clustered, tmp_path):
+    """For one seed, k-means with its assignment on Ray (centroids trained on the driver from the same sample) gives
+    the local clusters: every document in the same arm, the same sizes, top terms and sample lines, the same
+    Gaussians; a new crawl's documents then join the same arms on both."""
+    runs = {}
+    for engine in ("local", "ray"):
+        shutil.copytree(clustered.home, tmp_path / engine)
+        paths = EqualPaths(tmp_path / engine, tmp_path / engine / "crawls")
+        defs = build_definitions(paths, llm=ExtractionResource(), bandit=bandit_for(paths),
+                                 compute=ComputeResource(engine=engine))
+        with dg.instance_for_test() as instance:
+            result = defs.resolve_job_def("cluster").execute_in_process(
+                instance=instance, run_config={"ops": {"clusters": {"config": {"recluster": True}}}})
+            meta = result.asset_materializations_for_node("clusters")[0].metadata
+            assert meta["compute"].value == engine and meta["new_documents"].value == 0
+            built = _clustering_tables(paths)
+            write_jsonl(paths.crawl_dir / TINY / "part.jsonl", [{"id": f"tiny-{i}", "text": t} for i, t in enumerate(TEXTS)])
+            instance.add_dynamic_partitions(crawls_partitions.name, list(CRAWL_NAMES) + [TINY])
+            assert defs.resolve_job_def("ingest_crawl").execute_in_process(partition_key=TINY, instance=instance).success
+            embed = build_definitions(paths, llm=ExtractionResource(), bandit=bandit_for(paths))  # local: not tested here
+            assert embed.resolve_job_def("embed_crawl").execute_in_process(partition_key=TINY, instance=instance).success
+            result = defs.resolve_job_def("cluster").execute_in_process(instance=instance)
+            assert result.asset_materializations_for_node("clusters")[0].metadata["new_documents"].value == 40
+            runs[engine] = (built, _clustering_tables(paths))
+    for step in (0, 1):
+        (local_id, local_members, local_summaries), (ray_id, ray_members, ray_summaries) = (runs["local"][step],
+                                                                                             runs["ray"][step])
+        assert local_members.height == ray_members.height > 0 and local_members.equals(ray_members)
+        assert local_summaries.height > 1
+        for column in ("cluster_id", "size", "top_terms", "sample_lines", "method", "embedder_id"):
+            assert local_summaries[column].to_list() == ray_summaries[column].to_list(), column
+        for column in ("centroid", "mean", "spread"):
+            np.testing.assert_allclose(np.array(local_summaries[column].to_list()),
+                                       np.array(ray_summaries[column].to_list()), atol=1e-5)
+    assert runs["local"][1][1].filter(runs["local"][1][1]["assignment"] == "new_document").height == 40
+
+
 def _ray_http_workers() -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):

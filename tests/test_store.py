@@ -206,3 +206,46 @@ def test_a_version_2_store_gets_embeddings_as_a_plain_table(tmp_path):
         assert store.conn.execute("SELECT count(*) FROM partition_writes WHERE table_name = 'embeddings'").fetchone() == (0,)
         with pytest.raises(duckdb.ConstraintException):
             store.conn.execute("INSERT INTO embeddings VALUES ('d1', 'e1', 'c', [0.1], now())")
+
+
+def test_vectors_staged_sampled_and_labels_loaded_from_shards_as_the_ray_engine_needs(store_at, tmp_path):
+    """The store's side of clustering on Ray, on both backends: the rows at sampled positions are those of the full
+    matrix; vectors stage to Parquet by doc_id (only those outside a clustering when asked); label shards load
+    renumbered, one row per doc_id even when a batch was written twice; the samples per cluster are the same drawn
+    from memory or from shards."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = [f"d{i:03d}" for i in range(30)]
+    vectors = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    with Store.open(store_at) as store:
+        with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+            writer.insert("documents", doc_rows("c1", ids))
+        store.insert_embeddings(pl.DataFrame({
+            "doc_id": ids, "embedder_id": ["e"] * 30, "crawl_id": ["c1"] * 30, "vector": vectors.tolist(),
+            "embedded_at": [datetime(2026, 1, 1)] * 30}, schema_overrides={"vector": pl.List(pl.Float32)}))
+        assert store.embedding_shape("e") == (30, 4)
+        np.testing.assert_array_equal(store.embedding_rows_at("e", [0, 7, 29]), vectors[[0, 7, 29]])
+        assert store.stage_vectors("e", tmp_path / "staged") == 30
+        staged = pq.read_table(tmp_path / "staged")
+        assert staged.column("doc_id").to_pylist() == ids
+        # labels 0, 2, 3 in the shards (centroid 1 empty); the first shard's batch was written twice
+        labels = [0 if i < 10 else 2 if i < 20 else 3 for i in range(30)]
+        shard = lambda rows: pa.table({"doc_id": [ids[i] for i in rows], "cluster_id": pa.array([labels[i] for i in rows], pa.int32())})
+        files = [str(tmp_path / f"s{n}.parquet") for n in range(3)]
+        for path, rows in zip(files, (range(15), range(15), range(15, 30))):
+            pq.write_table(shard(rows), path)
+        renumbered = [0, -1, 1, 2]
+        with store.replace_partition("clustering_id", "k1", ["clusters"]) as writer:
+            writer.insert_cluster_labels(files, datetime(2026, 1, 2), "clustered", renumbered)
+        loaded = store.clusters("k1")
+        assert loaded["doc_id"].to_list() == ids
+        assert loaded["cluster_id"].to_list() == [renumbered[label] for label in labels]
+        assert set(loaded["assignment"]) == {"clustered"}
+        assert store.stage_vectors("e", tmp_path / "outside", outside_clustering="k1") == 0
+        from_shards = store.cluster_samples(4, 7, files=files, renumbered=renumbered)
+        from_memory = store.cluster_samples(4, 7, labels=(ids, [renumbered[label] for label in labels]))
+        assert from_shards == from_memory and sorted(from_shards) == [0, 1, 2]
+        assert all(len(members) == 4 for members in from_shards.values())
+        assert store.cluster_samples(4, 8, files=files, renumbered=renumbered) != from_shards  # the seed draws

@@ -9,7 +9,9 @@ from pydantic import Field
 from equal_dagster.assets.embeddings import embeddings
 from equal_dagster.assets.metadata import markdown_table, store_snapshot
 from equal_dagster.core.clustering import ClusteringParams, ClusteringReport, assign_new_documents, build_clustering
+from equal_dagster.core.compute import assign_new_on_ray, cluster_on_ray
 from equal_dagster.core.embedding import resolve_model
+from equal_dagster.resources.compute import ComputeResource
 from equal_dagster.resources.embedder import EmbedderResource
 from equal_dagster.resources.store import StoreResource
 
@@ -47,27 +49,34 @@ def clusters_table(report: ClusteringReport, limit: int = 40) -> str:
     description=(
         "Every embedded document in exactly one cluster (a bandit arm): faiss k-means with one arm per 5 warm-up "
         "documents (or PCA and HDBSCAN). Documents of new crawls join the nearest existing centroid; "
-        "`recluster: true` starts a new clustering_id."
+        "`recluster: true` starts a new clustering_id. With the ray compute engine, k-means's assignment fans out "
+        "over Ray (the centroids are trained on the driver)."
     ),
 )
 def clusters(context: dg.AssetExecutionContext, config: ClustersConfig, store: StoreResource,
-             embedding_model: EmbedderResource) -> dg.MaterializeResult:
+             embedding_model: EmbedderResource, compute: ComputeResource) -> dg.MaterializeResult:
     location, _ = embedding_model.current_location()
     embedder_id = resolve_model(location).embedder_id
     params = ClusteringParams(config.method, config.dimension, config.min_cluster_size, config.min_samples,
                               config.n_clusters, config.seed)
+    ray = compute.ray_settings()
+    if ray is not None and params.method != "kmeans":
+        context.log.info(f"{params.method} clusters every vector at once: it runs in this process, not on Ray")
+        ray = None
     with store.open_store() as db:
         current = db.current_clustering()
         try:
             if config.recluster or current is None:
-                report = build_clustering(db, embedder_id, params, log=context.log.info)
+                report = (cluster_on_ray(db, embedder_id, params, ray, log=context.log.info) if ray
+                          else build_clustering(db, embedder_id, params, log=context.log.info))
             elif current["embedder_id"] != embedder_id:
                 raise dg.Failure(description=(
                     f"the current clustering {current['clustering_id']} was made with embedder {current['embedder_id']}, "
                     f"the current embedder is {embedder_id}: materialize embeddings, then clusters with recluster: true"
                 ))
             else:
-                report = assign_new_documents(db, current, log=context.log.info)
+                report = (assign_new_on_ray(db, current, ray, log=context.log.info) if ray
+                          else assign_new_documents(db, current, log=context.log.info))
         except ValueError as exc:
             raise dg.Failure(description=str(exc)) from exc
         snapshot = store_snapshot(db)
@@ -87,6 +96,7 @@ def clusters(context: dg.AssetExecutionContext, config: ClustersConfig, store: S
         "assignments": dg.MetadataValue.json(report.by_assignment),
         "largest_cluster": max(sizes) if sizes else 0,
         "smallest_cluster": min(sizes) if sizes else 0,
+        "compute": compute.engine if ray else "local",
         "notes": "; ".join(report.notes),
         "timings": dg.MetadataValue.json(report.seconds),
         "clusters_table": dg.MetadataValue.md(clusters_table(report)),

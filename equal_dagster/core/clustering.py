@@ -32,14 +32,14 @@ import json
 import math
 import os
 import platform
-import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -91,18 +91,30 @@ def import_faiss():
     return faiss
 
 
-def kmeans_labels(vectors: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """faiss spherical k-means: labels of every vector (centroids trained on a seeded sample)."""
+def training_positions(n: int, k: int, seed: int) -> np.ndarray:
+    """The rows (ascending) k-means trains on: all of them up to ``MAX_POINTS_PER_CENTROID`` per centroid, else a
+    seeded sample of that many. Drawn here, not by faiss, so that a driver that cannot hold every vector (the Ray
+    engine) reads the same rows from the store and trains the same centroids."""
+    wanted = k * MAX_POINTS_PER_CENTROID
+    if n <= wanted:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n, wanted, replace=False)).astype(np.int64)
+
+
+def train_centroids(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """faiss spherical k-means on the training rows (:func:`training_positions`): k normalized centroids."""
     faiss = import_faiss()
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    x = np.ascontiguousarray(sample, dtype=np.float32)
     model = faiss.Kmeans(x.shape[1], k, niter=20, seed=seed + 1, spherical=True, verbose=False,
                          max_points_per_centroid=MAX_POINTS_PER_CENTROID)
     model.train(x)
-    labels = np.empty(len(x), dtype=np.int32)
-    for start in range(0, len(x), 65536):
-        _, nearest = model.index.search(x[start:start + 65536], 1)
-        labels[start:start + 65536] = nearest[:, 0]
-    return labels
+    return np.asarray(model.centroids, dtype=np.float32)
+
+
+def kmeans_labels(vectors: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """faiss spherical k-means: labels of every vector (centroids trained on the seeded sample)."""
+    centroids = train_centroids(vectors[training_positions(len(vectors), k, seed)], k, seed)
+    return nearest_centroid(vectors, centroids)
 
 
 @dataclass
@@ -132,11 +144,17 @@ def centroids_of(vectors: np.ndarray, labels: np.ndarray, n_clusters: int) -> np
 
 
 def gaussians_of(vectors: np.ndarray, labels: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each cluster's mean and per-dimension standard deviation (sums as sparse one-hot products, 100k rows at a
-    time, so memory stays at one chunk in float64)."""
+    """Each cluster's mean and per-dimension standard deviation."""
+    return gaussians_from(*cluster_sums(vectors, labels, n_clusters))
+
+
+def cluster_sums(vectors: np.ndarray, labels: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cluster: its size, and the sums of its vectors and of their squares (float64), as sparse one-hot
+    products 100k rows at a time (memory stays at one chunk). Sums of parts add up to the sums of the whole: the
+    Ray engine's batches send theirs."""
     from scipy import sparse
 
-    counts = np.maximum(np.bincount(labels, minlength=n_clusters), 1)[:, None]
+    counts = np.bincount(labels, minlength=n_clusters).astype(np.int64)
     sums = np.zeros((n_clusters, vectors.shape[1]), dtype=np.float64)
     squares = np.zeros_like(sums)
     for start in range(0, len(vectors), 100_000):
@@ -145,8 +163,22 @@ def gaussians_of(vectors: np.ndarray, labels: np.ndarray, n_clusters: int) -> tu
         one_hot = sparse.csr_matrix((np.ones(len(rows)), (rows, np.arange(len(rows)))), shape=(n_clusters, len(rows)))
         sums += one_hot @ part
         squares += one_hot @ (part * part)
-    means = sums / counts
-    return means.astype(np.float32), np.sqrt(np.maximum(squares / counts - means * means, 0)).astype(np.float32)
+    return counts, sums, squares
+
+
+def gaussians_from(counts: np.ndarray, sums: np.ndarray, squares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Means and per-dimension standard deviations from :func:`cluster_sums`."""
+    n = np.maximum(counts, 1)[:, None]
+    means = sums / n
+    return means.astype(np.float32), np.sqrt(np.maximum(squares / n - means * means, 0)).astype(np.float32)
+
+
+def renumbering(counts: np.ndarray) -> np.ndarray:
+    """Cluster ids without the empty ones: ``renumbering(counts)[old]`` is the dense new id (-1: empty, dropped)."""
+    numbers = np.full(len(counts), -1, dtype=np.int32)
+    found = np.flatnonzero(counts)
+    numbers[found] = np.arange(len(found), dtype=np.int32)
+    return numbers
 
 
 def normalized(rows: np.ndarray) -> np.ndarray:
@@ -220,15 +252,6 @@ def assign_new(vectors: np.ndarray, centroids: np.ndarray) -> ClusterAssignment:
     return ClusterAssignment(labels, np.full(len(vectors), np.nan), ["new_document"] * len(vectors), centroids)
 
 
-def sample_per_cluster(labels: Sequence[int], k: int, seed: int) -> dict[int, list[int]]:
-    """Up to ``k`` row positions per cluster, seeded."""
-    members: dict[int, list[int]] = {}
-    for position, label in enumerate(labels):
-        members.setdefault(int(label), []).append(position)
-    rng = random.Random(seed)
-    return {label: (rng.sample(rows, k) if len(rows) > k else rows) for label, rows in members.items()}
-
-
 def top_terms(texts_by_cluster: dict[int, list[str]], n_terms: int = 8) -> dict[int, list[str]]:
     """Class-based TF-IDF (as BERTopic's c-TF-IDF): a term's frequency in the cluster, weighted by
     log(1 + average words per cluster / the term's frequency over all clusters)."""
@@ -280,22 +303,22 @@ class ClusteringReport:
     seconds: dict[str, float]
 
 
-def _summaries(store, clustering_id: str, embedder_id: str, doc_ids: Sequence[str], assignment: ClusterAssignment,
-               params: ClusteringParams, sizes: np.ndarray) -> list[dict]:
-    per_cluster = 300 if assignment.n_clusters <= 200 else 60
-    sampled = sample_per_cluster(assignment.labels, per_cluster, params.seed)
-    positions = [p for rows in sampled.values() for p in rows]
-    fetched = store.document_texts([doc_ids[p] for p in positions])
+def summary_rows(store, clustering_id: str, embedder_id: str, params: ClusteringParams, sizes: np.ndarray,
+                 centroids: np.ndarray, means: np.ndarray, spreads: np.ndarray,
+                 sampled: dict[int, list[str]]) -> list[dict]:
+    """One row per cluster: size, centroid, Gaussian, top terms and first lines of the sampled documents
+    (``sampled``: doc_ids per cluster, :meth:`Store.cluster_samples`)."""
+    fetched = store.document_texts([doc_id for ids in sampled.values() for doc_id in ids])
     texts = dict(zip(fetched["doc_id"], fetched["text"]))
-    texts_by_cluster = {c: [texts[doc_ids[p]] for p in rows] for c, rows in sampled.items()}
+    texts_by_cluster = {c: [texts[doc_id] for doc_id in ids] for c, ids in sampled.items()}
     terms = top_terms(texts_by_cluster)
     rows = []
-    for cluster in range(assignment.n_clusters):
+    for cluster in range(len(centroids)):
         sample = texts_by_cluster.get(cluster, [])
         rows.append({
             "clustering_id": clustering_id, "cluster_id": cluster, "embedder_id": embedder_id, "method": params.method,
-            "size": int(sizes[cluster]), "centroid": assignment.centroids[cluster].tolist(),
-            "mean": assignment.means[cluster].tolist(), "spread": assignment.spreads[cluster].tolist(),
+            "size": int(sizes[cluster]), "centroid": centroids[cluster].tolist(),
+            "mean": means[cluster].tolist(), "spread": spreads[cluster].tolist(),
             "top_terms": json.dumps(terms.get(cluster, [])),
             "sample_lines": json.dumps([first_line(t) for t in sample[:3]]),
             "params": json.dumps(params.__dict__),
@@ -303,12 +326,33 @@ def _summaries(store, clustering_id: str, embedder_id: str, doc_ids: Sequence[st
     return rows
 
 
-def _write(store, clustering_id: str, doc_ids: Sequence[str], assignment: ClusterAssignment, summaries: list[dict],
-           carry_over: bool) -> None:
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+def samples_per_cluster(n_clusters: int) -> int:
+    """Documents read per cluster for its top terms: 300, or 60 past 200 clusters."""
+    return 300 if n_clusters <= 200 else 60
+
+
+def write_clustering(store, clustering_id: str, summaries: list[dict], carry_over: bool,
+                     insert_labels: Callable[[Any], None]) -> None:
+    """The clustering's partition in one write: the clusters ``insert_labels(writer)`` appends (after the current
+    ones when ``carry_over``), and the summaries."""
+    now = utc_now()
     with store.replace_partition("clustering_id", clustering_id, ["clusters", "cluster_summaries"]) as writer:
         if carry_over:
             writer.carry_over("clusters")
+        insert_labels(writer)
+        writer.insert("cluster_summaries", table_frame("cluster_summaries", {
+            **{k: [row[k] for row in summaries] for k in summaries[0]}, "created_at": [now] * len(summaries),
+        }))
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def labels_inserter(clustering_id: str, doc_ids: Sequence[str], assignment: ClusterAssignment) -> Callable[[Any], None]:
+    """Appends an in-memory assignment's clusters, 100k rows at a time."""
+    def insert(writer) -> None:
+        now = utc_now()
         step = 100_000
         for start in range(0, len(doc_ids), step):
             part = slice(start, start + step)
@@ -322,9 +366,28 @@ def _write(store, clustering_id: str, doc_ids: Sequence[str], assignment: Cluste
                 "assigned_at": [now] * len(probabilities),
                 "assignment": assignment.how[part],
             }))
-        writer.insert("cluster_summaries", table_frame("cluster_summaries", {
-            **{k: [row[k] for row in summaries] for k in summaries[0]}, "created_at": [now] * len(summaries),
-        }))
+    return insert
+
+
+def with_arms(store, params: ClusteringParams, documents: int) -> tuple[ClusteringParams, list[str]]:
+    """``params`` with k-means's number of arms derived from the warm-up when none is given (see the module's
+    rules), and the note that says so."""
+    if params.method != "kmeans" or params.n_clusters is not None:
+        return params, []
+    warmup = store.spent_before(1)[0]
+    params = replace(params, n_clusters=arms_for(warmup or warmup_sample_size(documents)))
+    return params, [f"{params.n_clusters} arms: one per {WARMUP_DOCS_PER_ARM} of the warm-up's "
+                    f"{warmup or 'expected ' + str(warmup_sample_size(documents))} documents"]
+
+
+def describe(params: ClusteringParams, documents: int, dimension: int, embedder_id: str) -> str:
+    how = (f"{params.n_clusters} k-means arms" if params.method == "kmeans"
+           else f"hdbscan, reduced to {params.dimension} dimensions")
+    return f"clustering {documents:,} documents ({dimension} dimensions, embedder {embedder_id}) into {how}"
+
+
+def new_clustering_id(params: ClusteringParams, embedder_id: str) -> str:
+    return f"{params.method}-{embedder_id}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}"
 
 
 def build_clustering(store, embedder_id: str, params: ClusteringParams, log=None) -> ClusteringReport:
@@ -335,30 +398,34 @@ def build_clustering(store, embedder_id: str, params: ClusteringParams, log=None
     if not doc_ids:
         raise ValueError(f"no document has a vector from embedder {embedder_id}: materialize embeddings first")
     loaded = time.perf_counter()
-    derived = []
-    if params.method == "kmeans" and params.n_clusters is None:
-        warmup = store.spent_before(1)[0]
-        params = replace(params, n_clusters=arms_for(warmup or warmup_sample_size(len(doc_ids))))
-        derived.append(f"{params.n_clusters} arms: one per {WARMUP_DOCS_PER_ARM} of the warm-up's "
-                       f"{warmup or 'expected ' + str(warmup_sample_size(len(doc_ids)))} documents")
+    params, derived = with_arms(store, params, len(doc_ids))
     if log:
-        how = (f"{params.n_clusters} k-means arms" if params.method == "kmeans"
-               else f"hdbscan, reduced to {params.dimension} dimensions")
-        log(f"clustering {len(doc_ids):,} documents ({vectors.shape[1]} dimensions, embedder {embedder_id}) into {how}")
+        log(describe(params, len(doc_ids), vectors.shape[1], embedder_id))
     assignment = cluster_vectors(vectors, params)
+    del vectors
     assignment.notes[:0] = derived
     clustered = time.perf_counter()
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    clustering_id = f"{params.method}-{embedder_id}-{stamp}"
+    clustering_id = new_clustering_id(params, embedder_id)
     sizes = np.bincount(assignment.labels, minlength=assignment.n_clusters)
-    summaries = _summaries(store, clustering_id, embedder_id, doc_ids, assignment, params, sizes)
-    _write(store, clustering_id, doc_ids, assignment, summaries, carry_over=False)
+    sampled = store.cluster_samples(samples_per_cluster(assignment.n_clusters), params.seed,
+                                    labels=(doc_ids, assignment.labels))
+    summaries = summary_rows(store, clustering_id, embedder_id, params, sizes, assignment.centroids, assignment.means,
+                             assignment.spreads, sampled)
+    write_clustering(store, clustering_id, summaries, False, labels_inserter(clustering_id, doc_ids, assignment))
     done = time.perf_counter()
     return ClusteringReport(
         clustering_id, embedder_id, len(doc_ids), 0, assignment.n_clusters, dict(Counter(assignment.how)), summaries,
         assignment.notes,
         {"load_s": round(loaded - began, 3), "cluster_s": round(clustered - loaded, 3), "summaries_and_write_s": round(done - clustered, 3)},
     )
+
+
+def grown_summaries(summaries: list[dict], added: np.ndarray) -> list[dict]:
+    """The clustering's summaries with each cluster's size grown by the documents that joined it."""
+    for row in summaries:
+        row["size"] = int(row["size"] + added[row["cluster_id"]])
+        row.pop("created_at", None)  # JSON columns come back as their text, written back unchanged
+    return summaries
 
 
 def assign_new_documents(store, clustering: dict, log=None) -> ClusteringReport:
@@ -376,10 +443,7 @@ def assign_new_documents(store, clustering: dict, log=None) -> ClusteringReport:
         log(f"{len(new_ids):,} new documents join the nearest of {len(summaries):,} clusters of {clustering_id}")
     centroids = np.asarray([row["centroid"] for row in summaries], dtype=np.float32)
     assignment = assign_new(store.embedding_vectors(new_ids, embedder_id), centroids)
-    added = np.bincount(assignment.labels, minlength=len(summaries))
-    for row in summaries:
-        row["size"] = int(row["size"] + added[row["cluster_id"]])
-        row.pop("created_at", None)  # JSON columns come back as their text, written back unchanged
-    _write(store, clustering_id, new_ids, assignment, summaries, carry_over=True)
+    summaries = grown_summaries(summaries, np.bincount(assignment.labels, minlength=len(summaries)))
+    write_clustering(store, clustering_id, summaries, True, labels_inserter(clustering_id, new_ids, assignment))
     return ClusteringReport(clustering_id, embedder_id, existing + len(new_ids), len(new_ids), len(summaries),
                             dict(Counter(assignment.how)), summaries, [], {"assign_s": round(time.perf_counter() - began, 3)})

@@ -48,6 +48,7 @@ from equal_dagster.core.store import Store
 ENGINES = ("local", "ray")
 WRITE_ROWS = 16_384  # vectors written per commit (about 25 MB at 384 dimensions)
 STORE_MEMORY_BYTES = 192 * 2**20  # DuckDB's share of the driver while it stages and loads (it spills past it)
+ASSIGN_ROWS = 65_536  # vectors per assignment batch (about 100 MB at 384 dimensions; its sums: 6 MB at 1,000 arms)
 SPLIT_BELOW = 100_000  # staged documents below which the one staged file is split in memory (above: many files)
 # What a Ray worker needs from the driver's environment: offline hubs, the BLAS fix, the console's quiet.
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OPENBLAS_CORETYPE", "TQDM_DISABLE", "PYTHONPATH")
@@ -198,3 +199,166 @@ def embed_crawl_on_ray(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return EmbedReport(crawl_id, embedder_id, done, already, stale, time.perf_counter() - began)
+
+
+class _AssignWorker:
+    """One actor of the assignment pool: each batch of vectors joins its nearest centroid (the clustering's
+    :func:`~equal_dagster.core.clustering.nearest_centroid`); the batch's labels go to a Parquet shard (doc_id,
+    cluster_id) and its per-cluster sizes, sums and sums of squares (:func:`~equal_dagster.core.clustering.cluster_sums`)
+    to a ``.npz`` beside it, each written under a temporary name, then renamed. Only the shard's path goes back."""
+
+    def __init__(self, centroids: np.ndarray, shards: str):
+        self.centroids = centroids
+        self.shards = shards
+
+    def __call__(self, batch: Any) -> dict[str, np.ndarray]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from equal_dagster.core.clustering import cluster_sums, nearest_centroid
+
+        column = batch.column("vector").combine_chunks()
+        vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(batch.num_rows, -1)
+        labels = nearest_centroid(vectors, self.centroids)
+        path = os.path.join(self.shards, uuid.uuid4().hex)
+        counts, sums, squares = cluster_sums(vectors, labels, len(self.centroids))
+        with open(path + ".npz.tmp", "wb") as out:
+            np.savez(out, counts=counts, sums=sums, squares=squares)
+        pq.write_table(pa.table({"doc_id": batch.column("doc_id"), "cluster_id": pa.array(labels, pa.int32())}),
+                       path + ".parquet.tmp")
+        os.replace(path + ".npz.tmp", path + ".npz")
+        os.replace(path + ".parquet.tmp", path + ".parquet")
+        return {"shard": np.array([path + ".parquet"]), "rows": np.array([batch.num_rows])}
+
+
+@dataclass
+class RayAssignment:
+    """What the assignment pool sent back: the label shards, and the sizes and sums of every centroid's members."""
+
+    shards: list[str]
+    counts: np.ndarray
+    sums: np.ndarray
+    squares: np.ndarray
+
+
+def assign_on_ray(store: Store, embedder_id: str, centroids: np.ndarray, staging: Path, settings: RaySettings, *,
+                  outside_clustering: str | None = None, log: Callable[[str], None] | None = None) -> RayAssignment:
+    """Every vector of ``embedder_id`` (those outside ``outside_clustering`` when given) to its nearest centroid,
+    on Ray: DuckDB stages the vectors as Parquet in ``staging``, an actor pool assigns them ``ASSIGN_ROWS`` at a time
+    with ``map_batches`` and writes label shards there; the driver adds up the batches' sums as they come."""
+    import ray.data
+
+    quiet_ray_data()
+    k, dimension = centroids.shape
+    counts, sums, squares = np.zeros(k, np.int64), np.zeros((k, dimension)), np.zeros((k, dimension))
+    shards: list[str] = []
+    (staging / "labels").mkdir(parents=True)
+    with store.bounded_memory(STORE_MEMORY_BYTES):
+        total = store.stage_vectors(embedder_id, staging / "vectors", outside_clustering=outside_clustering)
+    if not total:
+        return RayAssignment(shards, counts, sums, squares)
+    vectors = ray.data.read_parquet(str(staging / "vectors"))
+    if total <= ASSIGN_ROWS * settings.workers:  # few files: split them so that every actor gets work
+        vectors = vectors.repartition(2 * settings.workers)
+    began = last = time.perf_counter()
+    labelled = vectors.map_batches(
+        _AssignWorker, fn_constructor_args=(centroids, str(staging / "labels")), batch_size=ASSIGN_ROWS,
+        batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=settings.workers), num_cpus=settings.num_cpus)
+    done = 0
+    for written in labelled.iter_rows():
+        shard = str(written["shard"])
+        with np.load(shard.removesuffix(".parquet") + ".npz") as part:
+            counts += part["counts"]
+            sums += part["sums"]
+            squares += part["squares"]
+        shards.append(shard)
+        done += int(written["rows"])
+        if log and (time.perf_counter() - last >= 5.0 or done == total):
+            log(f"{done:,} of {total:,} vectors assigned ({done / (time.perf_counter() - began):,.0f}/s)")
+            last = time.perf_counter()
+    return RayAssignment(shards, counts, sums, squares)
+
+
+def cluster_on_ray(store: Store, embedder_id: str, params: Any, settings: RaySettings, *,
+                   log: Callable[[str], None] | None = None) -> Any:
+    """:func:`equal_dagster.core.clustering.build_clustering`'s k-means on Ray, for corpora whose vectors the
+    driver should not hold: the driver reads the training sample (:func:`~equal_dagster.core.clustering.training_positions`,
+    the same rows as locally) and trains the centroids; the assignment fans out (:func:`assign_on_ray`); the
+    Gaussians come from the batches' sums; DuckDB loads the labels into the store. The same clusters as the local
+    path for the same seed."""
+    from equal_dagster.core import clustering as c
+
+    if params.method != "kmeans":
+        raise ValueError(f"{params.method} clusters every vector at once, in the run's process: the ray engine runs "
+                         "k-means only (set the clusters asset's method to kmeans, or the compute engine to local)")
+    began = time.perf_counter()
+    documents, dimension = store.embedding_shape(embedder_id)
+    if not documents:
+        raise ValueError(f"no document has a vector from embedder {embedder_id}: materialize embeddings first")
+    params, notes = c.with_arms(store, params, documents)
+    if log:
+        log(c.describe(params, documents, dimension, embedder_id) + " (assigned on Ray)")
+    k = min(params.n_clusters, documents)
+    if k < params.n_clusters:
+        notes.append(f"{params.n_clusters} clusters asked, {documents} documents: k = {k}")
+    with store.bounded_memory(c.LOAD_MEMORY_BYTES):
+        sample = store.embedding_rows_at(embedder_id, c.training_positions(documents, k, params.seed))
+    centroids = c.train_centroids(sample, k, params.seed) if k > 1 else np.zeros((1, dimension), np.float32)
+    del sample
+    trained = time.perf_counter()
+    staging = Path(settings.scratch_dir or tempfile.gettempdir()) / f"equal-cluster-{uuid.uuid4().hex[:12]}"
+    try:
+        result = assign_on_ray(store, embedder_id, centroids, staging, settings, log=log)
+        assigned = time.perf_counter()
+        numbers = c.renumbering(result.counts)
+        found = numbers >= 0
+        if (~found).any():
+            notes.append(f"{int((~found).sum())} empty centroid(s) dropped")
+        means, spreads = c.gaussians_from(result.counts[found], result.sums[found], result.squares[found])
+        sizes = result.counts[found]
+        clustering_id = c.new_clustering_id(params, embedder_id)
+        renumbered = numbers.tolist()
+        sampled = store.cluster_samples(c.samples_per_cluster(len(sizes)), params.seed, files=result.shards,
+                                        renumbered=renumbered)
+        summaries = c.summary_rows(store, clustering_id, embedder_id, params, sizes, c.normalized(means), means,
+                                   spreads, sampled)
+        with store.bounded_memory(STORE_MEMORY_BYTES):
+            c.write_clustering(store, clustering_id, summaries, False, lambda writer: writer.insert_cluster_labels(
+                result.shards, c.utc_now(), "clustered", renumbered))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    done = time.perf_counter()
+    return c.ClusteringReport(
+        clustering_id, embedder_id, int(sizes.sum()), 0, len(sizes), {"clustered": int(sizes.sum())}, summaries, notes,
+        {"train_s": round(trained - began, 3), "assign_s": round(assigned - trained, 3),
+         "summaries_and_write_s": round(done - assigned, 3)})
+
+
+def assign_new_on_ray(store: Store, clustering: dict, settings: RaySettings, *,
+                      log: Callable[[str], None] | None = None) -> Any:
+    """:func:`equal_dagster.core.clustering.assign_new_documents` on Ray: the documents embedded after the clustering
+    join its nearest centroid (:func:`assign_on_ray`); nothing else moves."""
+    from equal_dagster.core import clustering as c
+
+    began = time.perf_counter()
+    clustering_id, embedder_id = clustering["clustering_id"], clustering["embedder_id"]
+    summaries = store.cluster_summaries(clustering_id).to_dicts()
+    existing = int(sum(row["size"] for row in summaries))
+    centroids = np.asarray([row["centroid"] for row in summaries], dtype=np.float32)
+    staging = Path(settings.scratch_dir or tempfile.gettempdir()) / f"equal-assign-{uuid.uuid4().hex[:12]}"
+    try:
+        result = assign_on_ray(store, embedder_id, centroids, staging, settings, outside_clustering=clustering_id,
+                               log=log)
+        added = int(result.counts.sum())
+        if added:
+            if log:
+                log(f"{added:,} new documents joined the nearest of {len(summaries):,} clusters of {clustering_id}")
+            summaries = c.grown_summaries(summaries, result.counts)
+            with store.bounded_memory(STORE_MEMORY_BYTES):
+                c.write_clustering(store, clustering_id, summaries, True, lambda writer: writer.insert_cluster_labels(
+                    result.shards, c.utc_now(), "new_document"))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return c.ClusteringReport(clustering_id, embedder_id, existing + added, added, len(summaries),
+                              {"new_document": added} if added else {}, summaries, [],
+                              {"assign_s": round(time.perf_counter() - began, 3)})

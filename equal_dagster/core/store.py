@@ -699,6 +699,28 @@ class PartitionWriter:
         self.rows_inserted[table] += copied
         return copied
 
+    def insert_cluster_labels(self, files: Sequence[str], assigned_at: Any, assignment: str,
+                              renumbered: Sequence[int] | None = None) -> None:
+        """Append the clusters of Parquet shards (columns doc_id, cluster_id, as the Ray workers write them) in one
+        commit, read by DuckDB; ``renumbered[i]``: the cluster id that a shard's ``i`` becomes (empty centroids
+        dropped), else the ids stay. A doc_id twice in the shards (a batch written again by a retried task) is added
+        once."""
+        if "clusters" not in self.rows_inserted or self._column != "clustering_id":
+            raise StoreError("insert_cluster_labels needs a write of a clusters partition")
+        if not files:
+            return
+        columns = "doc_id, clustering_id, cluster_id, probability, joined_as_noise, assigned_at, assignment, write_id"
+
+        def insert() -> int:
+            with _registered(self._conn, _renumbering(renumbered)) as numbers:
+                return self._conn.execute(
+                    f"INSERT INTO clusters_rows ({columns}) SELECT doc_id, ?, cluster_id, NULL, false, ?, ?, ? "
+                    f"FROM {_labels_source(files, numbers if renumbered is not None else None)}",
+                    [self._value, assigned_at, assignment, self.write_id]).fetchone()[0]
+
+        self.rows_inserted["clusters"] += self._retrying(f"appending to clusters ({self._column} = {self._value!r})",
+                                                         insert)
+
     def existing_documents(self, content_hashes: list[str], doc_ids: list[str]) -> pl.DataFrame:
         """Documents with one of these content hashes or ids, as the store will hold them once this write
         lands: those of other crawls, and those written earlier by this write. Columns doc_id, crawl_id,
@@ -706,6 +728,21 @@ class PartitionWriter:
         if "documents" not in self.rows_inserted or self._column != "crawl_id":
             raise StoreError("existing_documents needs a write of a documents partition")
         return _existing_documents(self._conn, content_hashes, doc_ids, self._value, self.write_id)
+
+
+def _renumbering(renumbered: Sequence[int] | None) -> pa.Table:
+    numbers = list(renumbered or [])
+    return pa.table({"old": pa.array(range(len(numbers)), pa.int32()), "new": pa.array(numbers, pa.int32())})
+
+
+def _labels_source(files: Sequence[str], numbers: str | None) -> str:
+    """A relation (doc_id, cluster_id) over label shards, one row per doc_id, cluster ids renumbered through
+    ``numbers`` (a relation of old and new ids, :func:`_renumbering`) when given."""
+    shards = f"read_parquet([{', '.join(_literal(str(f)) for f in files)}])"
+    if numbers is None:
+        return f"(SELECT DISTINCT ON (doc_id) doc_id, cluster_id FROM {shards})"
+    return (f"(SELECT DISTINCT ON (s.doc_id) s.doc_id, n.new AS cluster_id FROM {shards} s "
+            f"JOIN {numbers} n ON s.cluster_id = n.old)")
 
 
 def _check_columns(table: str, columns: Sequence[str]) -> None:
@@ -1333,6 +1370,64 @@ class Store:
         return (f"(SELECT * FROM {table} QUALIFY row_number() OVER (PARTITION BY {', '.join(PRIMARY_KEYS[table])}) "
                 "= 1)")
 
+    def embedding_shape(self, embedder_id: str, crawl_id: str | None = None) -> tuple[int, int]:
+        """(rows, dimension) of :meth:`embedding_matrix`, without reading the vectors' values."""
+        where = "WHERE e.embedder_id = ? AND (? IS NULL OR d.crawl_id = ?)"
+        joined = f"FROM {self._one_per_key('embeddings')} e JOIN documents d ON d.doc_id = e.doc_id"
+        rows, dimension = self.conn.execute(f"SELECT count(*), max(len(e.vector)) {joined} {where}",
+                                            [embedder_id, crawl_id, crawl_id]).fetchone()
+        return int(rows), int(dimension or 0)
+
+    def embedding_rows_at(self, embedder_id: str, positions: Sequence[int]) -> Any:
+        """The vectors at these positions (0-based, ascending) of :meth:`embedding_matrix`'s rows (one embedder's
+        vectors of current documents, by doc_id), as a float32 matrix: a sample read without the rest."""
+        joined = f"FROM {self._one_per_key('embeddings')} e JOIN documents d ON d.doc_id = e.doc_id"
+        wanted = pa.table({"position": pa.array(list(positions), pa.int64())})
+        with _registered(self.conn, wanted) as name:
+            table = _arrow_table(self.conn.execute(
+                f"WITH ranked AS (SELECT e.doc_id, row_number() OVER (ORDER BY e.doc_id) - 1 AS position {joined} "
+                "WHERE e.embedder_id = ?) "
+                f"SELECT e.vector FROM ranked r JOIN {name} w USING (position) "
+                f"JOIN {self._one_per_key('embeddings')} e ON e.doc_id = r.doc_id AND e.embedder_id = ? "
+                "ORDER BY r.position", [embedder_id, embedder_id]))
+        return _vector_matrix(table)
+
+    def stage_vectors(self, embedder_id: str, folder: Path, *, outside_clustering: str | None = None,
+                      file_mb: int = 64) -> int:
+        """Write doc_id and vector of one embedder's vectors of current documents (only those in no cluster of
+        ``outside_clustering`` when given) into Parquet files of about ``file_mb`` MB in ``folder`` (new), by doc_id,
+        streamed by DuckDB; returns how many. Workers on other processes or machines read them (:mod:`.compute`)."""
+        outside = ("" if outside_clustering is None else
+                   f"ANTI JOIN (SELECT doc_id FROM clusters WHERE clustering_id = {_literal(outside_clustering)}) c "
+                   "ON c.doc_id = e.doc_id ")
+        return self.conn.execute(
+            f"COPY (SELECT e.doc_id, e.vector FROM {self._one_per_key('embeddings')} e JOIN documents d "
+            f"ON d.doc_id = e.doc_id {outside}WHERE e.embedder_id = {_literal(embedder_id)} ORDER BY e.doc_id) TO "
+            f"{_literal(str(folder))} (FORMAT parquet, FILE_SIZE_BYTES '{int(file_mb)}MB', ROW_GROUP_SIZE 8192)"
+        ).fetchone()[0]
+
+    def cluster_samples(self, per_cluster: int, seed: int, *, labels: tuple[Sequence[str], Any] | None = None,
+                        files: Sequence[str] = (), renumbered: Sequence[int] | None = None) -> dict[int, list[str]]:
+        """Up to ``per_cluster`` doc_ids of each cluster, drawn by a seeded hash of the doc_id (the same draw
+        whichever engine assigned them), from ``labels`` (doc_ids and their cluster ids, in memory) or from label
+        shards (``files``, cluster ids ``renumbered`` as in :meth:`PartitionWriter.insert_cluster_labels`)."""
+        if labels is not None:
+            doc_ids, cluster_ids = labels
+            given = pa.table({"doc_id": pa.array(list(doc_ids), pa.string()),
+                              "cluster_id": pa.array(cluster_ids, pa.int32())})
+            with _registered(self.conn, given) as name:
+                return self._cluster_samples(name, per_cluster, seed)
+        with _registered(self.conn, _renumbering(renumbered)) as numbers:
+            return self._cluster_samples(_labels_source(files, numbers if renumbered is not None else None),
+                                         per_cluster, seed)
+
+    def _cluster_samples(self, source: str, per_cluster: int, seed: int) -> dict[int, list[str]]:
+        rows = self.conn.execute(
+            f"SELECT cluster_id, list(doc_id ORDER BY md5(doc_id || ?)) FROM (SELECT doc_id, cluster_id FROM {source} "
+            "QUALIFY row_number() OVER (PARTITION BY cluster_id ORDER BY md5(doc_id || ?)) <= ?) GROUP BY cluster_id",
+            [f":{seed}", f":{seed}", per_cluster]).fetchall()
+        return {int(cluster): list(ids) for cluster, ids in rows}
+
     def embedding_matrix(self, embedder_id: str, crawl_id: str | None = None) -> tuple[list[str], Any]:
         """(doc_ids, float32 matrix) of one embedder's vectors of current documents, ordered by doc_id. The rows
         stream into one preallocated matrix, 65,536 at a time: the whole result never exists twice."""
@@ -1340,8 +1435,7 @@ class Store:
 
         where = "WHERE e.embedder_id = ? AND (? IS NULL OR d.crawl_id = ?)"
         joined = f"FROM {self._one_per_key('embeddings')} e JOIN documents d ON d.doc_id = e.doc_id"
-        rows, dimension = self.conn.execute(f"SELECT count(*), max(len(e.vector)) {joined} {where}",
-                                            [embedder_id, crawl_id, crawl_id]).fetchone()
+        rows, dimension = self.embedding_shape(embedder_id, crawl_id)
         matrix = np.empty((rows, dimension or 0), dtype=np.float32)
         doc_ids: list[str] = []
         reader = self.conn.execute(f"SELECT e.doc_id, e.vector {joined} {where} ORDER BY e.doc_id",
