@@ -137,8 +137,7 @@ def test_clusters_on_ray_are_the_local_clusters(ray_local, clustered, tmp_path):
             assert result.asset_materializations_for_node("clusters")[0].metadata["new_documents"].value == 40
             runs[engine] = (built, _clustering_tables(paths))
     for step in (0, 1):
-        (local_id, local_members, local_summaries), (ray_id, ray_members, ray_summaries) = (runs["local"][step],
-                                                                                             runs["ray"][step])
+        (_, local_members, local_summaries), (_, ray_members, ray_summaries) = runs["local"][step], runs["ray"][step]
         assert local_members.height == ray_members.height > 0 and local_members.equals(ray_members)
         assert local_summaries.height > 1
         for column in ("cluster_id", "size", "top_terms", "sample_lines", "method", "embedder_id"):
