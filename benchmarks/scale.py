@@ -5,8 +5,12 @@
    (`local`: ``embed_crawl``) and through Ray (``embed_crawl_on_ray``: staged to Parquet, a Ray Data actor pool with
    the default settings, each batch's vectors a Parquet shard that DuckDB loads). Wall time, documents/s, and the
    driver's peak memory.
-2. clusters: 1,000,000 synthetic normalized 384-dimensional vectors (from 2,000 Gaussian blobs) clustered into
-   1,000 arms with the project's k-means (faiss, trained on a sample of 256 per centroid) and every vector assigned.
+2. clusters: a store of 1,000,000 documents with synthetic normalized 384-dimensional vectors (from 2,000 Gaussian
+   blobs) clustered into 1,000 arms with the project's k-means (faiss, trained on a seeded sample of 256 per
+   centroid), every vector assigned, the summaries and the clusters written: in this process (`local`:
+   ``build_clustering``, the driver loads every vector) and with the assignment on Ray (``cluster_on_ray``: the
+   driver reads the training sample; the default actor pool assigns). Time, the driver's peak memory, and how many
+   documents land in the same arm under both.
 3. rounds: 20 rounds of 500 new documents each through the openai backend against an instant OpenAI-compatible
    server (tests/doubles.py, in a process of its own, answering at once): extraction, cache and the round's write, in
    this process (8 requests in flight, the default) and through Ray Data LLM (the default 2 workers).
@@ -145,22 +149,77 @@ def child_drop(store: str) -> dict:
         return {"dropped": db.drop_embeddings(InstantEmbedder.embedder_id)}
 
 
-def child_cluster(vectors: int, arms: int) -> dict:
-    from equal_dagster.core.clustering import ClusteringParams, cluster_vectors
+def child_prepare_vectors(store: str, vectors: int) -> dict:
+    """A store of ``vectors`` short documents, each with a synthetic normalized vector (2,000 Gaussian blobs)."""
+    import polars as pl
+    import pyarrow as pa
+
+    from equal_dagster.core.store import Store
 
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(2000, DIMENSION)).astype(np.float32)
-    data = np.empty((vectors, DIMENSION), dtype=np.float32)
-    for start in range(0, vectors, 100_000):
-        n = min(100_000, vectors - start)
-        data[start:start + n] = centers[rng.integers(0, len(centers), n)] + 0.6 * rng.normal(size=(n, DIMENSION))
-    data /= np.linalg.norm(data, axis=1, keepdims=True)
     began = time.perf_counter()
-    assignment = cluster_vectors(data, ClusteringParams(n_clusters=arms, seed=0))
-    seconds = time.perf_counter() - began
-    sizes = np.bincount(assignment.labels)
-    return {"vectors": vectors, "arms": assignment.n_clusters, "seconds": round(seconds, 1),
-            "smallest_arm": int(sizes.min()), "largest_arm": int(sizes.max()), "peak_rss_mib": peak_rss_kib() // 1024}
+    with Store.open(store) as db:
+        with db.replace_partition("crawl_id", "scale", ["documents"]) as writer:
+            for start in range(0, vectors, 100_000):
+                n = min(100_000, vectors - start)
+                ids = [f"d{start + i:08d}" for i in range(n)]
+                texts = [f"Document {start + i}. {' '.join(WORDS[(start + i + j) % len(WORDS)] for j in range(6))}."
+                         for i in range(n)]
+                writer.insert("documents", pl.DataFrame({
+                    "doc_id": ids, "crawl_id": ["scale"] * n, "source_file": ["part.jsonl"] * n,
+                    "line_no": list(range(start + 1, start + n + 1)), "url": [None] * n, "text": texts,
+                    "n_chars": [len(t) for t in texts], "content_hash": ids,
+                }).with_columns(pl.lit(0).cast(pl.Datetime("us")).alias("ingested_at")))
+        for start in range(0, vectors, 100_000):
+            n = min(100_000, vectors - start)
+            data = centers[rng.integers(0, len(centers), n)] + 0.6 * rng.normal(size=(n, DIMENSION)).astype(np.float32)
+            data /= np.linalg.norm(data, axis=1, keepdims=True)
+            offsets = pa.array(np.arange(0, (n + 1) * DIMENSION, DIMENSION, dtype=np.int32))
+            db.insert_embeddings(pl.from_arrow(pa.table({
+                "doc_id": [f"d{start + i:08d}" for i in range(n)], "embedder_id": ["instant"] * n,
+                "crawl_id": ["scale"] * n, "vector": pa.ListArray.from_arrays(offsets, pa.array(data.ravel())),
+            })).with_columns(pl.lit(0).cast(pl.Datetime("us")).alias("embedded_at")))
+    return {"vectors": vectors, "prepare_s": round(time.perf_counter() - began, 1)}
+
+
+def child_cluster(store: str, engine: str, arms: int) -> dict:
+    """The ``clusters`` asset's work on a store: ``build_clustering`` (the driver loads every vector) or
+    ``cluster_on_ray`` (it reads the training sample; an actor pool assigns)."""
+    from equal_dagster.core.clustering import ClusteringParams, build_clustering
+    from equal_dagster.core.compute import RaySettings, cluster_on_ray, ray_session
+    from equal_dagster.core.store import Store
+
+    params = ClusteringParams(n_clusters=arms, seed=0)
+    ray_start = 0.0
+    with Store.open(store) as db, PeakMemory() as memory:
+        if engine == "local":
+            began = time.perf_counter()
+            report = build_clustering(db, "instant", params)
+            seconds = time.perf_counter() - began
+        else:
+            settings = RaySettings()
+            started = time.perf_counter()
+            with ray_session(settings):
+                began = time.perf_counter()
+                ray_start = began - started
+                report = cluster_on_ray(db, "instant", params, settings)
+                seconds = time.perf_counter() - began
+    sizes = [row["size"] for row in report.summaries]
+    return {"vectors": report.documents, "arms": report.n_clusters, "seconds": round(seconds, 1),
+            "ray_start_s": round(ray_start, 1), "timings": report.seconds, "smallest_arm": min(sizes),
+            "largest_arm": max(sizes), "clustering_id": report.clustering_id, "peak_rss_mib": peak_rss_kib() // 1024,
+            "peak_private_mib": memory.anon}
+
+
+def child_agreement(store: str, first: str, second: str) -> dict:
+    """Documents in the same arm in two clusterings."""
+    from equal_dagster.core.store import Store
+
+    with Store.open(store, read_only=True) as db:
+        a, b = db.clusters(first), db.clusters(second)
+    same = a.select("doc_id", "cluster_id").join(b.select("doc_id", "cluster_id"), on="doc_id")
+    return {"documents": a.height, "same_arm": int((same["cluster_id"] == same["cluster_id_right"]).sum())}
 
 
 def child_rounds(engine: str, rounds: int, per_round: int, base_url: str) -> dict:
@@ -240,11 +299,22 @@ def main() -> None:
                           flush=True)
         print()
     if "clusters" not in args.skip:
-        r = _child("cluster", str(args.vectors), str(args.arms))
-        print("| vectors | arms | cluster and assign s | smallest arm | largest arm | peak MiB |")
-        print("|---:|---:|---:|---:|---:|---:|")
-        print(f"| {r['vectors']:,} | {r['arms']:,} | {r['seconds']} | {r['smallest_arm']} | {r['largest_arm']} | "
-              f"{r['peak_rss_mib']:,} |\n", flush=True)
+        print("| vectors | engine | arms | cluster and assign s | Ray start s | smallest arm | largest arm | "
+              "driver peak RSS MiB | of it private | ray / local |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        with tempfile.TemporaryDirectory() as tmp:
+            store = str(Path(tmp) / "vectors.duckdb")
+            _child("prepare-vectors", store, str(args.vectors))
+            results = {engine: _child("cluster", store, engine, str(args.arms)) for engine in ("local", "ray")}
+            agreement = _child("agreement", store, results["local"]["clustering_id"], results["ray"]["clustering_id"])
+        for engine, r in results.items():
+            ratio = f"{r['seconds'] / results['local']['seconds']:.2f}x" if engine == "ray" else ""
+            print(f"| {r['vectors']:,} | {engine} | {r['arms']:,} | {r['seconds']} | {r['ray_start_s'] or ''} | "
+                  f"{r['smallest_arm']} | {r['largest_arm']} | {r['peak_rss_mib']:,} | {r['peak_private_mib']:,} | "
+                  f"{ratio} |", flush=True)
+        print(f"\nsteps (s): local {results['local']['timings']}; ray {results['ray']['timings']}")
+        print(f"same arm under both engines: {agreement['same_arm']:,} of {agreement['documents']:,} documents\n",
+              flush=True)
     if "rounds" not in args.skip:
         server, base_url = _server()
         try:
@@ -260,7 +330,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in ("prepare", "drop", "embed", "cluster", "rounds"):
+    if len(sys.argv) > 1 and sys.argv[1] in ("prepare", "drop", "embed", "prepare-vectors", "cluster", "agreement",
+                                             "rounds"):
         command, rest = sys.argv[1], sys.argv[2:]
         if command == "prepare":
             result = child_prepare(rest[0], int(rest[1]))
@@ -268,8 +339,12 @@ if __name__ == "__main__":
             result = child_drop(rest[0])
         elif command == "embed":
             result = child_embed(rest[0], rest[1])
+        elif command == "prepare-vectors":
+            result = child_prepare_vectors(rest[0], int(rest[1]))
         elif command == "cluster":
-            result = child_cluster(int(rest[0]), int(rest[1]))
+            result = child_cluster(rest[0], rest[1], int(rest[2]))
+        elif command == "agreement":
+            result = child_agreement(rest[0], rest[1], rest[2])
         else:
             result = child_rounds(rest[0], int(rest[1]), int(rest[2]), rest[3])
         print(json.dumps(result))

@@ -71,7 +71,7 @@ def _check_environment(paths: EqualPaths, *, resources: bool = False) -> None:
     try:
         compute = build_definitions(paths).resources["compute"]  # every resource's EQUAL_* settings
         if engine == "ray":
-            compute.ray_settings()  # EQUAL_RAY_*: workers, CPUs, GPUs
+            compute.job_settings()  # EQUAL_RAY_*: workers, CPUs, GPUs
             import ray  # noqa: F401
             import dagster_ray  # noqa: F401
     except ImportError as exc:

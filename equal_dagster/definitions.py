@@ -115,6 +115,8 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "EQUAL_RAY_NUM_GPUS": ("compute", "num_gpus"),
     "EQUAL_RAY_BATCH_SIZE": ("compute", "batch_size"),
     "EQUAL_RAY_SCRATCH": ("compute", "scratch_dir"),
+    "EQUAL_RAY_JOB_ADDRESS": ("compute", "job_address"),
+    "EQUAL_RAY_JOB_PYTHON": ("compute", "job_python"),
     # embeddings
     "EQUAL_EMBEDDER_MODEL": ("embedding_model", "model"),
     "EQUAL_EMBEDDER_DEVICE": ("embedding_model", "device"),

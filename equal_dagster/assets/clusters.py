@@ -1,5 +1,6 @@
 """Asset ``clusters``: documents grouped into bandit arms (EQUAL's clustering step)."""
 
+import dataclasses
 import json
 from typing import Literal, Optional
 
@@ -11,6 +12,7 @@ from equal_dagster.assets.metadata import markdown_table, store_snapshot
 from equal_dagster.core.clustering import ClusteringParams, ClusteringReport, assign_new_documents, build_clustering
 from equal_dagster.core.compute import assign_new_on_ray, cluster_on_ray
 from equal_dagster.core.embedding import resolve_model
+from equal_dagster.ray_job import job_spec
 from equal_dagster.resources.compute import ComputeResource
 from equal_dagster.resources.embedder import EmbedderResource
 from equal_dagster.resources.store import StoreResource
@@ -60,20 +62,31 @@ def clusters(context: dg.AssetExecutionContext, config: ClustersConfig, store: S
     params = ClusteringParams(config.method, config.dimension, config.min_cluster_size, config.min_samples,
                               config.n_clusters, config.seed)
     ray = compute.ray_settings()
-    if ray is not None and params.method != "kmeans":
+    job = compute.submits_jobs
+    if (ray is not None or job) and params.method != "kmeans":
         context.log.info(f"{params.method} clusters every vector at once: it runs in this process, not on Ray")
-        ray = None
+        ray, job = None, False
     with store.open_store() as db:
         current = db.current_clustering()
+    new = config.recluster or current is None
+    if not new and current["embedder_id"] != embedder_id:
+        raise dg.Failure(description=(
+            f"the current clustering {current['clustering_id']} was made with embedder {current['embedder_id']}, "
+            f"the current embedder is {embedder_id}: materialize embeddings, then clusters with recluster: true"
+        ))
+    if job:  # the job opens the store itself: this process holds it again once the job is done
+        spec = (job_spec("cluster", store.database, compute.job_settings(), embedder_id=embedder_id,
+                         params=dataclasses.asdict(params)) if new else
+                job_spec("assign", store.database, compute.job_settings(),
+                         clustering={k: current[k] for k in ("clustering_id", "embedder_id")}))
+        report = ClusteringReport(**compute.run_job(context, spec), summaries=[])
+    with store.open_store() as db:
         try:
-            if config.recluster or current is None:
+            if job:
+                report.summaries = db.cluster_summaries(report.clustering_id).to_dicts()
+            elif new:
                 report = (cluster_on_ray(db, embedder_id, params, ray, log=context.log.info) if ray
                           else build_clustering(db, embedder_id, params, log=context.log.info))
-            elif current["embedder_id"] != embedder_id:
-                raise dg.Failure(description=(
-                    f"the current clustering {current['clustering_id']} was made with embedder {current['embedder_id']}, "
-                    f"the current embedder is {embedder_id}: materialize embeddings, then clusters with recluster: true"
-                ))
             else:
                 report = (assign_new_on_ray(db, current, ray, log=context.log.info) if ray
                           else assign_new_documents(db, current, log=context.log.info))
@@ -96,7 +109,7 @@ def clusters(context: dg.AssetExecutionContext, config: ClustersConfig, store: S
         "assignments": dg.MetadataValue.json(report.by_assignment),
         "largest_cluster": max(sizes) if sizes else 0,
         "smallest_cluster": min(sizes) if sizes else 0,
-        "compute": compute.engine if ray else "local",
+        "compute": "ray job" if job else "ray" if ray else "local",
         "notes": "; ".join(report.notes),
         "timings": dg.MetadataValue.json(report.seconds),
         "clusters_table": dg.MetadataValue.md(clusters_table(report)),

@@ -7,8 +7,9 @@ from equal_dagster.assets.embedder import embedder as embedder_asset
 from equal_dagster.assets.metadata import check_result, store_snapshot
 from equal_dagster.core.checks import crawl_embedded
 from equal_dagster.core.compute import embed_crawl_on_ray
-from equal_dagster.core.embedding import describe_embedder, embed_crawl
+from equal_dagster.core.embedding import EmbedReport, describe_embedder, embed_crawl
 from equal_dagster.partitions import crawls_partitions
+from equal_dagster.ray_job import job_spec
 from equal_dagster.resources.compute import ComputeResource
 from equal_dagster.resources.embedder import EmbedderResource
 from equal_dagster.resources.store import StoreResource
@@ -36,16 +37,21 @@ def embeddings(context: dg.AssetExecutionContext, store: StoreResource, embeddin
     location, why = embedding_model.current_location()
     model = embedding_model.load_current()
     ray = compute.ray_settings()
-    where = f"on Ray, {ray.workers} workers" if ray else "in this process"
+    where = (f"as a Ray job, {compute.workers} workers" if compute.submits_jobs else
+             f"on Ray, {ray.workers} workers" if ray else "in this process")
     context.log.info(f"embedding crawl {crawl_id} with {model.embedder_id} ({why}; {location}) {where}")
 
     def log_progress(done: int, total: int, rate: float) -> None:
         context.log.info(f"embedded {done:,}/{total:,} documents of {crawl_id} ({rate:,.1f} documents/s)")
 
+    if compute.submits_jobs:  # the job opens the store itself: this process holds it only once the job is done
+        report = EmbedReport(**compute.run_job(context, job_spec(
+            "embed", store.database, compute.job_settings(), crawl_id=crawl_id, embedder_id=model.embedder_id,
+            embedder=embedding_model.current_spec())))
     with store.open_store() as db:
-        if ray is None:
+        if ray is None and not compute.submits_jobs:
             report = embed_crawl(db, crawl_id, model, progress=log_progress)
-        else:  # the model loads in each Ray worker: this process only stages the texts and writes the vectors
+        elif not compute.submits_jobs:  # the model loads in each Ray worker: this process stages texts, loads vectors
             report = embed_crawl_on_ray(db, crawl_id, embedding_model.current_loader(), model.embedder_id, ray,
                                         progress=log_progress)
         counts = db.embedding_counts(crawl_id)
@@ -60,7 +66,7 @@ def embeddings(context: dg.AssetExecutionContext, store: StoreResource, embeddin
         "dagster/row_count": counts.get(model.embedder_id, 0),
         **snapshot,
         "embedder_id": model.embedder_id,
-        "compute": compute.engine,
+        "compute": "ray job" if compute.submits_jobs else compute.engine,
         "embedder_source": info["source"],
         "dimension": info["dimension"],
         "embedded": report.embedded,

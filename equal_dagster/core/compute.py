@@ -78,12 +78,13 @@ class RaySettings:
             raise ValueError("each Ray worker needs some CPU or GPU (num_cpus or num_gpus above 0)")
 
 
-def ray_init_options(settings: RaySettings) -> dict[str, Any]:
+def ray_init_options(settings: RaySettings, *, forward_env: bool = True) -> dict[str, Any]:
     """The arguments for ``ray.init`` (dagster-ray's ``ray_init_options``): quiet, no dashboard, and the driver's
-    environment variables that workers need (a local Ray's workers run the driver's own Python)."""
-    env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
-    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "ignore_reinit_error": True,
-                               "runtime_env": {"env_vars": env}}
+    environment variables that workers need (a local Ray's workers run the driver's own Python); not for a Ray job's
+    driver (``forward_env`` false), whose job was submitted with them."""
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "ignore_reinit_error": True}
+    if forward_env:
+        options["runtime_env"] = {"env_vars": {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}}
     if settings.address is None:
         options["configure_logging"] = False
     return options
@@ -99,15 +100,16 @@ def quiet_ray_data() -> None:
 
 
 @contextmanager
-def ray_session(settings: RaySettings) -> Iterator[None]:
-    """Ray connected for the block: `equal run` and `equal rounds` hold one for all their runs, as do scripts and
-    benchmarks; a run with no Ray yet (from the UI) connects through the ``compute`` resource, with dagster-ray. A
-    Ray this block started is shut down at its end; one already running is left running."""
+def ray_session(settings: RaySettings, *, forward_env: bool = True) -> Iterator[None]:
+    """Ray connected for the block: `equal run` and `equal rounds` hold one for all their runs, as do scripts,
+    benchmarks and Ray jobs (``forward_env``: see :func:`ray_init_options`); a run with no Ray yet (from the UI)
+    connects through the ``compute`` resource, with dagster-ray. A Ray this block started is shut down at its end; one
+    already running is left running."""
     import ray
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=settings.address, **ray_init_options(settings))
+        ray.init(address=settings.address, **ray_init_options(settings, forward_env=forward_env))
     quiet_ray_data()
     try:
         yield

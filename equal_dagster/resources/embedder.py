@@ -43,9 +43,14 @@ class EmbedderResource(dg.ConfigurableResource):
 
     def current_loader(self) -> Callable[[], Embedder]:
         """What builds the current embedder in another process (a Ray worker): it pickles, the model does not."""
+        spec = self.current_spec()
+        return functools.partial(Embedder, spec.pop("location"), **spec)
+
+    def current_spec(self) -> dict:
+        """The current embedder's location and settings as plain values (what a Ray job builds it from)."""
         location, _ = self.current_location()
-        return functools.partial(Embedder, location, device=self.device, batch_size=self.batch_size,
-                                 max_seq_length=self.max_seq_length)
+        return {"location": location, "device": self.device, "batch_size": self.batch_size,
+                "max_seq_length": self.max_seq_length}
 
     def set_current(self, location: str, embedder_id: str, reason: str) -> None:
         folder = Path(self.embedders_dir)
