@@ -53,7 +53,8 @@ class ExtractionConfig:
 
 def build_backend(config: ExtractionConfig, ray: RaySettings | None = None):
     """The model backend ``config`` names. With ``ray`` (the ``compute`` resource's engine), the ``openai`` backend's
-    calls fan out over Ray (:mod:`.backends.ray_http`); the other backends run in this process."""
+    calls fan out over Ray (:mod:`.backends.ray_http`) and the ``vllm`` backend's engines are Ray actors
+    (:mod:`.backends.vllm_ray`); ``transformers`` runs in this process."""
     if config.backend == "openai":
         from equal_dagster.core.extraction.backends.openai_compatible import OpenAICompatibleBackend
 
@@ -78,9 +79,14 @@ def build_backend(config: ExtractionConfig, ray: RaySettings | None = None):
     if config.backend == "vllm":
         from equal_dagster.core.extraction.backends.vllm_offline import VLLMBackend
 
-        return VLLMBackend(config.model or "", tensor_parallel_size=config.tensor_parallel_size,
-                           max_model_len=config.max_model_len, gpu_memory_utilization=config.gpu_memory_utilization,
-                           dtype=config.dtype)
+        local = VLLMBackend(config.model or "", tensor_parallel_size=config.tensor_parallel_size,
+                            max_model_len=config.max_model_len, gpu_memory_utilization=config.gpu_memory_utilization,
+                            dtype=config.dtype)
+        if ray is None:
+            return local
+        from equal_dagster.core.extraction.backends.vllm_ray import RayVLLMBackend
+
+        return RayVLLMBackend(local, ray)
     raise ValueError(f"unknown LLM backend {config.backend!r}: choose one of {', '.join(BACKENDS)}")
 
 

@@ -216,15 +216,26 @@ def build_vllm_job(requests: Sequence[GenerationRequest], sampling: SamplingSett
 def read_vllm_outputs(path: Path, expected: int, elapsed_s: float = 0.0) -> list[Generation]:
     """Generations from the worker's JSONL output, in request order; a request with no output line (or a line
     that does not decode) becomes a ``backend_error``."""
-    by_index: dict[int, dict[str, Any]] = {}
+    rows: list[Any] = []
     bad_lines = 0
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
-                row = json.loads(line)
-                by_index[int(row["index"])] = row
-            except (ValueError, KeyError, TypeError):
+                rows.append(json.loads(line))
+            except ValueError:
                 bad_lines += 1
+    return vllm_generations(rows, expected, elapsed_s, bad_lines)
+
+
+def vllm_generations(rows: Sequence[Any], expected: int, elapsed_s: float = 0.0, bad_lines: int = 0) -> list[Generation]:
+    """Generations from the worker's output rows (``vllm_worker.run_job``), in request order; a request with no
+    row (or a row that does not decode) becomes a ``backend_error``."""
+    by_index: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        try:
+            by_index[int(row["index"])] = row
+        except (KeyError, TypeError, ValueError):
+            bad_lines += 1
     latency = elapsed_s / expected if expected else 0.0
     out = []
     for index in range(expected):
