@@ -303,7 +303,7 @@ def cluster_on_ray(store: Store, embedder_id: str, params: Any, settings: RaySet
     k = min(params.n_clusters, documents)
     if k < params.n_clusters:
         notes.append(f"{params.n_clusters} clusters asked, {documents} documents: k = {k}")
-    with store.bounded_memory(c.LOAD_MEMORY_BYTES):
+    with store.bounded_memory(STORE_MEMORY_BYTES):
         sample = store.embedding_rows_at(embedder_id, c.training_positions(documents, k, params.seed))
     centroids = c.train_centroids(sample, k, params.seed) if k > 1 else np.zeros((1, dimension), np.float32)
     del sample

@@ -1371,38 +1371,53 @@ class Store:
                 "= 1)")
 
     def embedding_shape(self, embedder_id: str, crawl_id: str | None = None) -> tuple[int, int]:
-        """(rows, dimension) of :meth:`embedding_matrix`, without reading the vectors' values."""
+        """(rows, dimension) of :meth:`embedding_matrix`, reading one vector (the others' lengths are the same: one
+        embedder's)."""
         where = "WHERE e.embedder_id = ? AND (? IS NULL OR d.crawl_id = ?)"
         joined = f"FROM {self._one_per_key('embeddings')} e JOIN documents d ON d.doc_id = e.doc_id"
-        rows, dimension = self.conn.execute(f"SELECT count(*), max(len(e.vector)) {joined} {where}",
-                                            [embedder_id, crawl_id, crawl_id]).fetchone()
-        return int(rows), int(dimension or 0)
+        parameters = [embedder_id, crawl_id, crawl_id]
+        rows = self.conn.execute(f"SELECT count(*) {joined} {where}", parameters).fetchone()[0]
+        dimension = self.conn.execute(f"SELECT len(e.vector) {joined} {where} LIMIT 1", parameters).fetchone()
+        return int(rows), int(dimension[0]) if dimension else 0
 
     def embedding_rows_at(self, embedder_id: str, positions: Sequence[int]) -> Any:
-        """The vectors at these positions (0-based, ascending) of :meth:`embedding_matrix`'s rows (one embedder's
-        vectors of current documents, by doc_id), as a float32 matrix: a sample read without the rest."""
+        """The vectors at these positions (0-based) of :meth:`embedding_matrix`'s rows (one embedder's vectors of
+        current documents, by doc_id), as a float32 matrix in the order given: a sample read without the rest. The
+        rows stream into the preallocated matrix, each to its slot, unsorted."""
+        import numpy as np
+
         joined = f"FROM {self._one_per_key('embeddings')} e JOIN documents d ON d.doc_id = e.doc_id"
-        wanted = pa.table({"position": pa.array(list(positions), pa.int64())})
+        wanted = pa.table({"position": pa.array(list(positions), pa.int64()),
+                           "slot": pa.array(range(len(positions)), pa.int64())})
+        _, dimension = self.embedding_shape(embedder_id)
+        matrix = np.zeros((len(positions), dimension), dtype=np.float32)
+        found = 0
         with _registered(self.conn, wanted) as name:
-            table = _arrow_table(self.conn.execute(
+            reader = self.conn.execute(
                 f"WITH ranked AS (SELECT e.doc_id, row_number() OVER (ORDER BY e.doc_id) - 1 AS position {joined} "
-                "WHERE e.embedder_id = ?) "
-                f"SELECT e.vector FROM ranked r JOIN {name} w USING (position) "
-                f"JOIN {self._one_per_key('embeddings')} e ON e.doc_id = r.doc_id AND e.embedder_id = ? "
-                "ORDER BY r.position", [embedder_id, embedder_id]))
-        return _vector_matrix(table)
+                f"WHERE e.embedder_id = ?), chosen AS (SELECT r.doc_id, w.slot FROM ranked r JOIN {name} w USING "
+                f"(position)) SELECT c.slot, e.vector FROM chosen c JOIN {self._one_per_key('embeddings')} e "
+                "ON e.doc_id = c.doc_id AND e.embedder_id = ?", [embedder_id, embedder_id]).fetch_record_batch(65_536)
+            for batch in reader:
+                table = pa.Table.from_batches([batch])
+                matrix[table.column("slot").to_numpy()] = _vector_matrix(table)
+                found += batch.num_rows
+        if found != len(positions):
+            raise StoreError(f"{len(positions) - found} of the positions asked are past the {embedder_id} vectors")
+        return matrix
 
     def stage_vectors(self, embedder_id: str, folder: Path, *, outside_clustering: str | None = None,
                       file_mb: int = 64) -> int:
         """Write doc_id and vector of one embedder's vectors of current documents (only those in no cluster of
-        ``outside_clustering`` when given) into Parquet files of about ``file_mb`` MB in ``folder`` (new), by doc_id,
-        streamed by DuckDB; returns how many. Workers on other processes or machines read them (:mod:`.compute`)."""
+        ``outside_clustering`` when given) into Parquet files of about ``file_mb`` MB in ``folder`` (new), in no
+        particular order (sorting the vectors would not fit a bounded memory), streamed by DuckDB; returns how many.
+        Workers on other processes or machines read them (:mod:`.compute`)."""
         outside = ("" if outside_clustering is None else
                    f"ANTI JOIN (SELECT doc_id FROM clusters WHERE clustering_id = {_literal(outside_clustering)}) c "
                    "ON c.doc_id = e.doc_id ")
         return self.conn.execute(
             f"COPY (SELECT e.doc_id, e.vector FROM {self._one_per_key('embeddings')} e JOIN documents d "
-            f"ON d.doc_id = e.doc_id {outside}WHERE e.embedder_id = {_literal(embedder_id)} ORDER BY e.doc_id) TO "
+            f"ON d.doc_id = e.doc_id {outside}WHERE e.embedder_id = {_literal(embedder_id)}) TO "
             f"{_literal(str(folder))} (FORMAT parquet, FILE_SIZE_BYTES '{int(file_mb)}MB', ROW_GROUP_SIZE 8192)"
         ).fetchone()[0]
 
