@@ -4,7 +4,9 @@ document embeddings with k-means into about 1,000 arms for 1.46M documents).
 Rules:
 
 * ``kmeans`` (the default): faiss's spherical k-means on the full (normalized) vectors, trained on at most 256
-  vectors per centroid (a seeded sample), then every vector assigned to its nearest centroid. The number of arms is
+  vectors per centroid (a seeded sample of rows drawn here, :func:`training_positions`, so that the Ray engine's
+  driver reads the same rows from the store and trains the same centroids), then every vector assigned to its
+  nearest centroid (in the run's process, or by Ray actors: :func:`equal_dagster.core.compute.cluster_on_ray`). The number of arms is
   ``n_clusters`` when given, else :func:`arms_for`: one arm per ``WARMUP_DOCS_PER_ARM`` (5) documents of the
   warm-up, at least 2, at most ``MAX_ARMS`` (1,000, EQUAL's). The bandit's first pull of an arm is the warm-up's
   documents in it; an arm the warm-up missed must be explored in the rounds, one round slot each, so more arms
@@ -20,7 +22,8 @@ Rules:
   Documents that arrive later (a new crawl) join the nearest centroid (``new_document``) without re-clustering, so
   existing assignments, the clusters' Gaussians and the bandit's statistics stay; a full re-cluster makes a new
   ``clustering_id``.
-* Per cluster: size, top terms by class-based TF-IDF over a seeded sample of its texts (at most 300 each), and
+* Per cluster: size, top terms by class-based TF-IDF over a sample of its texts (at most 300 each, 60 past 200
+  clusters; drawn by a seeded hash of the doc_id, :meth:`Store.cluster_samples`, the same draw on either engine), and
   the first lines of three sample documents.
 * faiss's bundled OpenBLAS mis-detects some processors and runs about 4x slower; unless ``OPENBLAS_CORETYPE`` is
   set, it is set from the processor's flags before faiss is first imported (:func:`import_faiss`).

@@ -1,6 +1,6 @@
 """Where the work inside one asset fans out: ``local`` (the asset's own process, the default) or ``ray``.
 
-Dagster runs steps in parallel, not the work inside one step; the two steps whose work is wide go to Ray when the
+Dagster runs steps in parallel, not the work inside one step; the steps whose work is wide go to Ray when the
 ``compute`` resource says ``ray`` (launched through dagster-ray: :mod:`equal_dagster.resources.compute`):
 
 * ``embeddings``: the crawl's documents without a vector are staged as Parquet files (DuckDB streams them out of the
@@ -8,14 +8,21 @@ Dagster runs steps in parallel, not the work inside one step; the two steps whos
   embeds them with ``map_batches`` and writes each batch's vectors as a Parquet shard beside them; only the shards'
   paths come back to the asset, which has DuckDB load them ``WRITE_ROWS`` at a time (each load committed, as
   locally: an interrupted run resumes where it stopped).
+* ``clusters`` (k-means): the driver reads the training sample from the store (the rows the local path trains on)
+  and trains the centroids; DuckDB stages every vector as Parquet; an actor pool assigns them (``map_batches``,
+  ``ASSIGN_ROWS`` at a time) and writes each batch's labels as a Parquet shard, with the batch's per-arm sizes, sums
+  and sums of squares beside it; the driver adds those up into the arms' Gaussians and has DuckDB load the labels.
+  The same arms as the local path for the same seed.
 * a round's extraction calls (the warm-up's too): the requests the cache cannot answer go through Ray Data LLM
-  (:mod:`equal_dagster.core.extraction.backends.ray_http`); prompts, parsing, the cache and the ledger are the code
+  (:mod:`equal_dagster.core.extraction.backends.ray_http`), or to the ``vllm`` backend's engine actors
+  (:mod:`equal_dagster.core.extraction.backends.vllm_ray`); prompts, parsing, the cache and the ledger are the code
   of the local path.
 
-What stays on the Dagster process: the bandit's choice (rounds are sequential), the store's writes, the reward. On a
-cluster, the staging folder (``scratch_dir``) must be one every Ray node can read and write (a shared disk; object
-storage is not provided). It holds the staged documents and the vector shards not loaded yet: the actors may run
-ahead of the loading, so give it room for the crawl's text and its vectors (4 bytes a dimension a document).
+What stays on the driver: the bandit's choice (rounds are sequential), the store's writes, the reward. The driver is
+the Dagster run's process, or a Ray job it submitted (:mod:`equal_dagster.ray_job`). On a cluster, the staging
+folder (``scratch_dir``) must be one every Ray node can read and write (a shared disk; object storage is not
+provided). It holds the staged documents and vectors and the shards not loaded yet: the actors may run ahead of the
+loading, so give it room for the crawl's text and its vectors (4 bytes a dimension a document).
 
 Rules:
 
