@@ -582,30 +582,35 @@ def connect_lake(location: LakeLocation, *, read_only: bool = False, snapshot: i
     options += ["READ_ONLY"] if read_only else []
     attach = (f"ATTACH {_literal(LAKE_SCHEME + location.catalog)} AS {LAKE_CATALOG}"
               + (f" ({', '.join(options)})" if options else ""))
+    conn = duckdb.connect()
+    try:
+        # an in-memory DuckDB spills to ./.tmp: into the system's temporary folder instead, one per process
+        conn.execute(f"SET temp_directory = {_literal(str(Path(tempfile.gettempdir()) / f'equal-lake-{os.getpid()}'))}")
+        if not read_only:
+            conn.execute(f"SET threads = {writer_threads()}")
+        for name in location.extensions:
+            _load_extension(conn, name)
+    except BaseException:
+        conn.close()
+        raise
+    # A lost creation race attaches again on the same connection: loading the extensions (DuckDB checks each one's
+    # signature, about 0.15 s of CPU apiece) is not redone.
     deadline = time.monotonic() + LAKE_CLEANUP_RETRY_S
     while True:
-        conn = duckdb.connect()
         try:
-            # an in-memory DuckDB spills to ./.tmp: into the system's temporary folder instead, one per process
-            conn.execute(f"SET temp_directory = {_literal(str(Path(tempfile.gettempdir()) / f'equal-lake-{os.getpid()}'))}")
-            if not read_only:
-                conn.execute(f"SET threads = {writer_threads()}")
-            for name in location.extensions:
-                _load_extension(conn, name)
             conn.execute(attach)
             conn.execute(f"USE {LAKE_CATALOG}")
             return conn
-        except StoreError:
-            conn.close()
-            raise
         except duckdb.Error as exc:
-            conn.close()
             reason = redacted(" ".join(str(exc).split()))[:400]
             lost_creation_race = "Failed to initialize DuckLake" in reason and (
                 "duplicate key" in reason or "already exists" in reason)
             if lost_creation_race and time.monotonic() < deadline:
+                with contextlib.suppress(duckdb.Error):
+                    conn.execute(f"DETACH DATABASE IF EXISTS {LAKE_CATALOG}")
                 time.sleep(0.1 + 0.2 * random.random())
                 continue
+            conn.close()
             if "creating a new DuckLake is explicitly disabled" in reason:
                 raise StoreError(f"no store at {location}: materialize the corpus first (or check EQUAL_STORE)") from exc
             raise StoreError(f"cannot open the DuckLake store {location}: {reason}") from exc
