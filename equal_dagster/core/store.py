@@ -788,20 +788,21 @@ def _existing_documents(
     replacing_crawl: str | None = None,
     write_id: str | None = None,
 ) -> pl.DataFrame:
-    # The keys travel as Arrow tables (a Python list parameter is converted value by value, far slower) and
-    # are joined, not tested with IN: the join builds its hash table on the batch's few keys and streams the
-    # stored documents past it, so memory does not grow with the store.
+    # The keys travel as Arrow tables (a Python list parameter is converted value by value, far slower) and are
+    # tested with IN subqueries, which DuckDB runs as hash joins built on the batch's few keys, the stored documents
+    # streaming past them, so memory does not grow with the store. One scan of documents_rows for both keys (not a
+    # UNION ALL of a join on each): on DuckLake every table a query reads costs catalog queries, and the scan of
+    # Parquet files is read once. Measured (3 crawls stored, 20,000 keys of each kind): 67-72 against 46-50 ms of CPU
+    # on DuckLake, 38-40 against 31-34 ms on a DuckDB file.
     visible = (
         "(d.write_id = ? OR (d.crawl_id IS DISTINCT FROM ? AND d.write_id IN "
         "(SELECT write_id FROM partition_writes WHERE table_name = 'documents')))"
     )
     with _registered(conn, _keys_in_order(content_hashes)) as hashes, _registered(conn, _keys_in_order(doc_ids)) as ids:
         return conn.execute(
-            f"SELECT d.doc_id, d.crawl_id, d.content_hash FROM documents_rows d JOIN {hashes} k "
-            f"ON d.content_hash = k.key WHERE {visible} "
-            f"UNION ALL SELECT d.doc_id, d.crawl_id, d.content_hash FROM documents_rows d JOIN {ids} k "
-            f"ON d.doc_id = k.key WHERE {visible}",
-            [write_id, replacing_crawl, write_id, replacing_crawl],
+            f"SELECT d.doc_id, d.crawl_id, d.content_hash FROM documents_rows d WHERE (d.content_hash IN "
+            f"(SELECT key FROM {hashes}) OR d.doc_id IN (SELECT key FROM {ids})) AND {visible}",
+            [write_id, replacing_crawl],
         ).pl()
 
 _SIZE_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
