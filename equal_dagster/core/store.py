@@ -614,6 +614,9 @@ def connect_lake(location: LakeLocation, *, read_only: bool = False, snapshot: i
             if "creating a new DuckLake is explicitly disabled" in reason:
                 raise StoreError(f"no store at {location}: materialize the corpus first (or check EQUAL_STORE)") from exc
             raise StoreError(f"cannot open the DuckLake store {location}: {reason}") from exc
+        except BaseException:
+            conn.close()
+            raise
 
 
 def _is_lake(conn: duckdb.DuckDBPyConnection) -> bool:
