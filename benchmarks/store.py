@@ -21,6 +21,7 @@ import argparse
 import gzip
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -48,8 +49,10 @@ def child_ingest(crawl_root: str, crawl: str, store: str, data_path: str) -> Non
         report = ingest_crawl(db, crawl, Path(crawl_root) / crawl, Path(crawl_root))
         retried = getattr(db, "conflicts_retried", 0)
     seconds = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # the whole process's: start-up and imports included
     print(json.dumps({"crawl": crawl, "rows": report.rows_read, "kept": report.documents_kept, "seconds": seconds,
-                      "peak_rss_mib": peak_rss_kib() / 1024, "conflicts_retried": retried}))
+                      "peak_rss_mib": peak_rss_kib() / 1024, "conflicts_retried": retried,
+                      "cpu_s": usage.ru_utime + usage.ru_stime}))
 
 
 def child_round(store: str, data_path: str, crawl: str, documents: int) -> None:
@@ -155,6 +158,30 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def postgres_cpu_s(server) -> float:
+    """CPU seconds the Postgres server has used so far: the postmaster's, its ended backends' (reaped into its
+    children's times) and its live backends'. On a busy machine CPU is the steadier measure of what a store costs."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def times(pid: str) -> tuple[int, float]:  # (parent pid, CPU seconds of the process and its reaped children)
+        fields = (Path("/proc") / pid / "stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[1]), sum(int(f) for f in fields[11:15]) / tick
+
+    try:
+        postmaster = (server.folder / "data" / "postmaster.pid").read_text().split()[0]
+        total = times(postmaster)[1]
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent, seconds = times(entry.name)
+            except (OSError, IndexError, ValueError):
+                continue
+            total += seconds if str(parent) == postmaster else 0.0
+    return total
+
+
 def run_once(server, crawl_root: Path, folder: Path) -> dict:
     """One side-by-side measurement: 4 crawls sequentially into a new DuckDB file, 4 at once into a new DuckLake
     store, the first crawl alone into another new DuckLake store."""
@@ -164,15 +191,17 @@ def run_once(server, crawl_root: Path, folder: Path) -> dict:
     sequential = [_result(_spawn("--child-ingest", str(crawl_root), crawl, duck, "")) for crawl in CRAWLS]
     sequential_s = time.perf_counter() - tick
     lake = server.new_lake(folder / "lake")
+    postgres_before = postgres_cpu_s(server)
     tick = time.perf_counter()
     concurrent = [_result(p) for p in [_spawn("--child-ingest", str(crawl_root), crawl, f"ducklake:{lake.catalog}",
                                               lake.data_path) for crawl in CRAWLS]]
     concurrent_s = time.perf_counter() - tick
+    postgres_s = postgres_cpu_s(server) - postgres_before
     single_lake = server.new_lake(folder / "lake-single")
     single = _result(_spawn("--child-ingest", str(crawl_root), CRAWLS[0], f"ducklake:{single_lake.catalog}",
                             single_lake.data_path))
     return {"duck": duck, "lake": lake, "sequential": sequential, "sequential_s": sequential_s,
-            "concurrent": concurrent, "concurrent_s": concurrent_s, "single": single,
+            "concurrent": concurrent, "concurrent_s": concurrent_s, "single": single, "postgres_s": postgres_s,
             "concurrency_ratio": concurrent_s / sequential_s,
             "single_ratio": (single["rows"] / single["seconds"]) / (sequential[0]["rows"] / sequential[0]["seconds"])}
 
@@ -182,17 +211,27 @@ def run(server, crawl_root: Path, tmp_path: Path, round_documents: int, repeats:
     median = sorted(runs, key=lambda r: r["concurrency_ratio"])[len(runs) // 2]
     rows = sum(r["rows"] for r in median["sequential"])
     print(f"\n| 4 crawls (the run of median ratio, of {repeats}) | wall time (s) | documents/s | documents kept | "
-          "peak RSS per process (MiB) | commit retries |")
-    print("|---|---:|---:|---:|---|---:|")
-    for label, results, seconds in (("DuckDB file, one after another", median["sequential"], median["sequential_s"]),
-                                    ("DuckLake + Postgres, 4 processes at once", median["concurrent"],
-                                     median["concurrent_s"])):
+          "peak RSS per process (MiB) | commit retries | CPU (s) |")
+    print("|---|---:|---:|---:|---|---:|---:|")
+    for label, results, seconds, postgres_s in (
+            ("DuckDB file, one after another", median["sequential"], median["sequential_s"], 0.0),
+            ("DuckLake + Postgres, 4 processes at once", median["concurrent"], median["concurrent_s"],
+             median["postgres_s"])):
         peaks = ", ".join(f"{r['peak_rss_mib']:.0f}" for r in results)
+        cpu = sum(r["cpu_s"] for r in results)
         print(f"| {label} | {seconds:.1f} | {rows / seconds:,.0f} | {sum(r['kept'] for r in results):,} | {peaks} | "
-              f"{sum(r['conflicts_retried'] for r in results)} |")
+              f"{sum(r['conflicts_retried'] for r in results)} | "
+              f"{cpu:.1f}{f' + {postgres_s:.1f} Postgres' if postgres_s else ''} |")
     ratios = sorted(r["concurrency_ratio"] for r in runs)
     print(f"\nconcurrent DuckLake / sequential DuckDB wall time: median **{statistics.median(ratios):.2f}x** "
           f"(runs: {', '.join(f'{x:.2f}' for x in ratios)}; goal <= 0.6x)")
+    # CPU, steadier than wall time on a busy machine: the concurrent ingest's (processes and Postgres) spread over
+    # every core, over the sequential ingest's
+    cores = os.cpu_count() or 1
+    cpu_ratios = [(sum(r["cpu_s"] for r in run["concurrent"]) + run["postgres_s"]) / cores
+                  / sum(r["cpu_s"] for r in run["sequential"]) for run in runs]
+    print(f"CPU: concurrent (processes and Postgres) / {cores} cores, over sequential: "
+          f"{', '.join(f'{x:.2f}' for x in cpu_ratios)} (each run)")
     singles = sorted(r["single_ratio"] for r in runs)
     first = median["sequential"][0]
     print(f"single writer, {CRAWLS[0]} ({first['rows']:,} rows) into an empty store, DuckLake / DuckDB file rate: "

@@ -582,33 +582,41 @@ def connect_lake(location: LakeLocation, *, read_only: bool = False, snapshot: i
     options += ["READ_ONLY"] if read_only else []
     attach = (f"ATTACH {_literal(LAKE_SCHEME + location.catalog)} AS {LAKE_CATALOG}"
               + (f" ({', '.join(options)})" if options else ""))
+    conn = duckdb.connect()
+    try:
+        # an in-memory DuckDB spills to ./.tmp: into the system's temporary folder instead, one per process
+        conn.execute(f"SET temp_directory = {_literal(str(Path(tempfile.gettempdir()) / f'equal-lake-{os.getpid()}'))}")
+        if not read_only:
+            conn.execute(f"SET threads = {writer_threads()}")
+        for name in location.extensions:
+            _load_extension(conn, name)
+    except BaseException:
+        conn.close()
+        raise
+    # A lost creation race attaches again on the same connection: loading the extensions (DuckDB checks each one's
+    # signature, about 0.15 s of CPU apiece) is not redone.
     deadline = time.monotonic() + LAKE_CLEANUP_RETRY_S
     while True:
-        conn = duckdb.connect()
         try:
-            # an in-memory DuckDB spills to ./.tmp: into the system's temporary folder instead, one per process
-            conn.execute(f"SET temp_directory = {_literal(str(Path(tempfile.gettempdir()) / f'equal-lake-{os.getpid()}'))}")
-            if not read_only:
-                conn.execute(f"SET threads = {writer_threads()}")
-            for name in location.extensions:
-                _load_extension(conn, name)
             conn.execute(attach)
             conn.execute(f"USE {LAKE_CATALOG}")
             return conn
-        except StoreError:
-            conn.close()
-            raise
         except duckdb.Error as exc:
-            conn.close()
             reason = redacted(" ".join(str(exc).split()))[:400]
             lost_creation_race = "Failed to initialize DuckLake" in reason and (
                 "duplicate key" in reason or "already exists" in reason)
             if lost_creation_race and time.monotonic() < deadline:
+                with contextlib.suppress(duckdb.Error):
+                    conn.execute(f"DETACH DATABASE IF EXISTS {LAKE_CATALOG}")
                 time.sleep(0.1 + 0.2 * random.random())
                 continue
+            conn.close()
             if "creating a new DuckLake is explicitly disabled" in reason:
                 raise StoreError(f"no store at {location}: materialize the corpus first (or check EQUAL_STORE)") from exc
             raise StoreError(f"cannot open the DuckLake store {location}: {reason}") from exc
+        except BaseException:
+            conn.close()
+            raise
 
 
 def _is_lake(conn: duckdb.DuckDBPyConnection) -> bool:
@@ -820,20 +828,21 @@ def _existing_documents(
     replacing_crawl: str | None = None,
     write_id: str | None = None,
 ) -> pl.DataFrame:
-    # The keys travel as Arrow tables (a Python list parameter is converted value by value, far slower) and
-    # are joined, not tested with IN: the join builds its hash table on the batch's few keys and streams the
-    # stored documents past it, so memory does not grow with the store.
+    # The keys travel as Arrow tables (a Python list parameter is converted value by value, far slower) and are
+    # tested with IN subqueries, which DuckDB runs as hash joins built on the batch's few keys, the stored documents
+    # streaming past them, so memory does not grow with the store. One scan of documents_rows for both keys (not a
+    # UNION ALL of a join on each): on DuckLake every table a query reads costs catalog queries, and the scan of
+    # Parquet files is read once. Measured (3 crawls stored, 20,000 keys of each kind): 67-72 against 46-50 ms of CPU
+    # on DuckLake, 38-40 against 31-34 ms on a DuckDB file.
     visible = (
         "(d.write_id = ? OR (d.crawl_id IS DISTINCT FROM ? AND d.write_id IN "
         "(SELECT write_id FROM partition_writes WHERE table_name = 'documents')))"
     )
     with _registered(conn, _keys_in_order(content_hashes)) as hashes, _registered(conn, _keys_in_order(doc_ids)) as ids:
         return conn.execute(
-            f"SELECT d.doc_id, d.crawl_id, d.content_hash FROM documents_rows d JOIN {hashes} k "
-            f"ON d.content_hash = k.key WHERE {visible} "
-            f"UNION ALL SELECT d.doc_id, d.crawl_id, d.content_hash FROM documents_rows d JOIN {ids} k "
-            f"ON d.doc_id = k.key WHERE {visible}",
-            [write_id, replacing_crawl, write_id, replacing_crawl],
+            f"SELECT d.doc_id, d.crawl_id, d.content_hash FROM documents_rows d WHERE (d.content_hash IN "
+            f"(SELECT key FROM {hashes}) OR d.doc_id IN (SELECT key FROM {ids})) AND {visible}",
+            [write_id, replacing_crawl],
         ).pl()
 
 _SIZE_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
