@@ -114,28 +114,32 @@ def _clustering_tables(paths: EqualPaths) -> tuple:
 
 def test_clusters_on_ray_are_the_local_clusters(ray_local, clustered, tmp_path):
     """For one seed, k-means with its assignment on Ray (centroids trained on the driver from the same sample) gives
-    the local clusters: every document in the same arm, the same sizes, top terms and sample lines, the same
-    Gaussians; a new crawl's documents then join the same arms on both."""
+    the local clusters: a new crawl's documents join the same arms, then a new clustering puts every document in the
+    same arm, with the same sizes, top terms, sample lines and Gaussians."""
+    shutil.copytree(clustered.home, tmp_path / "prepared")
+    paths = EqualPaths(tmp_path / "prepared", tmp_path / "prepared" / "crawls")
+    write_jsonl(paths.crawl_dir / TINY / "part.jsonl", [{"id": f"tiny-{i}", "text": t} for i, t in enumerate(TEXTS)])
+    with dg.instance_for_test() as instance:  # a new crawl embedded (locally), not yet in the clustering
+        instance.add_dynamic_partitions(crawls_partitions.name, [TINY])
+        defs = build_definitions(paths, llm=ExtractionResource(), bandit=bandit_for(paths))
+        for job in ("ingest_crawl", "embed_crawl"):
+            assert defs.resolve_job_def(job).execute_in_process(partition_key=TINY, instance=instance).success
     runs = {}
     for engine in ("local", "ray"):
-        shutil.copytree(clustered.home, tmp_path / engine)
-        paths = EqualPaths(tmp_path / engine, tmp_path / engine / "crawls")
-        defs = build_definitions(paths, llm=ExtractionResource(), bandit=bandit_for(paths),
+        shutil.copytree(paths.home, tmp_path / engine)
+        home = EqualPaths(tmp_path / engine, tmp_path / engine / "crawls")
+        defs = build_definitions(home, llm=ExtractionResource(), bandit=bandit_for(home),
                                  compute=ComputeResource(engine=engine))
+        tables = []
         with dg.instance_for_test() as instance:
-            result = defs.resolve_job_def("cluster").execute_in_process(
-                instance=instance, run_config={"ops": {"clusters": {"config": {"recluster": True}}}})
-            meta = result.asset_materializations_for_node("clusters")[0].metadata
-            assert meta["compute"].value == engine and meta["new_documents"].value == 0
-            built = _clustering_tables(paths)
-            write_jsonl(paths.crawl_dir / TINY / "part.jsonl", [{"id": f"tiny-{i}", "text": t} for i, t in enumerate(TEXTS)])
-            instance.add_dynamic_partitions(crawls_partitions.name, list(CRAWL_NAMES) + [TINY])
-            assert defs.resolve_job_def("ingest_crawl").execute_in_process(partition_key=TINY, instance=instance).success
-            embed = build_definitions(paths, llm=ExtractionResource(), bandit=bandit_for(paths))  # local: not tested here
-            assert embed.resolve_job_def("embed_crawl").execute_in_process(partition_key=TINY, instance=instance).success
-            result = defs.resolve_job_def("cluster").execute_in_process(instance=instance)
-            assert result.asset_materializations_for_node("clusters")[0].metadata["new_documents"].value == 40
-            runs[engine] = (built, _clustering_tables(paths))
+            for recluster, new in ((False, 40), (True, 0)):
+                result = defs.resolve_job_def("cluster").execute_in_process(
+                    instance=instance, run_config={"ops": {"clusters": {"config": {"recluster": recluster}}}})
+                meta = result.asset_materializations_for_node("clusters")[0].metadata
+                assert meta["compute"].value == engine and meta["new_documents"].value == new
+                tables.append(_clustering_tables(home))
+        runs[engine] = tables
+    assert runs["local"][0][1].filter(runs["local"][0][1]["assignment"] == "new_document").height == 40
     for step in (0, 1):
         (_, local_members, local_summaries), (_, ray_members, ray_summaries) = runs["local"][step], runs["ray"][step]
         assert local_members.height == ray_members.height > 0 and local_members.equals(ray_members)
@@ -145,7 +149,6 @@ def test_clusters_on_ray_are_the_local_clusters(ray_local, clustered, tmp_path):
         for column in ("centroid", "mean", "spread"):
             np.testing.assert_allclose(np.array(local_summaries[column].to_list()),
                                        np.array(ray_summaries[column].to_list()), atol=1e-5)
-    assert runs["local"][1][1].filter(runs["local"][1][1]["assignment"] == "new_document").height == 40
 
 
 def _ray_http_workers() -> list[psutil.Process]:

@@ -44,8 +44,8 @@ def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
 def test_embeddings_and_clusters_run_as_ray_jobs_with_their_progress_in_the_run_log(job_server, clustered, tmp_path):
     shutil.copytree(clustered.home, tmp_path / "home")
     paths = EqualPaths(tmp_path / "home", tmp_path / "home" / "crawls")
-    defs = build_definitions(paths, llm=ExtractionResource(), bandit=bandit_for(paths),
-                             compute=ComputeResource(engine="ray", job_address=job_server))
+    defs = build_definitions(paths, llm=ExtractionResource(), bandit=bandit_for(paths),  # one actor: the model loads once
+                             compute=ComputeResource(engine="ray", job_address=job_server, workers=1))
     write_jsonl(paths.crawl_dir / TINY / "part.jsonl", [{"id": f"tiny-{i}", "text": t} for i, t in enumerate(TEXTS)])
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(crawls_partitions.name, list(CRAWL_NAMES) + [TINY])

@@ -125,6 +125,20 @@ def ray_session(settings: RaySettings, *, forward_env: bool = True) -> Iterator[
             ray.shutdown()
 
 
+@contextmanager
+def _rows_of(dataset: Any) -> Iterator[Iterator[dict[str, Any]]]:
+    """The dataset's rows as they come; when the block ends, a failure included, its execution is stopped (the
+    streaming generator closed) before the caller cleans up: no actor goes on writing into a staging folder that is
+    being deleted."""
+    rows = iter(dataset.iter_rows())
+    try:
+        yield rows
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
+
+
 class _EmbedWorker:
     """One actor of the pool: loads the embedder once, then embeds batch after batch. Each batch's vectors go to a
     Parquet shard of their own in ``shards`` (written under a temporary name, then renamed: a shard is whole or
@@ -198,11 +212,12 @@ def embed_crawl_on_ray(
                     _EmbedWorker, fn_constructor_args=(load, str(shards_dir)), batch_size=settings.batch_size,
                     batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=settings.workers),
                     num_cpus=settings.num_cpus, num_gpus=settings.num_gpus)
-                for written in dataset.iter_rows():
-                    shards.append(str(written["shard"]))
-                    rows += int(written["rows"])
-                    if rows >= WRITE_ROWS:
-                        write()
+                with _rows_of(dataset) as written_shards:
+                    for written in written_shards:
+                        shards.append(str(written["shard"]))
+                        rows += int(written["rows"])
+                        if rows >= WRITE_ROWS:
+                            write()
                 if shards:
                     write()
     finally:
@@ -274,17 +289,18 @@ def assign_on_ray(store: Store, embedder_id: str, centroids: np.ndarray, staging
         _AssignWorker, fn_constructor_args=(centroids, str(staging / "labels")), batch_size=ASSIGN_ROWS,
         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=settings.workers), num_cpus=settings.num_cpus)
     done = 0
-    for written in labelled.iter_rows():
-        shard = str(written["shard"])
-        with np.load(shard.removesuffix(".parquet") + ".npz") as part:
-            counts += part["counts"]
-            sums += part["sums"]
-            squares += part["squares"]
-        shards.append(shard)
-        done += int(written["rows"])
-        if log and (time.perf_counter() - last >= 5.0 or done == total):
-            log(f"{done:,} of {total:,} vectors assigned ({done / (time.perf_counter() - began):,.0f}/s)")
-            last = time.perf_counter()
+    with _rows_of(labelled) as written_shards:
+        for written in written_shards:
+            shard = str(written["shard"])
+            with np.load(shard.removesuffix(".parquet") + ".npz") as part:
+                counts += part["counts"]
+                sums += part["sums"]
+                squares += part["squares"]
+            shards.append(shard)
+            done += int(written["rows"])
+            if log and (time.perf_counter() - last >= 5.0 or done == total):
+                log(f"{done:,} of {total:,} vectors assigned ({done / (time.perf_counter() - began):,.0f}/s)")
+                last = time.perf_counter()
     return RayAssignment(shards, counts, sums, squares)
 
 
