@@ -15,50 +15,68 @@ Works:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
+import signal
 import sys
 from typing import Any
 
 from equal_dagster.core.compute import RaySettings
 
 WORKS = ("embed", "cluster", "assign")
-STORE_WAIT_S = 120.0  # a DuckDB file another process still holds (the asset's own process closed it before submitting)
+STORE_ENV = "EQUAL_STORE"
 
 
 def job_spec(work: str, store: str, ray: RaySettings, **arguments: Any) -> str:
-    """The JSON a job is given: the work, where the store is (with this process's DuckLake data path) and the Ray
-    settings (address ``auto``: the job's own cluster)."""
-    from equal_dagster.core.store import STORE_DATA_ENV
+    """The JSON a job is given: the work, where the store is and the Ray settings (address ``auto``: the job's own
+    cluster). The store goes without its password (the spec is the job's entry point, which Ray shows in its
+    dashboard and job list): a job whose store needs one takes ``EQUAL_STORE`` from the cluster's environment, which
+    must name the same store."""
+    from equal_dagster.core.store import STORE_DATA_ENV, redacted
 
     if work not in WORKS:
         raise ValueError(f"unknown Ray job work {work!r}: one of {', '.join(WORKS)}")
     settings = dataclasses.asdict(dataclasses.replace(ray, address="auto"))
-    return json.dumps({"work": work, "store": store, "store_data": os.environ.get(STORE_DATA_ENV) or None,
+    return json.dumps({"work": work, "store": redacted(store), "store_data": os.environ.get(STORE_DATA_ENV) or None,
                        "ray": settings, **arguments})
+
+
+def job_store(spec: dict[str, Any]) -> str:
+    """The store the spec names, with its password from the cluster's ``EQUAL_STORE`` when the spec's was left out;
+    one clear error when the cluster cannot see it (a DuckDB file on a disk the head node does not share would
+    otherwise be created there, empty)."""
+    from equal_dagster.core.store import StoreError, redacted, store_exists
+
+    store = spec["store"]
+    if "***" in store:
+        own = os.environ.get(STORE_ENV, "")
+        if redacted(own) != store:
+            raise StoreError(f"the store {store} has a password, which the Ray job is not sent: set {STORE_ENV} to it "
+                             f"in the Ray cluster's environment (there: {redacted(own) or 'not set'})")
+        store = own
+    if not store_exists(store):
+        raise StoreError(f"the Ray job cannot see the store {redacted(store)}: on a cluster, a DuckDB file must be on a "
+                         "disk every node shares (or use DuckLake, docs/scaling.md)")
+    return store
 
 
 def run(spec: dict[str, Any], log) -> dict[str, Any]:
     """Do the work of ``spec`` on the Ray cluster this process is a driver of; the result as JSON-able values."""
     from equal_dagster.core import compute
     from equal_dagster.core.clustering import ClusteringParams
-    from equal_dagster.core.embedding import Embedder
+    from equal_dagster.core.embedding import embedder_loader, progress_line
     from equal_dagster.core.store import STORE_DATA_ENV, Store
+    from equal_dagster.resources.store import WRITER_WAIT_S
 
     if spec.get("store_data"):
         os.environ[STORE_DATA_ENV] = spec["store_data"]
     settings = RaySettings(**spec["ray"])
-    with compute.ray_session(settings, forward_env=False), Store.open(spec["store"], wait_s=STORE_WAIT_S) as store:
+    store_location = job_store(spec)
+    with compute.ray_session(settings, forward_env=False), Store.open(store_location, wait_s=WRITER_WAIT_S) as store:
         if spec["work"] == "embed":
-            embedder = dict(spec["embedder"])  # EmbedderResource.current_spec
-            load = functools.partial(Embedder, embedder.pop("location"), **embedder)
-
-            def progress(done: int, total: int, rate: float) -> None:
-                log(f"embedded {done:,}/{total:,} documents of {spec['crawl_id']} ({rate:,.1f} documents/s)")
-
-            report = compute.embed_crawl_on_ray(store, spec["crawl_id"], load, spec["embedder_id"], settings,
-                                                progress=progress)
+            report = compute.embed_crawl_on_ray(
+                store, spec["crawl_id"], embedder_loader(spec["embedder"]), spec["embedder_id"], settings,
+                progress=lambda done, total, rate: log(progress_line(spec["crawl_id"], done, total, rate)))
             return dataclasses.asdict(report)
         if spec["work"] == "cluster":
             report = compute.cluster_on_ray(store, spec["embedder_id"], ClusteringParams(**spec["params"]), settings,
@@ -71,14 +89,23 @@ def run(spec: dict[str, Any], log) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    """Run the spec's work; its result, or the one line that says why it could not be done (a store it cannot see,
+    no vectors to cluster), goes to the run as a Pipes message. A job stopped (the run cancelled) gets SIGTERM: it
+    exits through its cleanups (staging folders deleted, Ray disconnected)."""
     from dagster_pipes import open_dagster_pipes
 
+    from equal_dagster.core.store import StoreError
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if len(argv) != 1:
         print("usage: python -m equal_dagster.ray_job SPEC (the work as JSON)", file=sys.stderr)
         return 2
     spec = json.loads(argv[0])
     with open_dagster_pipes() as pipes:
-        result = run(spec, pipes.log.info)
+        try:
+            result = run(spec, pipes.log.info)
+        except (ValueError, StoreError) as exc:
+            result = {"error": str(exc)}
         pipes.report_custom_message(result)
     return 0
 

@@ -112,10 +112,14 @@ def _clustering_tables(paths: EqualPaths) -> tuple:
     return clustering_id, members, summaries
 
 
-def test_clusters_on_ray_are_the_local_clusters(ray_local, clustered, tmp_path):
+def test_clusters_on_ray_are_the_local_clusters(ray_local, clustered, tmp_path, monkeypatch):
     """For one seed, k-means with its assignment on Ray (centroids trained on the driver from the same sample) gives
     the local clusters: a new crawl's documents join the same arms, then a new clustering puts every document in the
-    same arm, with the same sizes, top terms, sample lines and Gaussians."""
+    same arm, with the same sizes, top terms, sample lines and Gaussians. Training samples 4 vectors per arm here, so
+    that both engines train on a sample (the Ray driver reads it from the store), not on every vector."""
+    from equal_dagster.core import clustering
+
+    monkeypatch.setattr(clustering, "MAX_POINTS_PER_CENTROID", 4)
     shutil.copytree(clustered.home, tmp_path / "prepared")
     paths = EqualPaths(tmp_path / "prepared", tmp_path / "prepared" / "crawls")
     write_jsonl(paths.crawl_dir / TINY / "part.jsonl", [{"id": f"tiny-{i}", "text": t} for i, t in enumerate(TEXTS)])
@@ -149,6 +153,38 @@ def test_clusters_on_ray_are_the_local_clusters(ray_local, clustered, tmp_path):
         for column in ("centroid", "mean", "spread"):
             np.testing.assert_allclose(np.array(local_summaries[column].to_list()),
                                        np.array(ray_summaries[column].to_list()), atol=1e-5)
+
+
+def test_a_ray_job_s_work_runs_from_its_spec_and_says_in_one_line_what_it_cannot_do(ray_local, clustered, tmp_path,
+                                                                                   monkeypatch):
+    """`python -m equal_dagster.ray_job`'s work, run here on the module's Ray: a clustering from its spec (what the
+    clusters asset submits); a store the job cannot see, or whose password it was not sent, is one clear error and
+    nothing is created."""
+    import json
+
+    from equal_dagster import ray_job
+    from equal_dagster.core.clustering import ClusteringParams
+    from equal_dagster.core.store import StoreError
+
+    shutil.copytree(clustered.home, tmp_path / "home")
+    store = str(tmp_path / "home" / "equal.duckdb")
+    spec = json.loads(ray_job.job_spec("cluster", store, RAY, embedder_id=DEFAULT_MODEL,
+                                       params={**ClusteringParams().__dict__, "n_clusters": 5}))
+    lines = []
+    report = ray_job.run(spec, lines.append)
+    assert report["n_clusters"] == 5 and report["documents"] > 0 and "summaries" not in report
+    assert any("vectors assigned" in line for line in lines)
+    with Store.open(store, read_only=True) as db:
+        assert db.current_clustering()["clustering_id"] == report["clustering_id"]
+    elsewhere = {**spec, "store": str(tmp_path / "not-shared" / "equal.duckdb")}
+    with pytest.raises(StoreError, match="cannot see the store"):
+        ray_job.run(elsewhere, lines.append)
+    assert not (tmp_path / "not-shared").exists()
+    lake = json.loads(ray_job.job_spec("cluster", "ducklake:postgres:dbname=lake password=s3cret", RAY))
+    assert "s3cret" not in json.dumps(lake) and "password=***" in lake["store"]
+    monkeypatch.delenv("EQUAL_STORE", raising=False)
+    with pytest.raises(StoreError, match="set EQUAL_STORE to it"):
+        ray_job.job_store(lake)
 
 
 def _ray_http_workers() -> list[psutil.Process]:

@@ -219,14 +219,17 @@ def test_vectors_staged_sampled_and_labels_loaded_from_shards_as_the_ray_engine_
 
     ids = [f"d{i:03d}" for i in range(30)]
     vectors = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    shuffled = np.random.default_rng(1).permutation(30)  # stored out of doc_id order
     with Store.open(store_at) as store:
         with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
-            writer.insert("documents", doc_rows("c1", ids))
+            writer.insert("documents", doc_rows("c1", [ids[i] for i in shuffled]))
         store.insert_embeddings(pl.DataFrame({
-            "doc_id": ids, "embedder_id": ["e"] * 30, "crawl_id": ["c1"] * 30, "vector": vectors.tolist(),
-            "embedded_at": [datetime(2026, 1, 1)] * 30}, schema_overrides={"vector": pl.List(pl.Float32)}))
+            "doc_id": [ids[i] for i in shuffled], "embedder_id": ["e"] * 30, "crawl_id": ["c1"] * 30,
+            "vector": vectors[shuffled].tolist(), "embedded_at": [datetime(2026, 1, 1)] * 30},
+            schema_overrides={"vector": pl.List(pl.Float32)}))
         assert store.embedding_shape("e") == (30, 4)
         np.testing.assert_array_equal(store.embedding_rows_at("e", [0, 7, 29]), vectors[[0, 7, 29]])
+        np.testing.assert_array_equal(store.embedding_rows_at("e", [29, 3]), store.embedding_matrix("e")[1][[29, 3]])
         assert store.stage_vectors("e", tmp_path / "staged") == 30
         staged = pq.read_table(tmp_path / "staged")
         assert sorted(staged.column("doc_id").to_pylist()) == ids

@@ -7,7 +7,7 @@ from equal_dagster.assets.embedder import embedder as embedder_asset
 from equal_dagster.assets.metadata import check_result, store_snapshot
 from equal_dagster.core.checks import crawl_embedded
 from equal_dagster.core.compute import embed_crawl_on_ray
-from equal_dagster.core.embedding import EmbedReport, describe_embedder, embed_crawl
+from equal_dagster.core.embedding import EmbedReport, describe_embedder, embed_crawl, progress_line
 from equal_dagster.partitions import crawls_partitions
 from equal_dagster.ray_job import job_spec
 from equal_dagster.resources.compute import ComputeResource
@@ -42,7 +42,7 @@ def embeddings(context: dg.AssetExecutionContext, store: StoreResource, embeddin
     context.log.info(f"embedding crawl {crawl_id} with {model.embedder_id} ({why}; {location}) {where}")
 
     def log_progress(done: int, total: int, rate: float) -> None:
-        context.log.info(f"embedded {done:,}/{total:,} documents of {crawl_id} ({rate:,.1f} documents/s)")
+        context.log.info(progress_line(crawl_id, done, total, rate))
 
     if compute.submits_jobs:  # the job opens the store itself: this process holds it only once the job is done
         report = EmbedReport(**compute.run_job(context, job_spec(

@@ -41,7 +41,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,13 +85,18 @@ class RaySettings:
             raise ValueError("each Ray worker needs some CPU or GPU (num_cpus or num_gpus above 0)")
 
 
+def forwarded_env(names: Sequence[str] = FORWARDED_ENV) -> dict[str, str]:
+    """This process's values of ``names`` that are set (what Ray workers, or a Ray job, are given)."""
+    return {name: os.environ[name] for name in names if os.environ.get(name)}
+
+
 def ray_init_options(settings: RaySettings, *, forward_env: bool = True) -> dict[str, Any]:
     """The arguments for ``ray.init`` (dagster-ray's ``ray_init_options``): quiet, no dashboard, and the driver's
     environment variables that workers need (a local Ray's workers run the driver's own Python); not for a Ray job's
     driver (``forward_env`` false), whose job was submitted with them."""
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "ignore_reinit_error": True}
     if forward_env:
-        options["runtime_env"] = {"env_vars": {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}}
+        options["runtime_env"] = {"env_vars": forwarded_env()}
     if settings.address is None:
         options["configure_logging"] = False
     return options
@@ -317,7 +322,8 @@ def cluster_on_ray(store: Store, embedder_id: str, params: Any, settings: RaySet
         raise ValueError(f"{params.method} clusters every vector at once, in the run's process: the ray engine runs "
                          "k-means only (set the clusters asset's method to kmeans, or the compute engine to local)")
     began = time.perf_counter()
-    documents, dimension = store.embedding_shape(embedder_id)
+    with store.bounded_memory(STORE_MEMORY_BYTES):
+        documents, dimension = store.embedding_shape(embedder_id)
     if not documents:
         raise ValueError(f"no document has a vector from embedder {embedder_id}: materialize embeddings first")
     params, notes = c.with_arms(store, params, documents)
@@ -343,8 +349,9 @@ def cluster_on_ray(store: Store, embedder_id: str, params: Any, settings: RaySet
         sizes = result.counts[found]
         clustering_id = c.new_clustering_id(params, embedder_id)
         renumbered = numbers.tolist()
-        sampled = store.cluster_samples(c.samples_per_cluster(len(sizes)), params.seed, files=result.shards,
-                                        renumbered=renumbered)
+        with store.bounded_memory(STORE_MEMORY_BYTES):
+            sampled = store.cluster_samples(c.samples_per_cluster(len(sizes)), params.seed, files=result.shards,
+                                            renumbered=renumbered)
         summaries = c.summary_rows(store, clustering_id, embedder_id, params, sizes, c.normalized(means), means,
                                    spreads, sampled)
         with store.bounded_memory(STORE_MEMORY_BYTES):

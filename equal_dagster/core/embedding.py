@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -109,6 +110,17 @@ class Embedder:
         vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
+
+
+def embedder_loader(spec: dict[str, Any]) -> Callable[[], Embedder]:
+    """What builds an embedder in another process (a Ray worker) from its location and settings as plain values
+    (``EmbedderResource.current_spec``): it pickles, the model does not."""
+    settings = dict(spec)
+    return functools.partial(Embedder, settings.pop("location"), **settings)
+
+
+def progress_line(crawl_id: str, done: int, total: int, rate: float) -> str:
+    return f"embedded {done:,}/{total:,} documents of {crawl_id} ({rate:,.1f} documents/s)"
 
 
 @dataclass

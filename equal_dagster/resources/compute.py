@@ -5,7 +5,6 @@ work as Ray jobs when a job server is given (:mod:`equal_dagster.ray_job`)."""
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from typing import Literal, Optional
 import dagster as dg
 from pydantic import Field
 
-from equal_dagster.core.compute import FORWARDED_ENV, RaySettings, quiet_ray_data, ray_init_options
+from equal_dagster.core.compute import FORWARDED_ENV, RaySettings, forwarded_env, quiet_ray_data, ray_init_options
 
 _DEFAULT = RaySettings()
 
@@ -73,18 +72,24 @@ class ComputeResource(dg.ConfigurableResource):
         except ImportError as exc:
             raise dg.Failure(f"Ray jobs need Ray and dagster-ray: pip install 'equal-dagster[ray]' ({exc})") from exc
         python = self.job_python or sys.executable
-        env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
+        # not PYTHONPATH: the job runs the head node's own installation of the project
+        env = forwarded_env([name for name in FORWARDED_ENV if name != "PYTHONPATH"])
         context.log.info(f"submitting a Ray job to {self.job_address} ({python} -m equal_dagster.ray_job)")
         try:
             invocation = PipesRayJobClient(address=self.job_address, poll_interval=0.5).run(
                 context=context, submit_job_params={
                     "entrypoint": f"{shlex.quote(python)} -m equal_dagster.ray_job {shlex.quote(spec)}",
                     "runtime_env": {"env_vars": env}})
-        except RuntimeError as exc:  # the job failed or was stopped: its message says why
-            raise dg.Failure(description=str(exc).replace("[pipes] ", "")) from exc
+        except ConnectionError as exc:  # no job server at that address
+            raise dg.Failure(description=f"no Ray job server answers at {self.job_address} (EQUAL_RAY_JOB_ADDRESS): "
+                                         f"{str(exc).splitlines()[0][:300]}") from exc
+        except RuntimeError as exc:  # the job failed or was stopped: the tail of its log says why
+            raise dg.Failure(description=str(exc).replace("[pipes] ", "")[-2000:]) from exc
         messages = invocation.get_custom_messages()
         if not messages:
             raise dg.Failure(description=f"the Ray job at {self.job_address} ended without sending its result")
+        if "error" in messages[-1]:  # the job's own one line (a store it cannot see, nothing to cluster)
+            raise dg.Failure(description=f"the Ray job could not do its work: {messages[-1]['error']}")
         return messages[-1]
 
     @contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from equal_dagster.core.embedding import DEFAULT_MODEL, Embedder
+from equal_dagster.core.embedding import DEFAULT_MODEL, Embedder, embedder_loader
 
 CURRENT = "current.json"
 
@@ -43,8 +42,7 @@ class EmbedderResource(dg.ConfigurableResource):
 
     def current_loader(self) -> Callable[[], Embedder]:
         """What builds the current embedder in another process (a Ray worker): it pickles, the model does not."""
-        spec = self.current_spec()
-        return functools.partial(Embedder, spec.pop("location"), **spec)
+        return embedder_loader(self.current_spec())
 
     def current_spec(self) -> dict:
         """The current embedder's location and settings as plain values (what a Ray job builds it from)."""

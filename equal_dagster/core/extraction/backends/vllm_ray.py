@@ -13,6 +13,8 @@ Rules:
   shares' answers stand (and are cached). A dead engine is replaced at the next round.
 * A batch past ``timeout_s`` fails its share as ``timeout`` and its engine is killed (a batch past its limit may never
   end); the next round starts a new one.
+* On GPU workers each engine reserves ``tensor_parallel_size`` whole GPUs (``EQUAL_RAY_NUM_GPUS`` above 0 says the
+  workers have GPUs; its fraction is the embedders'), so that two engines never share one GPU's memory.
 """
 
 from __future__ import annotations
@@ -46,15 +48,18 @@ _POOLS: dict[str, list[Any]] = {}  # (Ray job, engine settings) -> its actors
 
 
 def _engines(engine: dict[str, Any], ray_settings: RaySettings) -> list[Any]:
-    """The engine actors for these settings on the connected Ray: ``workers`` of them, the missing ones started."""
+    """The engine actors for these settings on the connected Ray: ``workers`` of them, the missing ones started. On
+    GPU workers (``num_gpus`` above 0) each engine reserves whole GPUs, as many as its tensor parallel size, whatever
+    fraction the embedders take; on CPU workers (no GPU asked: the tests' fake vLLM) none."""
     import ray
 
+    gpus = engine.get("tensor_parallel_size", 1) if ray_settings.num_gpus > 0 else 0
     job = ray.get_runtime_context().get_job_id()
     for key in [k for k in _POOLS if not k.startswith(job + " ")]:  # actors of a Ray connection that ended
         del _POOLS[key]
     key = f"{job} {json.dumps(engine, sort_keys=True)}"
     pool = _POOLS.setdefault(key, [])
-    actor = ray.remote(num_cpus=ray_settings.num_cpus, num_gpus=ray_settings.num_gpus)(_Engine)
+    actor = ray.remote(num_cpus=ray_settings.num_cpus, num_gpus=gpus)(_Engine)
     while len(pool) < ray_settings.workers:
         pool.append(actor.remote(engine))
     return pool
@@ -88,7 +93,6 @@ class RayVLLMBackend:
 
     def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings) -> list[Generation]:
         import ray
-        from ray.exceptions import RayError
 
         if not requests:
             return []
@@ -102,12 +106,25 @@ class RayVLLMBackend:
         done, _ = ray.wait(runs, num_returns=len(runs), timeout=self.local.timeout_s)
         elapsed = time.perf_counter() - began
         out: list[Generation] = []
+        try:
+            self._collect(pool, shares, runs, done, elapsed, len(requests), out)
+        finally:
+            pool[:] = [actor for actor in pool if actor is not None]  # replaced at the next round
+        return out
+
+    def _collect(self, pool: list[Any], shares: list[tuple[int, int]], runs: list[Any], done: list[Any],
+                 elapsed: float, total: int, out: list[Generation]) -> None:
+        """Each share's generations in order; an engine that failed or ran past the limit is killed (its slot in the
+        pool left None)."""
+        import ray
+        from ray.exceptions import RayError
+
         for n, ((a, b), run) in enumerate(zip(shares, runs)):
             if run not in done:
                 ray.kill(pool[n])
                 pool[n] = None
                 out += [Generation("timeout", error=f"the vLLM batch ran past {self.local.timeout_s:g} s",
-                                   latency_s=elapsed / len(requests)) for _ in range(a, b)]
+                                   latency_s=elapsed / total) for _ in range(a, b)]
                 continue
             try:
                 rows = ray.get(run)
@@ -117,11 +134,9 @@ class RayVLLMBackend:
                 if "No module named 'vllm'" in str(exc):
                     raise BackendUnavailable(VLLM_MISSING + " (on the Ray workers)") from exc
                 error = f"vLLM engine on Ray failed: {str(exc).strip().splitlines()[0][:300]}"
-                out += [Generation("backend_error", error=error, latency_s=elapsed / len(requests)) for _ in range(a, b)]
+                out += [Generation("backend_error", error=error, latency_s=elapsed / total) for _ in range(a, b)]
                 continue
-            out += vllm_generations(rows, b - a, elapsed * (b - a) / len(requests))
-        pool[:] = [actor for actor in pool if actor is not None]  # replaced at the next round
-        return out
+            out += vllm_generations(rows, b - a, elapsed * (b - a) / total)
 
     def close(self) -> None:
         """Nothing: the engines stay for the next round (the Ray connection's end frees them)."""
