@@ -33,9 +33,10 @@ postgres:
 		echo "installing Debian's postgresql (apt) for the DuckLake store's tests"; \
 		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends postgresql; }
 
-# two pytest workers, a test file each at a time: many tests wait (servers, subprocesses, a browser) more than they compute
+# two pytest workers, a test file each at a time, the longest files first (tests/conftest.py): many tests wait
+# (servers, subprocesses, a browser) more than they compute
 test: $(STAMP) browser postgres
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 ui: $(STAMP)
 	$(BIN)/equal ui

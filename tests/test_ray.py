@@ -114,45 +114,32 @@ def _clustering_tables(paths: EqualPaths) -> tuple:
 
 def test_clusters_on_ray_are_the_local_clusters(ray_local, clustered, tmp_path, monkeypatch):
     """For one seed, k-means with its assignment on Ray (centroids trained on the driver from the same sample) gives
-    the local clusters: a new crawl's documents join the same arms, then a new clustering puts every document in the
-    same arm, with the same sizes, top terms, sample lines and Gaussians. Training samples 4 vectors per arm here, so
-    that both engines train on a sample (the Ray driver reads it from the store), not on every vector."""
+    the local clusters: every document in the same arm, the same sizes, top terms, sample lines and Gaussians.
+    Training samples 4 vectors per arm here, so that both engines train on a sample (the Ray driver reads it from the
+    store), not on every vector. (New documents joining a clustering on Ray: tests/test_ray_jobs.py.)"""
     from equal_dagster.core import clustering
 
     monkeypatch.setattr(clustering, "MAX_POINTS_PER_CENTROID", 4)
-    shutil.copytree(clustered.home, tmp_path / "prepared")
-    paths = EqualPaths(tmp_path / "prepared", tmp_path / "prepared" / "crawls")
-    write_jsonl(paths.crawl_dir / TINY / "part.jsonl", [{"id": f"tiny-{i}", "text": t} for i, t in enumerate(TEXTS)])
-    with dg.instance_for_test() as instance:  # a new crawl embedded (locally), not yet in the clustering
-        instance.add_dynamic_partitions(crawls_partitions.name, [TINY])
-        defs = build_definitions(paths, llm=ExtractionResource(), bandit=bandit_for(paths))
-        for job in ("ingest_crawl", "embed_crawl"):
-            assert defs.resolve_job_def(job).execute_in_process(partition_key=TINY, instance=instance).success
     runs = {}
     for engine in ("local", "ray"):
-        shutil.copytree(paths.home, tmp_path / engine)
+        shutil.copytree(clustered.home, tmp_path / engine)
         home = EqualPaths(tmp_path / engine, tmp_path / engine / "crawls")
         defs = build_definitions(home, llm=ExtractionResource(), bandit=bandit_for(home),
                                  compute=ComputeResource(engine=engine))
-        tables = []
         with dg.instance_for_test() as instance:
-            for recluster, new in ((False, 40), (True, 0)):
-                result = defs.resolve_job_def("cluster").execute_in_process(
-                    instance=instance, run_config={"ops": {"clusters": {"config": {"recluster": recluster}}}})
-                meta = result.asset_materializations_for_node("clusters")[0].metadata
-                assert meta["compute"].value == engine and meta["new_documents"].value == new
-                tables.append(_clustering_tables(home))
-        runs[engine] = tables
-    assert runs["local"][0][1].filter(runs["local"][0][1]["assignment"] == "new_document").height == 40
-    for step in (0, 1):
-        (_, local_members, local_summaries), (_, ray_members, ray_summaries) = runs["local"][step], runs["ray"][step]
-        assert local_members.height == ray_members.height > 0 and local_members.equals(ray_members)
-        assert local_summaries.height > 1
-        for column in ("cluster_id", "size", "top_terms", "sample_lines", "method", "embedder_id"):
-            assert local_summaries[column].to_list() == ray_summaries[column].to_list(), column
-        for column in ("centroid", "mean", "spread"):
-            np.testing.assert_allclose(np.array(local_summaries[column].to_list()),
-                                       np.array(ray_summaries[column].to_list()), atol=1e-5)
+            result = defs.resolve_job_def("cluster").execute_in_process(
+                instance=instance, run_config={"ops": {"clusters": {"config": {"recluster": True}}}})
+        meta = result.asset_materializations_for_node("clusters")[0].metadata
+        assert meta["compute"].value == engine and meta["new_documents"].value == 0
+        runs[engine] = _clustering_tables(home)
+    (_, local_members, local_summaries), (_, ray_members, ray_summaries) = runs["local"], runs["ray"]
+    assert local_members.height == ray_members.height > 0 and local_members.equals(ray_members)
+    assert local_summaries.height > 1
+    for column in ("cluster_id", "size", "top_terms", "sample_lines", "method", "embedder_id"):
+        assert local_summaries[column].to_list() == ray_summaries[column].to_list(), column
+    for column in ("centroid", "mean", "spread"):
+        np.testing.assert_allclose(np.array(local_summaries[column].to_list()),
+                                   np.array(ray_summaries[column].to_list()), atol=1e-5)
 
 
 def test_a_ray_job_s_work_runs_from_its_spec_and_says_in_one_line_what_it_cannot_do(ray_local, clustered, tmp_path,
@@ -185,6 +172,44 @@ def test_a_ray_job_s_work_runs_from_its_spec_and_says_in_one_line_what_it_cannot
     monkeypatch.delenv("EQUAL_STORE", raising=False)
     with pytest.raises(StoreError, match="set EQUAL_STORE to it"):
         ray_job.job_store(lake)
+
+
+def test_on_ducklake_the_ray_workers_write_the_vectors_themselves(ray_local, postgres, tmp_path):
+    """With a DuckLake store each embedding actor commits its batches' vectors into the lake itself: the driver loads
+    no shard, and the vectors are the embedder's; a second run embeds nothing."""
+    from datetime import datetime
+
+    from equal_dagster.core.compute import embed_crawl_on_ray
+    from equal_dagster.core.store import table_frame
+
+    class Instant:  # defined in the test: Ray pickles it by value into the actors
+        embedder_id = "instant"
+
+        def encode(self, texts):
+            vectors = np.array([[len(t), sum(map(ord, t)) % 97, t.count(" ") + 1.0] for t in texts], dtype=np.float32)
+            return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    ids = [f"lake-{i:04d}" for i in range(300)]
+    texts = [f"Document {i} about {'rivers ' * (i % 5)}and numbers" for i in range(300)]
+    settings = RaySettings(scratch_dir=str(tmp_path / "scratch"))
+    with Store.open(postgres.new_lake(tmp_path / "lake")) as store:
+        with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+            writer.insert("documents", table_frame("documents", {
+                "doc_id": ids, "crawl_id": ["c1"] * 300, "source_file": ["f.jsonl"] * 300,
+                "line_no": list(range(1, 301)), "url": [None] * 300, "text": texts,
+                "n_chars": [len(t) for t in texts], "content_hash": ids, "ingested_at": [datetime(2026, 1, 1)] * 300}))
+
+        def no_shards(*_):
+            raise AssertionError("the driver was given shards to load")
+
+        store.insert_embeddings_from_parquet = no_shards
+        report = embed_crawl_on_ray(store, "c1", Instant, "instant", settings)
+        assert report.embedded == 300
+        doc_ids, vectors = store.embedding_matrix("instant", "c1")
+        assert doc_ids == ids
+        np.testing.assert_allclose(vectors, Instant().encode(texts), atol=1e-6)
+        assert embed_crawl_on_ray(store, "c1", Instant, "instant", settings).embedded == 0
+    assert list((tmp_path / "scratch").iterdir()) == []
 
 
 def _ray_http_workers() -> list[psutil.Process]:

@@ -7,12 +7,14 @@ Dagster runs steps in parallel, not the work inside one step; the steps whose wo
   store), Ray Data reads them, an actor pool of embedders (``workers`` actors, each with ``num_cpus``/``num_gpus``)
   embeds them with ``map_batches`` and writes each batch's vectors as a Parquet shard beside them; only the shards'
   paths come back to the asset, which has DuckDB load them ``WRITE_ROWS`` at a time (each load committed, as
-  locally: an interrupted run resumes where it stopped).
+  locally: an interrupted run resumes where it stopped). With a DuckLake store, which admits many writers, each actor
+  commits its batches' vectors into the lake itself, and nothing is loaded by the driver.
 * ``clusters`` (k-means): the driver reads the training sample from the store (the rows the local path trains on)
   and trains the centroids; DuckDB stages every vector as Parquet; an actor pool assigns them (``map_batches``,
   ``ASSIGN_ROWS`` at a time) and writes each batch's labels as a Parquet shard, with the batch's per-arm sizes, sums
   and sums of squares beside it; the driver adds those up into the arms' Gaussians and has DuckDB load the labels.
-  The same arms as the local path for the same seed.
+  The same arms as the local path for the same seed on the same machine (a document almost equally near two centroids
+  may land apart where the BLAS differs).
 * a round's extraction calls (the warm-up's too): the requests the cache cannot answer go through Ray Data LLM
   (:mod:`equal_dagster.core.extraction.backends.ray_http`), or to the ``vllm`` backend's engine actors
   (:mod:`equal_dagster.core.extraction.backends.vllm_ray`); prompts, parsing, the cache and the ledger are the code
@@ -50,7 +52,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from equal_dagster.core.embedding import EmbedReport
-from equal_dagster.core.store import Store
+from equal_dagster.core.store import Store, connect_lake
 
 ENGINES = ("local", "ray")
 WRITE_ROWS = 16_384  # vectors written per commit (about 25 MB at 384 dimensions)
@@ -145,23 +147,33 @@ def _rows_of(dataset: Any) -> Iterator[Iterator[dict[str, Any]]]:
 
 
 class _EmbedWorker:
-    """One actor of the pool: loads the embedder once, then embeds batch after batch. Each batch's vectors go to a
-    Parquet shard of their own in ``shards`` (written under a temporary name, then renamed: a shard is whole or
-    absent), and only the shard's path and row count go back to the driver."""
+    """One actor of the pool: loads the embedder once, then embeds batch after batch. With a DuckLake store
+    (``lake``: its location, and the vectors' embedder and crawl) each batch's vectors go into the lake in a commit of
+    the actor's own; else to a Parquet shard of their own in ``shards`` (written under a temporary name, then renamed:
+    a shard is whole or absent) that the driver loads. Only the shard's path (none for the lake) and the row count go
+    back to the driver."""
 
-    def __init__(self, load: Callable[[], TextEmbedder], shards: str):
+    def __init__(self, load: Callable[[], TextEmbedder], shards: str, lake: tuple[Any, str, str] | None = None):
         self.embedder = load()
         self.shards = shards
+        self.store = None
+        if lake is not None:
+            location, self.embedder_id, self.crawl_id = lake
+            self.store = Store(connect_lake(location), path=location)  # open while the actor lives
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         vectors = np.asarray(self.embedder.encode([str(t) for t in batch["text"]]), dtype=np.float32)
-        table = pa.table({"doc_id": pa.array([str(d) for d in batch["doc_id"]], pa.string()),
-                          "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])})
+        doc_ids = pa.array([str(d) for d in batch["doc_id"]], pa.string())
+        vector_column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+        if self.store is not None:
+            self.store.insert_embedding_table(pa.table({"doc_id": doc_ids, "vector": vector_column}),
+                                              self.embedder_id, self.crawl_id)
+            return {"shard": np.array([""]), "rows": np.array([len(vectors)])}
         path = os.path.join(self.shards, f"{uuid.uuid4().hex}.parquet")
-        pq.write_table(table, path + ".tmp")
+        pq.write_table(pa.table({"doc_id": doc_ids, "vector": vector_column}), path + ".tmp")
         os.replace(path + ".tmp", path)
         return {"shard": np.array([path]), "rows": np.array([len(vectors)])}
 
@@ -193,7 +205,8 @@ def embed_crawl_on_ray(
 
     def write() -> None:  # the shards written so far are loaded into the store in one commit, then deleted
         nonlocal done, last, rows
-        store.insert_embeddings_from_parquet(shards, embedder_id, crawl_id)
+        if shards:  # (the workers of a DuckLake store wrote their vectors themselves)
+            store.insert_embeddings_from_parquet(shards, embedder_id, crawl_id)
         for shard in shards:
             os.unlink(shard)
         done += rows
@@ -213,17 +226,19 @@ def embed_crawl_on_ray(
                 documents = ray.data.read_parquet(str(staging / "documents"))
                 if total <= SPLIT_BELOW:  # a small crawl is one file: split it so that every actor gets work
                     documents = documents.repartition(max(2 * settings.workers, math.ceil(total / settings.batch_size)))
+                lake = (store.location, embedder_id, crawl_id) if store.lake else None
                 dataset = documents.map_batches(
-                    _EmbedWorker, fn_constructor_args=(load, str(shards_dir)), batch_size=settings.batch_size,
+                    _EmbedWorker, fn_constructor_args=(load, str(shards_dir), lake), batch_size=settings.batch_size,
                     batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=settings.workers),
                     num_cpus=settings.num_cpus, num_gpus=settings.num_gpus)
                 with _rows_of(dataset) as written_shards:
                     for written in written_shards:
-                        shards.append(str(written["shard"]))
+                        if written["shard"]:
+                            shards.append(str(written["shard"]))
                         rows += int(written["rows"])
                         if rows >= WRITE_ROWS:
                             write()
-                if shards:
+                if rows:
                     write()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -315,7 +330,7 @@ def cluster_on_ray(store: Store, embedder_id: str, params: Any, settings: RaySet
     driver should not hold: the driver reads the training sample (:func:`~equal_dagster.core.clustering.training_positions`,
     the same rows as locally) and trains the centroids; the assignment fans out (:func:`assign_on_ray`); the
     Gaussians come from the batches' sums; DuckDB loads the labels into the store. The same clusters as the local
-    path for the same seed."""
+    path for the same seed (see the module's rules)."""
     from equal_dagster.core import clustering as c
 
     if params.method != "kmeans":

@@ -866,11 +866,13 @@ class Store:
     (the Dagster resource does) with ``Store(conn)``; a read-write store migrates the schema on open.
     """
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection, *, read_only: bool = False, path: str | Path = "",
-                 snapshot: int | None = None):
+    def __init__(self, conn: duckdb.DuckDBPyConnection, *, read_only: bool = False,
+                 path: str | Path | LakeLocation = "", snapshot: int | None = None):
         self.conn = conn
         self.read_only = read_only
         self.path = str(path)
+        # where it was opened (a DuckLake location keeps its password: other processes open the same store with it)
+        self.location = path
         self.lake = _is_lake(conn)  # a DuckLake catalog in use (else a DuckDB file)
         self.snapshot = snapshot  # the DuckLake snapshot this store was opened at (None: the latest)
         self.conflicts_retried = 0  # commits that lost to a concurrent writer's and were retried (DuckLake)
@@ -1329,6 +1331,18 @@ class Store:
         _check_columns("embeddings", rows.columns)
         self._retrying("saving embeddings", lambda: _insert_frame(
             self.conn, "embeddings", rows, keep_existing=True, lake=self.lake))
+
+    def insert_embedding_table(self, vectors: pa.Table, embedder_id: str, crawl_id: str) -> None:
+        """Append vectors (an Arrow table of doc_id and vector) as ``embedder_id``'s for ``crawl_id``, in one commit
+        (a Ray worker writing into DuckLake); a vector already stored for its doc_id is kept, as
+        :meth:`insert_embeddings`."""
+        self._check_writable()
+        with _registered(self.conn, vectors) as name:
+            source = (f"(SELECT DISTINCT ON (doc_id) doc_id, {_literal(embedder_id)} AS embedder_id, "
+                      f"{_literal(crawl_id)} AS crawl_id, vector::FLOAT[] AS vector FROM {name})")
+            self._retrying("saving embeddings", lambda: _insert_from(
+                self.conn, "embeddings", source, ["doc_id", "embedder_id", "crawl_id", "vector"], keep_existing=True,
+                stamp="embedded_at", lake=self.lake))
 
     def insert_embeddings_from_parquet(self, files: Sequence[str], embedder_id: str, crawl_id: str) -> None:
         """Append the vectors of Parquet shards (columns doc_id, vector) as ``embedder_id``'s for ``crawl_id``, in one
