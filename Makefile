@@ -36,7 +36,7 @@ postgres:
 # two pytest workers, a test file each at a time, the longest files first (tests/conftest.py): many tests wait
 # (servers, subprocesses, a browser) more than they compute
 test: $(STAMP) browser postgres
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder
 
 ui: $(STAMP)
 	$(BIN)/equal ui

@@ -116,7 +116,8 @@ def child_prepare(store: str, documents: int) -> dict:
 
 
 def child_embed(store: str, engine: str) -> dict:
-    from equal_dagster.core.compute import RaySettings, embed_crawl_on_ray, ray_session
+    from equal_dagster.core.compute import embed_crawl_on_ray
+    from equal_dagster.core.ray_setup import RaySettings, ray_session
     from equal_dagster.core.embedding import embed_crawl
     from equal_dagster.core.store import Store
 
@@ -187,7 +188,8 @@ def child_cluster(store: str, engine: str, arms: int) -> dict:
     """The ``clusters`` asset's work on a store: ``build_clustering`` (the driver loads every vector) or
     ``cluster_on_ray`` (it reads the training sample; an actor pool assigns)."""
     from equal_dagster.core.clustering import ClusteringParams, build_clustering
-    from equal_dagster.core.compute import RaySettings, cluster_on_ray, ray_session
+    from equal_dagster.core.compute import cluster_on_ray
+    from equal_dagster.core.ray_setup import RaySettings, ray_session
     from equal_dagster.core.store import Store
 
     params = ClusteringParams(n_clusters=arms, seed=0)
@@ -223,7 +225,7 @@ def child_agreement(store: str, first: str, second: str) -> dict:
 
 
 def child_rounds(engine: str, rounds: int, per_round: int, base_url: str) -> dict:
-    from equal_dagster.core.compute import RaySettings, ray_session
+    from equal_dagster.core.ray_setup import RaySettings, ray_session
     from equal_dagster.core.extraction import Document, ExtractionConfig, StoreResponseCache, build_extractor
     from equal_dagster.core.rounds import write_extraction_round
     from equal_dagster.core.store import Store
@@ -276,7 +278,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"    {Path(sys.executable).relative_to(Path.cwd()) if Path(sys.executable).is_relative_to(Path.cwd()) else sys.executable} "
           f"benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}".rstrip())
-    from equal_dagster.core.compute import RaySettings
+    from equal_dagster.core.ray_setup import RaySettings
 
     ray = RaySettings()
     print(f"machine: {os.cpu_count()} cores; Ray with its defaults ({ray.workers} workers of {ray.num_cpus:g} CPU)\n")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pydantic
 
 from equal_dagster.core.bandit import POLICIES, BanditParams
-from equal_dagster.core.compute import ENGINES
+from equal_dagster.core.ray_setup import ENGINES
 from equal_dagster.core.export import FORMATS
 from equal_dagster.core.settings import EqualPaths
 from equal_dagster.core.warmup import WARMUP_FRACTION

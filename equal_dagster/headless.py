@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.utils import make_new_run_id
 
-from equal_dagster.core.compute import ray_session
+from equal_dagster.core.ray_setup import ray_session
 from equal_dagster.core.corpus import CRAWL_SUFFIXES, display_name
 from equal_dagster.core.crawls import scan_crawl_folder
 from equal_dagster.core.embedding import Embedder

@@ -21,7 +21,7 @@ import signal
 import sys
 from typing import Any
 
-from equal_dagster.core.compute import RaySettings
+from equal_dagster.core.ray_setup import RaySettings, ray_session
 
 WORKS = ("embed", "cluster", "assign")
 STORE_ENV = "EQUAL_STORE"
@@ -72,7 +72,7 @@ def run(spec: dict[str, Any], log) -> dict[str, Any]:
         os.environ[STORE_DATA_ENV] = spec["store_data"]
     settings = RaySettings(**spec["ray"])
     store_location = job_store(spec)
-    with compute.ray_session(settings, forward_env=False), Store.open(store_location, wait_s=WRITER_WAIT_S) as store:
+    with ray_session(settings, forward_env=False), Store.open(store_location, wait_s=WRITER_WAIT_S) as store:
         if spec["work"] == "embed":
             report = compute.embed_crawl_on_ray(
                 store, spec["crawl_id"], embedder_loader(spec["embedder"]), spec["embedder_id"], settings,

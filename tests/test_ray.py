@@ -12,7 +12,7 @@ import pytest
 from conftest import bandit_for, write_jsonl
 from doubles import FakeOpenAIServer
 
-from equal_dagster.core.compute import RaySettings, ray_session
+from equal_dagster.core.ray_setup import RaySettings, ray_session
 from equal_dagster.core.embedding import DEFAULT_MODEL
 from equal_dagster.core.extraction import Document, ExtractionConfig, StoreResponseCache, build_extractor
 from equal_dagster.core.extraction.backends.ray_http import BATCHES_PER_WORKER, CALLS_PER_BATCH
@@ -142,44 +142,39 @@ def test_clusters_on_ray_are_the_local_clusters(ray_local, clustered, tmp_path, 
                                    np.array(ray_summaries[column].to_list()), atol=1e-5)
 
 
-def test_a_ray_job_s_work_runs_from_its_spec_and_says_in_one_line_what_it_cannot_do(ray_local, clustered, tmp_path,
-                                                                                   monkeypatch):
-    """`python -m equal_dagster.ray_job`'s work, run here on the module's Ray: a clustering from its spec (what the
-    clusters asset submits); a store the job cannot see, or whose password it was not sent, is one clear error and
+def test_a_ray_job_refuses_in_one_line_a_store_it_cannot_see_or_whose_password_it_was_not_sent(tmp_path, monkeypatch):
+    """`python -m equal_dagster.ray_job`'s store: its spec never carries a password (Ray shows a job's entry point);
+    a store the job cannot see, or whose password the cluster's EQUAL_STORE does not give, is one clear error, and
     nothing is created."""
     import json
 
     from equal_dagster import ray_job
-    from equal_dagster.core.clustering import ClusteringParams
     from equal_dagster.core.store import StoreError
 
-    shutil.copytree(clustered.home, tmp_path / "home")
-    store = str(tmp_path / "home" / "equal.duckdb")
-    spec = json.loads(ray_job.job_spec("cluster", store, RAY, embedder_id=DEFAULT_MODEL,
-                                       params={**ClusteringParams().__dict__, "n_clusters": 5}))
-    lines = []
-    report = ray_job.run(spec, lines.append)
-    assert report["n_clusters"] == 5 and report["documents"] > 0 and "summaries" not in report
-    assert any("vectors assigned" in line for line in lines)
-    with Store.open(store, read_only=True) as db:
-        assert db.current_clustering()["clustering_id"] == report["clustering_id"]
-    elsewhere = {**spec, "store": str(tmp_path / "not-shared" / "equal.duckdb")}
+    elsewhere = json.loads(ray_job.job_spec("cluster", str(tmp_path / "not-shared" / "equal.duckdb"), RAY))
     with pytest.raises(StoreError, match="cannot see the store"):
-        ray_job.run(elsewhere, lines.append)
+        ray_job.job_store(elsewhere)
     assert not (tmp_path / "not-shared").exists()
     lake = json.loads(ray_job.job_spec("cluster", "ducklake:postgres:dbname=lake password=s3cret", RAY))
-    assert "s3cret" not in json.dumps(lake) and "password=***" in lake["store"]
+    assert "s3cret" not in json.dumps(lake) and "password=***" in lake["store"] and lake["ray"]["address"] == "auto"
     monkeypatch.delenv("EQUAL_STORE", raising=False)
     with pytest.raises(StoreError, match="set EQUAL_STORE to it"):
+        ray_job.job_store(lake)
+    monkeypatch.setenv("EQUAL_STORE", "ducklake:postgres:dbname=other password=s3cret")
+    with pytest.raises(StoreError, match="there: ducklake:postgres:dbname=other password=\\*\\*\\*"):
         ray_job.job_store(lake)
 
 
 def test_on_ducklake_the_ray_workers_write_the_vectors_themselves(ray_local, postgres, tmp_path):
     """With a DuckLake store each embedding actor commits its batches' vectors into the lake itself: the driver loads
-    no shard, and the vectors are the embedder's; a second run embeds nothing."""
+    no shard, and the vectors are the embedder's; a second run embeds nothing. Then a new crawl's documents join a
+    clustering of the lake on Ray, each at its nearest centroid."""
     from datetime import datetime
 
-    from equal_dagster.core.compute import embed_crawl_on_ray
+    import polars as pl
+
+    from equal_dagster.core.clustering import ClusteringParams, build_clustering, nearest_centroid
+    from equal_dagster.core.compute import assign_new_on_ray, embed_crawl_on_ray
     from equal_dagster.core.store import table_frame
 
     class Instant:  # defined in the test: Ray pickles it by value into the actors
@@ -209,6 +204,25 @@ def test_on_ducklake_the_ray_workers_write_the_vectors_themselves(ray_local, pos
         assert doc_ids == ids
         np.testing.assert_allclose(vectors, Instant().encode(texts), atol=1e-6)
         assert embed_crawl_on_ray(store, "c1", Instant, "instant", settings).embedded == 0
+        # a clustering (made locally), then a new crawl's documents join it on Ray: each its nearest centroid
+        clustering = build_clustering(store, "instant", ClusteringParams(n_clusters=3))
+        assert clustering.documents == 300 and store.clusters(clustering.clustering_id).height == 300
+        with store.replace_partition("crawl_id", "c2", ["documents"]) as writer:
+            writer.insert("documents", table_frame("documents", {
+                "doc_id": [f"new-{i}" for i in range(30)], "crawl_id": ["c2"] * 30, "source_file": ["g.jsonl"] * 30,
+                "line_no": list(range(1, 31)), "url": [None] * 30, "text": [f"A new page {i}" for i in range(30)],
+                "n_chars": [12] * 30, "content_hash": [f"new-{i}" for i in range(30)],
+                "ingested_at": [datetime(2026, 1, 2)] * 30}))
+        embed_crawl_on_ray(store, "c2", Instant, "instant", settings)
+        current = {"clustering_id": clustering.clustering_id, "embedder_id": "instant"}
+        added = assign_new_on_ray(store, current, settings)
+        assert added.new_documents == 30 and added.documents == 330
+        members = store.clusters(clustering.clustering_id).filter(pl.col("assignment") == "new_document")
+        centroids = np.array(store.cluster_summaries(clustering.clustering_id)["centroid"].to_list(), dtype=np.float32)
+        new_ids, new_vectors = store.embedding_matrix("instant", "c2")
+        assert dict(zip(members["doc_id"], members["cluster_id"])) == dict(zip(
+            new_ids, nearest_centroid(new_vectors, centroids).tolist()))
+        assert sum(store.cluster_summaries(clustering.clustering_id)["size"]) == 330
     assert list((tmp_path / "scratch").iterdir()) == []
 
 

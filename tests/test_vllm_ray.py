@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_vllm_backend import FAKE_VLLM, REAL_VLLM
 
-from equal_dagster.core.compute import RaySettings, ray_session
+from equal_dagster.core.ray_setup import RaySettings, ray_session
 from equal_dagster.core.extraction import Document, ExtractionConfig, InMemoryResponseCache, build_extractor
 from equal_dagster.core.extraction.backends import vllm_ray
 

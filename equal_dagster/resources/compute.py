@@ -14,7 +14,7 @@ from typing import Literal, Optional
 import dagster as dg
 from pydantic import Field
 
-from equal_dagster.core.compute import FORWARDED_ENV, RaySettings, forwarded_env, quiet_ray_data, ray_init_options
+from equal_dagster.core.ray_setup import FORWARDED_ENV, RaySettings, forwarded_env, quiet_ray_data, ray_init_options
 
 _DEFAULT = RaySettings()
 

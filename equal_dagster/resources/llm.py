@@ -7,7 +7,7 @@ from typing import Literal, Optional
 import dagster as dg
 from pydantic import Field
 
-from equal_dagster.core.compute import RaySettings
+from equal_dagster.core.ray_setup import RaySettings
 from equal_dagster.core.extraction import ExtractionConfig, build_extractor
 from equal_dagster.core.extraction.cache import ResponseCache
 from equal_dagster.core.extraction.results import MAX_PAIRS_PER_DOCUMENT

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from equal_dagster.core.compute import RaySettings
+from equal_dagster.core.ray_setup import RaySettings
 from equal_dagster.core.extraction.backends.base import SamplingSettings
 from equal_dagster.core.extraction.cache import ResponseCache
 from equal_dagster.core.extraction.extractor import STRATEGIES, Log, LLMExtractor, RuleExtractor

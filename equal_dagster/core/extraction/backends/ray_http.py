@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from equal_dagster.core.compute import RaySettings, quiet_ray_data
+from equal_dagster.core.ray_setup import RaySettings, quiet_ray_data
 from equal_dagster.core.extraction.backends.base import Generation, GenerationRequest, SamplingSettings, in_order
 from equal_dagster.core.extraction.backends.openai_compatible import OpenAICompatibleBackend
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from equal_dagster.core.compute import RaySettings
+from equal_dagster.core.ray_setup import RaySettings
 from equal_dagster.core.extraction.backends.base import BackendUnavailable, Generation, GenerationRequest, SamplingSettings
 from equal_dagster.core.extraction.backends.vllm_offline import VLLM_MISSING, VLLMBackend, build_vllm_job, vllm_generations
 
