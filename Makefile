@@ -33,8 +33,9 @@ postgres:
 		echo "installing Debian's postgresql (apt) for the DuckLake store's tests"; \
 		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends postgresql; }
 
-# two pytest workers, a test file each at a time, the longest files first (tests/conftest.py): many tests wait
-# (servers, subprocesses, a browser) more than they compute
+# three pytest workers on two cores, a test file each at a time, the longest files first (tests/conftest.py): many
+# tests wait (servers, subprocesses, Ray, a browser) more than they compute; with two workers the cores were busy 1.5
+# of 2 on average (10m49s), with three 9m39s, with four tests ran past their 300 s limit
 test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder
 

@@ -100,8 +100,8 @@ def store_at(request, tmp_path: Path):
     return request.getfixturevalue("postgres").new_lake(tmp_path / "lake")
 
 
-# The longest test files first (measured with `pytest --durations=0`, 2026-11-30): `make test` runs two workers a file
-# at a time in this order (`--no-loadscope-reorder`), so that the last files to start are short ones and both workers
+# The longest test files first (measured with `pytest --durations=0`, 2026-11-30): `make test`'s workers take a file
+# at a time in this order (`--no-loadscope-reorder`), so that the last files to start are short ones and the workers
 # finish together. test_ray.py builds the shared `clustering` home first while test_demo_cli.py, which does not need
 # it, runs beside it.
 LONGEST_FIRST = ("test_ray.py", "test_demo_cli.py", "test_faults.py", "test_rounds.py", "test_ray_jobs.py",

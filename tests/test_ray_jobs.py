@@ -61,9 +61,6 @@ def test_embeddings_and_clusters_run_as_ray_jobs_with_their_progress_in_the_run_
         assert meta["compute"].value == "ray job" and meta["new_documents"].value == 40
         assert meta["clusters"].value > 1 and "clusters_table" in meta  # the summaries, read from the store
         assert any("40 of 40 vectors assigned" in m for m in _messages(instance, assigned.run_id))
-        again = defs.resolve_job_def("cluster").execute_in_process(instance=instance)  # nothing new: no job
-        assert again.asset_materializations_for_node("clusters")[0].metadata["compute"].value == "local"
-        assert not any(m.startswith("submitting a Ray job") for m in _messages(instance, again.run_id))
     with Store.open(paths.store, read_only=True) as store:
         doc_ids, vectors = store.embedding_matrix(DEFAULT_MODEL, TINY)
         texts = store.document_texts(doc_ids)["text"].to_list()
@@ -97,7 +94,7 @@ def test_an_interrupted_run_stops_its_ray_job_and_the_job_s_actors(job_server, c
     home = tmp_path / "home"
     shutil.copytree(clustered.home, home)
     texts = [f"Document {i} about {['rivers', 'algebra', 'proteins', 'harbors'][i % 4]} number {i * 7919 % 10007}."
-             for i in range(6000)]  # long enough to embed that the run is interrupted mid-job
+             for i in range(3000)]  # long enough to embed that the run is interrupted mid-job
     write_jsonl(home / "crawls" / "crawl-big" / "part.jsonl", [{"id": f"big-{i}", "text": t} for i, t in enumerate(texts)])
     script = Path(__file__).with_name("ray_job_run.py")
     scratch = tmp_path / "scratch"
