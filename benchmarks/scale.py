@@ -115,26 +115,31 @@ def child_prepare(store: str, documents: int) -> dict:
     return {"documents": count, "ingest_s": round(time.perf_counter() - began, 1)}
 
 
+def timed_on(engine: str, work):
+    """``work(ray_settings)`` (None for local) timed on ``engine``: (its result, seconds, Ray's start in seconds).
+    A Ray run starts its own Ray, whose start is counted apart."""
+    from equal_dagster.core.ray_setup import RaySettings, ray_session
+
+    if engine == "local":
+        began = time.perf_counter()
+        return work(None), time.perf_counter() - began, 0.0
+    settings = RaySettings()
+    started = time.perf_counter()
+    with ray_session(settings):
+        began = time.perf_counter()
+        result = work(settings)
+        return result, time.perf_counter() - began, began - started
+
+
 def child_embed(store: str, engine: str) -> dict:
     from equal_dagster.core.compute import embed_crawl_on_ray
-    from equal_dagster.core.ray_setup import RaySettings, ray_session
     from equal_dagster.core.embedding import embed_crawl
     from equal_dagster.core.store import Store
 
     with Store.open(store) as db, PeakMemory() as memory:
-        if engine == "local":
-            began = time.perf_counter()
-            report = embed_crawl(db, "scale", InstantEmbedder())
-            ray_start = 0.0
-        else:
-            settings = RaySettings()
-            started = time.perf_counter()
-            with ray_session(settings):
-                began = time.perf_counter()
-                ray_start = began - started
-                report = embed_crawl_on_ray(db, "scale", InstantEmbedder, InstantEmbedder.embedder_id, settings)
-                seconds = time.perf_counter() - began
-        seconds = time.perf_counter() - began if engine == "local" else seconds
+        report, seconds, ray_start = timed_on(engine, lambda ray: (
+            embed_crawl(db, "scale", InstantEmbedder()) if ray is None else
+            embed_crawl_on_ray(db, "scale", InstantEmbedder, InstantEmbedder.embedder_id, ray)))
         assert db.embedding_counts("scale").get(InstantEmbedder.embedder_id) == report.embedded == db.document_count()
     return {"embedded": report.embedded, "seconds": round(seconds, 1), "ray_start_s": round(ray_start, 1),
             "documents_per_s": round(report.embedded / seconds), "peak_rss_mib": peak_rss_kib() // 1024,
@@ -189,24 +194,12 @@ def child_cluster(store: str, engine: str, arms: int) -> dict:
     ``cluster_on_ray`` (it reads the training sample; an actor pool assigns)."""
     from equal_dagster.core.clustering import ClusteringParams, build_clustering
     from equal_dagster.core.compute import cluster_on_ray
-    from equal_dagster.core.ray_setup import RaySettings, ray_session
     from equal_dagster.core.store import Store
 
     params = ClusteringParams(n_clusters=arms, seed=0)
-    ray_start = 0.0
     with Store.open(store) as db, PeakMemory() as memory:
-        if engine == "local":
-            began = time.perf_counter()
-            report = build_clustering(db, "instant", params)
-            seconds = time.perf_counter() - began
-        else:
-            settings = RaySettings()
-            started = time.perf_counter()
-            with ray_session(settings):
-                began = time.perf_counter()
-                ray_start = began - started
-                report = cluster_on_ray(db, "instant", params, settings)
-                seconds = time.perf_counter() - began
+        report, seconds, ray_start = timed_on(engine, lambda ray: (
+            build_clustering(db, "instant", params) if ray is None else cluster_on_ray(db, "instant", params, ray)))
     sizes = [row["size"] for row in report.summaries]
     return {"vectors": report.documents, "arms": report.n_clusters, "seconds": round(seconds, 1),
             "ray_start_s": round(ray_start, 1), "timings": report.seconds, "smallest_arm": min(sizes),

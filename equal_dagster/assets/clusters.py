@@ -68,10 +68,9 @@ def clusters(context: dg.AssetExecutionContext, config: ClustersConfig, store: S
         ray, job = None, False
     with store.open_store() as db:
         current = db.current_clustering()
-        outside = db.documents_outside_clustering(current["clustering_id"])[0] if current else None
-    new = config.recluster or current is None
-    if job and not new and not outside:  # nothing to assign: no job to start
-        job = False
+        new = config.recluster or current is None
+        if job and not new and not db.documents_outside_clustering(current["clustering_id"])[0]:
+            job = False  # nothing to assign: no job to start
     if not new and current["embedder_id"] != embedder_id:
         raise dg.Failure(description=(
             f"the current clustering {current['clustering_id']} was made with embedder {current['embedder_id']}, "
