@@ -11,8 +11,10 @@
 
     .venv/bin/python benchmarks/store.py [--documents 50000] [--round-documents 500] [--repeats 3]
 
-Each of the --repeats runs measures the sequential and the concurrent ingest side by side (fresh stores); the
-ratios' medians and every run's ratio are printed.
+Each of the --repeats runs measures the sequential and the concurrent ingest side by side, twice: into existing
+stores (each created empty and migrated before the clock starts: crawls landing on a store in use, the case that
+repeats) and into new stores (the first file ingest creates the file; the four lake writers race to create the lake,
+a one-time cost). The ratios' medians and every run's ratio are printed for each.
 """
 
 from __future__ import annotations
@@ -125,7 +127,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="side-by-side runs; the medians are reported")
     parser.add_argument("--child-ingest", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--child-round", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--child-create", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_create:
+        return create(*args.child_create)
     if args.child_ingest:
         return child_ingest(*args.child_ingest)
     if args.child_round:
@@ -182,22 +187,37 @@ def postgres_cpu_s(server) -> float:
     return total
 
 
-def run_once(server, crawl_root: Path, folder: Path) -> dict:
-    """One side-by-side measurement: 4 crawls sequentially into a new DuckDB file, 4 at once into a new DuckLake
-    store, the first crawl alone into another new DuckLake store."""
+def create(store: str, data_path: str) -> None:
+    """A new, empty store (created and migrated), in a process of its own."""
+    from equal_dagster.core.store import LakeLocation, Store
+
+    with Store.open(LakeLocation.parse(store, data_path) if store.startswith("ducklake:") else store):
+        pass
+    print("{}")
+
+
+def run_once(server, crawl_root: Path, folder: Path, existing: bool) -> dict:
+    """One side-by-side measurement: 4 crawls sequentially into a DuckDB file, 4 at once into a DuckLake store, the
+    first crawl alone into another DuckLake store. ``existing``: each store is created (empty, migrated) before the
+    clock starts, as when crawls land on a store in use; else the first ingest creates the file, and the four
+    concurrent processes race to create the lake (a one-time cost)."""
     folder.mkdir()
     duck = str(folder / "equal.duckdb")
+    lake = server.new_lake(folder / "lake")
+    single_lake = server.new_lake(folder / "lake-single")
+    if existing:
+        for store, data_path in ((duck, ""), (f"ducklake:{lake.catalog}", lake.data_path),
+                                 (f"ducklake:{single_lake.catalog}", single_lake.data_path)):
+            _result(_spawn("--child-create", store, data_path))
     tick = time.perf_counter()
     sequential = [_result(_spawn("--child-ingest", str(crawl_root), crawl, duck, "")) for crawl in CRAWLS]
     sequential_s = time.perf_counter() - tick
-    lake = server.new_lake(folder / "lake")
     postgres_before = postgres_cpu_s(server)
     tick = time.perf_counter()
     concurrent = [_result(p) for p in [_spawn("--child-ingest", str(crawl_root), crawl, f"ducklake:{lake.catalog}",
                                               lake.data_path) for crawl in CRAWLS]]
     concurrent_s = time.perf_counter() - tick
     postgres_s = postgres_cpu_s(server) - postgres_before
-    single_lake = server.new_lake(folder / "lake-single")
     single = _result(_spawn("--child-ingest", str(crawl_root), CRAWLS[0], f"ducklake:{single_lake.catalog}",
                             single_lake.data_path))
     return {"duck": duck, "lake": lake, "sequential": sequential, "sequential_s": sequential_s,
@@ -206,11 +226,11 @@ def run_once(server, crawl_root: Path, folder: Path) -> dict:
             "single_ratio": (single["rows"] / single["seconds"]) / (sequential[0]["rows"] / sequential[0]["seconds"])}
 
 
-def run(server, crawl_root: Path, tmp_path: Path, round_documents: int, repeats: int) -> None:
-    runs = [run_once(server, crawl_root, tmp_path / f"run-{i}") for i in range(repeats)]
+def report(title: str, runs: list[dict]) -> None:
     median = sorted(runs, key=lambda r: r["concurrency_ratio"])[len(runs) // 2]
     rows = sum(r["rows"] for r in median["sequential"])
-    print(f"\n| 4 crawls (the run of median ratio, of {repeats}) | wall time (s) | documents/s | documents kept | "
+    print(f"\n### {title}")
+    print(f"\n| 4 crawls (the run of median ratio, of {len(runs)}) | wall time (s) | documents/s | documents kept | "
           "peak RSS per process (MiB) | commit retries | CPU (s) |")
     print("|---|---:|---:|---:|---|---:|---:|")
     for label, results, seconds, postgres_s in (
@@ -238,6 +258,19 @@ def run(server, crawl_root: Path, tmp_path: Path, round_documents: int, repeats:
           f"median **{statistics.median(singles):.2f}x** (runs: {', '.join(f'{x:.2f}' for x in singles)}; goal >= "
           f"0.7x); the median run: DuckDB file {first['rows'] / first['seconds']:,.0f} rows/s, DuckLake "
           f"{median['single']['rows'] / median['single']['seconds']:,.0f} rows/s")
+
+
+def run(server, crawl_root: Path, tmp_path: Path, round_documents: int, repeats: int) -> None:
+    settings = {"existing": "into existing stores (created empty before the clock: crawls landing on a store in use)",
+                "new": "into new stores (the first file ingest creates the file; the 4 lake writers race to create "
+                       "the lake)"}
+    runs: dict[str, list[dict]] = {name: [] for name in settings}
+    for i in range(repeats):  # the two settings alternate, each run side by side
+        for name in settings:
+            runs[name].append(run_once(server, crawl_root, tmp_path / f"run-{name}-{i}", existing=name == "existing"))
+    for name, title in settings.items():
+        report(title, runs[name])
+    median = sorted(runs["existing"], key=lambda r: r["concurrency_ratio"])[len(runs["existing"]) // 2]
     lake = median["lake"]
     round_duck = _result(_spawn("--child-round", median["duck"], "", CRAWLS[0], str(round_documents)))
     round_lake = _result(_spawn("--child-round", f"ducklake:{lake.catalog}", lake.data_path, CRAWLS[0],
