@@ -12,7 +12,7 @@ import pytest
 from conftest import bandit_for, write_jsonl
 from doubles import FakeOpenAIServer
 
-from equal_dagster.core.ray_setup import RaySettings, ray_session
+from equal_dagster.core.ray_setup import RaySettings, pool_size, ray_session
 from equal_dagster.core.embedding import DEFAULT_MODEL
 from equal_dagster.core.extraction import Document, ExtractionConfig, StoreResponseCache, build_extractor
 from equal_dagster.core.extraction.backends.ray_http import BATCHES_PER_WORKER, CALLS_PER_BATCH
@@ -39,6 +39,13 @@ def test_the_compute_resource_starts_ray_through_dagster_ray_and_stops_it_with_t
     assert not ray.is_initialized()
     with dg.build_resources({"compute": ComputeResource()}) as resources:  # `local`: no Ray at all
         assert resources.compute.ray_settings() is None and not ray.is_initialized()
+
+
+def test_a_pool_starts_no_more_actors_than_it_has_batches():
+    """Each actor is a worker process, and an embedder's loads a model: a 40-document crawl (one batch) or a round of
+    6 calls gets one actor, a large crawl the configured ``workers``."""
+    settings = RaySettings(workers=4)
+    assert [pool_size(settings, batches) for batches in (0, 1, 3, 4, 1000)] == [1, 1, 3, 4, 4]
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,12 @@ Dagster runs steps in parallel, not the work inside one step; the steps whose wo
 ``compute`` resource says ``ray`` (launched through dagster-ray: :mod:`equal_dagster.resources.compute`):
 
 * ``embeddings``: the crawl's documents without a vector are staged as Parquet files (DuckDB streams them out of the
-  store), Ray Data reads them, an actor pool of embedders (``workers`` actors, each with ``num_cpus``/``num_gpus``)
-  embeds them with ``map_batches`` and writes each batch's vectors as a Parquet shard beside them; only the shards'
-  paths come back to the asset, which has DuckDB load them ``WRITE_ROWS`` at a time (each load committed, as
-  locally: an interrupted run resumes where it stopped). With a DuckLake store, which admits many writers, each actor
-  commits its batches' vectors into the lake itself, and nothing is loaded by the driver.
+  store), Ray Data reads them, an actor pool of embedders (``workers`` actors, fewer when the crawl has fewer
+  batches; each with ``num_cpus``/``num_gpus``) embeds them with ``map_batches`` and writes each batch's vectors as a
+  Parquet shard beside them; only the shards' paths come back to the asset, which has DuckDB load them
+  ``WRITE_ROWS`` at a time (each load committed, as locally: an interrupted run resumes where it stopped). With a
+  DuckLake store, which admits many writers, each actor commits its batches' vectors into the lake itself, and
+  nothing is loaded by the driver.
 * ``clusters`` (k-means): the driver reads the training sample from the store (the rows the local path trains on)
   and trains the centroids; DuckDB stages every vector as Parquet; an actor pool assigns them (``map_batches``,
   ``ASSIGN_ROWS`` at a time) and writes each batch's labels as a Parquet shard, with the batch's per-arm sizes, sums
@@ -52,7 +53,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from equal_dagster.core.embedding import EmbedReport
-from equal_dagster.core.ray_setup import RaySettings, quiet_ray_data
+from equal_dagster.core.ray_setup import RaySettings, pool_size, quiet_ray_data
 from equal_dagster.core.store import Store, connect_lake
 
 WRITE_ROWS = 16_384  # vectors written per commit (about 25 MB at 384 dimensions)
@@ -159,12 +160,13 @@ def embed_crawl_on_ray(
             if total:
                 shards_dir.mkdir()
                 documents = ray.data.read_parquet(str(staging / "documents"))
+                actors = pool_size(settings, math.ceil(total / settings.batch_size))
                 if total <= SPLIT_BELOW:  # a small crawl is one file: split it so that every actor gets work
-                    documents = documents.repartition(max(2 * settings.workers, math.ceil(total / settings.batch_size)))
+                    documents = documents.repartition(max(2 * actors, math.ceil(total / settings.batch_size)))
                 lake = (store.location, embedder_id, crawl_id) if store.lake else None
                 dataset = documents.map_batches(
                     _EmbedWorker, fn_constructor_args=(load, str(shards_dir), lake), batch_size=settings.batch_size,
-                    batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=settings.workers),
+                    batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
                     num_cpus=settings.num_cpus, num_gpus=settings.num_gpus)
                 with _rows_of(dataset) as written_shards:
                     for written in written_shards:
@@ -237,12 +239,13 @@ def assign_on_ray(store: Store, embedder_id: str, centroids: np.ndarray, staging
     if not total:
         return RayAssignment(shards, counts, sums, squares)
     vectors = ray.data.read_parquet(str(staging / "vectors"))
-    if total <= ASSIGN_ROWS * settings.workers:  # few files: split them so that every actor gets work
-        vectors = vectors.repartition(2 * settings.workers)
+    actors = pool_size(settings, math.ceil(total / ASSIGN_ROWS))
+    if total <= ASSIGN_ROWS * actors:  # few files: split them so that every actor gets work
+        vectors = vectors.repartition(2 * actors)
     began = last = time.perf_counter()
     labelled = vectors.map_batches(
         _AssignWorker, fn_constructor_args=(centroids, str(staging / "labels")), batch_size=ASSIGN_ROWS,
-        batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=settings.workers), num_cpus=settings.num_cpus)
+        batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=settings.num_cpus)
     done = 0
     with _rows_of(labelled) as written_shards:
         for written in written_shards:

@@ -33,6 +33,12 @@ class RaySettings:
             raise ValueError("each Ray worker needs some CPU or GPU (num_cpus or num_gpus above 0)")
 
 
+def pool_size(settings: RaySettings, batches: int) -> int:
+    """Actors for a pool with ``batches`` batches of work: ``workers``, but never more than there are batches (each
+    actor starts a worker process and may load a model: an actor that gets no batch is paid for nothing)."""
+    return max(1, min(settings.workers, batches))
+
+
 def forwarded_env(names: Sequence[str] = FORWARDED_ENV) -> dict[str, str]:
     """This process's values of ``names`` that are set (what Ray workers, or a Ray job, are given)."""
     return {name: os.environ[name] for name in names if os.environ.get(name)}

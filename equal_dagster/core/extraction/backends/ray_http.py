@@ -8,10 +8,11 @@ body and reads each answer, so prompts, parsing, the cache and the ledger do not
 * The extractor sends only what its cache cannot answer, and caches each answer as it reaches the asset: a crash or a
   killed Ray worker repays at most the requests in flight (Ray retries a lost worker's batch; answers already back
   are never sent again).
-* Requests in flight: ``workers`` actors, each running up to :data:`BATCHES_PER_WORKER` batches of
-  :data:`CALLS_PER_BATCH` at once (Ray Data's default for asynchronous batch functions; ``EQUAL_LLM_MAX_IN_FLIGHT``
-  does not apply), each batch's requests sent one after another. Each round builds a
-  new actor pool (Ray Data does not keep actors between datasets): docs/benchmarks.md measures what that costs.
+* Requests in flight: ``workers`` actors (fewer when the round has fewer batches), each running up to
+  :data:`BATCHES_PER_WORKER` batches of :data:`CALLS_PER_BATCH` at once (Ray Data's default for asynchronous batch
+  functions; ``EQUAL_LLM_MAX_IN_FLIGHT`` does not apply), each batch's requests sent one after another. Each round
+  builds a new actor pool (Ray Data does not keep actors between datasets): docs/benchmarks.md measures what that
+  costs.
 * HTTP 429, 408, 502, 503, 504 and connection errors are retried by Ray Data LLM (``max_retries``, exponential
   backoff from ``backoff_s``). An answer that is an error (``{"error": ...}``: a 500, a 400, a server that refuses
   ``response_format``), and every request left unanswered when the Ray job fails (a request out of Ray's retries fails
@@ -30,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from equal_dagster.core.ray_setup import RaySettings, quiet_ray_data
+from equal_dagster.core.ray_setup import RaySettings, pool_size, quiet_ray_data
 from equal_dagster.core.extraction.backends.base import Generation, GenerationRequest, SamplingSettings, in_order
 from equal_dagster.core.extraction.backends.openai_compatible import OpenAICompatibleBackend
 
@@ -76,15 +77,16 @@ class RayHttpBackend:
 
         quiet_ray_data()
         headers = {"Authorization": f"Bearer {self.http.api_key}"} if self.http.api_key else None
+        blocks = max(1, -(-len(requests) // CALLS_PER_BATCH))
         config = HttpRequestProcessorConfig(
             url=f"{self.http.base_url}/chat/completions", headers=headers, max_retries=self.http.max_retries,
-            base_retry_wait_time_in_s=self.http.backoff_s, batch_size=CALLS_PER_BATCH, concurrency=self.ray.workers,
+            base_retry_wait_time_in_s=self.http.backoff_s, batch_size=CALLS_PER_BATCH,
+            concurrency=pool_size(self.ray, blocks),
             http_request_stage={"num_cpus": self.ray.num_cpus})  # fractional, as every pool (core.compute's rules)
         processor = build_processor(config, preprocess=_payload, postprocess=_answer,
                                     preprocess_map_kwargs={"num_cpus": self.ray.num_cpus / 4},
                                     postprocess_map_kwargs={"num_cpus": self.ray.num_cpus / 4})
         rows = [{"index": i, "body": json.dumps(self.http._body(r, sampling))} for i, r in enumerate(requests)]
-        blocks = max(1, -(-len(rows) // CALLS_PER_BATCH))
         batches = iter(processor(ray.data.from_items(rows, override_num_blocks=blocks)).iter_batches(
             batch_size=None, batch_format="pandas"))
         answered: set[int] = set()
