@@ -35,9 +35,11 @@ postgres:
 
 # three pytest workers on two cores, a test file each at a time, the longest files first (tests/conftest.py): many
 # tests wait (servers, subprocesses, Ray, a browser) more than they compute; with two workers the cores were busy 1.5
-# of 2 on average (10m49s), with three 9m39s, with four tests ran past their 300 s limit
+# of 2 on average (10m49s), with three 9m04s-10m08s, with four 11m01s (a test ran past its 300 s limit). One OpenMP
+# thread per process: with several workers on two cores, torch's OpenMP threads spin waiting for each other (measured
+# side by side, three workers: 12m48s of user CPU and 9m04s without it, 10m22s and 8m16s with it)
 test: $(STAMP) browser postgres
-	$(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder
 
 ui: $(STAMP)
 	$(BIN)/equal ui
