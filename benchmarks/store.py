@@ -226,7 +226,8 @@ def run_once(server, crawl_root: Path, folder: Path, existing: bool) -> dict:
             "single_ratio": (single["rows"] / single["seconds"]) / (sequential[0]["rows"] / sequential[0]["seconds"])}
 
 
-def report(title: str, runs: list[dict]) -> None:
+def report(title: str, runs: list[dict]) -> dict:
+    """Prints the runs' figures under ``title``; returns the run of median ratio."""
     median = sorted(runs, key=lambda r: r["concurrency_ratio"])[len(runs) // 2]
     rows = sum(r["rows"] for r in median["sequential"])
     print(f"\n### {title}")
@@ -258,6 +259,7 @@ def report(title: str, runs: list[dict]) -> None:
           f"median **{statistics.median(singles):.2f}x** (runs: {', '.join(f'{x:.2f}' for x in singles)}; goal >= "
           f"0.7x); the median run: DuckDB file {first['rows'] / first['seconds']:,.0f} rows/s, DuckLake "
           f"{median['single']['rows'] / median['single']['seconds']:,.0f} rows/s")
+    return median
 
 
 def run(server, crawl_root: Path, tmp_path: Path, round_documents: int, repeats: int) -> None:
@@ -268,9 +270,8 @@ def run(server, crawl_root: Path, tmp_path: Path, round_documents: int, repeats:
     for i in range(repeats):  # the two settings alternate, each run side by side
         for name in settings:
             runs[name].append(run_once(server, crawl_root, tmp_path / f"run-{name}-{i}", existing=name == "existing"))
-    for name, title in settings.items():
-        report(title, runs[name])
-    median = sorted(runs["existing"], key=lambda r: r["concurrency_ratio"])[len(runs["existing"]) // 2]
+    medians = {name: report(title, runs[name]) for name, title in settings.items()}
+    median = medians["existing"]  # a round's write, in the stores of that run
     lake = median["lake"]
     round_duck = _result(_spawn("--child-round", median["duck"], "", CRAWLS[0], str(round_documents)))
     round_lake = _result(_spawn("--child-round", f"ducklake:{lake.catalog}", lake.data_path, CRAWLS[0],
