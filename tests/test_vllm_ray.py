@@ -65,3 +65,11 @@ def test_engines_on_ray_load_the_model_once_for_ten_rounds_and_answer_in_order(f
     run = build_extractor(config, InMemoryResponseCache(), ray=RAY).extract([Document("c", "x"), Document("d", "y")])
     assert [r.status for r in run.results] == ["ok", "ok"]
     assert _starts(fake_vllm_on_ray) == RAY.workers + 1
+
+    # one engine (EQUAL_RAY_WORKERS=1), another model: 1 engine start for 10 rounds
+    one, other = RaySettings(workers=1), ExtractionConfig(backend="vllm", model="org/model-1b", max_retries=0)
+    for round_no in range(10):
+        docs = [Document(f"one-{round_no}-{i}", f"round {round_no}, document {i}") for i in range(3)]
+        run = build_extractor(other, InMemoryResponseCache(), ray=one).extract(docs)
+        assert [r.status for r in run.results] == ["ok"] * 3, [r.error for r in run.results]
+    assert _starts(fake_vllm_on_ray) == RAY.workers + 2
