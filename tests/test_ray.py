@@ -91,6 +91,7 @@ def test_rounds_on_ray_choose_the_same_documents_and_store_the_same_pairs(ray_lo
                                                                                       instance=instance)
                     meta = embedded.asset_materializations_for_node("embeddings")[0].metadata
                     assert meta["compute"].value == engine
+                    assert meta["dimension"].value == 384  # on Ray: read from the workers' vectors (no model here)
                     assert meta["embedded"].value == (40 if time_no == 1 else 0) and meta["stale_deleted"].value == 0
             with Store.open(paths.store, read_only=True) as store:
                 extractions = store.extractions().filter(store.extractions()["round_id"] != "round-0")

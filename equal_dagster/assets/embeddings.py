@@ -7,7 +7,7 @@ from equal_dagster.assets.embedder import embedder as embedder_asset
 from equal_dagster.assets.metadata import check_result, store_snapshot
 from equal_dagster.core.checks import crawl_embedded
 from equal_dagster.core.compute import embed_crawl_on_ray
-from equal_dagster.core.embedding import EmbedReport, describe_embedder, embed_crawl, progress_line
+from equal_dagster.core.embedding import EmbedReport, embed_crawl, progress_line, resolve_model
 from equal_dagster.partitions import crawls_partitions
 from equal_dagster.ray_job import job_spec
 from equal_dagster.resources.compute import ComputeResource
@@ -35,40 +35,44 @@ def embeddings(context: dg.AssetExecutionContext, store: StoreResource, embeddin
                compute: ComputeResource) -> dg.MaterializeResult:
     crawl_id = context.partition_key
     location, why = embedding_model.current_location()
-    model = embedding_model.load_current()
-    ray = compute.ray_settings()
-    where = (f"as a Ray job, {compute.workers} workers" if compute.submits_jobs else
+    resolved = resolve_model(location)
+    ray, job = compute.ray_settings(), compute.submits_jobs
+    where = (f"as a Ray job, {compute.workers} workers" if job else
              f"on Ray, {ray.workers} workers" if ray else "in this process")
-    context.log.info(f"embedding crawl {crawl_id} with {model.embedder_id} ({why}; {location}) {where}")
+    context.log.info(f"embedding crawl {crawl_id} with {resolved.embedder_id} ({why}; {location}) {where}")
 
     def log_progress(done: int, total: int, rate: float) -> None:
         context.log.info(progress_line(crawl_id, done, total, rate))
 
-    if compute.submits_jobs:  # the job opens the store itself: this process holds it only once the job is done
+    if job:  # the job opens the store itself: this process holds it only once the job is done
         report = EmbedReport(**compute.run_job(context, job_spec(
-            "embed", store.database, compute.job_settings(), crawl_id=crawl_id, embedder_id=model.embedder_id,
+            "embed", store.database, compute.job_settings(), crawl_id=crawl_id, embedder_id=resolved.embedder_id,
             embedder=embedding_model.current_spec())))
+    dimension = None
     with store.open_store() as db:
-        if ray is None and not compute.submits_jobs:
+        if ray is None and not job:  # the model loads here, and only here: on Ray each worker loads its own
+            model = embedding_model.load_current()
             report = embed_crawl(db, crawl_id, model, progress=log_progress)
-        elif not compute.submits_jobs:  # the model loads in each Ray worker: this process stages texts, loads vectors
-            report = embed_crawl_on_ray(db, crawl_id, embedding_model.current_loader(), model.embedder_id, ray,
+            dimension = model.dimension
+        elif not job:  # this process stages the texts and loads the vectors
+            report = embed_crawl_on_ray(db, crawl_id, embedding_model.current_loader(), resolved.embedder_id, ray,
                                         progress=log_progress)
         counts = db.embedding_counts(crawl_id)
-        embedded = crawl_embedded(db, crawl_id, model.embedder_id)
+        embedded = crawl_embedded(db, crawl_id, resolved.embedder_id)
         snapshot = store_snapshot(db)
+        if dimension is None:  # the workers' vectors say it
+            dimension = db.embedding_shape(resolved.embedder_id, crawl_id)[1] or None
     context.log.info(
         f"crawl {crawl_id}: {report.embedded:,} embedded, {report.already_embedded:,} already had a vector, "
         f"{report.stale_deleted:,} stale vectors deleted, {report.documents_per_second:,.1f} documents/s"
     )
-    info = describe_embedder(model)
     return dg.MaterializeResult(check_results=[check_result("every_document_embedded", embedded, blocking=True)], metadata={
-        "dagster/row_count": counts.get(model.embedder_id, 0),
+        "dagster/row_count": counts.get(resolved.embedder_id, 0),
         **snapshot,
-        "embedder_id": model.embedder_id,
-        "compute": "ray job" if compute.submits_jobs else compute.engine,
-        "embedder_source": info["source"],
-        "dimension": info["dimension"],
+        "embedder_id": resolved.embedder_id,
+        "compute": "ray job" if job else compute.engine,
+        "embedder_source": resolved.source,
+        "dimension": dimension,
         "embedded": report.embedded,
         "already_embedded": report.already_embedded,
         "stale_deleted": report.stale_deleted,

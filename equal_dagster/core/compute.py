@@ -68,6 +68,12 @@ class TextEmbedder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray: ...
 
 
+def _staging(settings: RaySettings, kind: str) -> Path:
+    """A new staging folder's path for one job of ``kind`` (created by the caller, deleted when the job ends), in
+    ``scratch_dir`` (a folder every node reads and writes) or the system's temporary folder."""
+    return Path(settings.scratch_dir or tempfile.gettempdir()) / f"equal-{kind}-{uuid.uuid4().hex[:12]}"
+
+
 @contextmanager
 def _rows_of(dataset: Any) -> Iterator[Iterator[dict[str, Any]]]:
     """The dataset's rows as they come; when the block ends, a failure included, its execution is stopped (the
@@ -104,12 +110,12 @@ class _EmbedWorker:
         vectors = np.asarray(self.embedder.encode([str(t) for t in batch["text"]]), dtype=np.float32)
         doc_ids = pa.array([str(d) for d in batch["doc_id"]], pa.string())
         vector_column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+        table = pa.table({"doc_id": doc_ids, "vector": vector_column})
         if self.store is not None:
-            self.store.insert_embedding_table(pa.table({"doc_id": doc_ids, "vector": vector_column}),
-                                              self.embedder_id, self.crawl_id)
+            self.store.insert_embedding_table(table, self.embedder_id, self.crawl_id)
             return {"shard": np.array([""]), "rows": np.array([len(vectors)])}
         path = os.path.join(self.shards, f"{uuid.uuid4().hex}.parquet")
-        pq.write_table(pa.table({"doc_id": doc_ids, "vector": vector_column}), path + ".tmp")
+        pq.write_table(table, path + ".tmp")
         os.replace(path + ".tmp", path)
         return {"shard": np.array([path]), "rows": np.array([len(vectors)])}
 
@@ -133,7 +139,7 @@ def embed_crawl_on_ray(
     began = time.perf_counter()
     stale = store.delete_stale_embeddings(crawl_id)
     already = store.embedding_counts(crawl_id).get(embedder_id, 0)
-    staging = Path(settings.scratch_dir or tempfile.gettempdir()) / f"equal-embed-{uuid.uuid4().hex[:12]}"
+    staging = _staging(settings, "embed")
     shards_dir = staging / "vectors"
     done, last = 0, began
     shards: list[str] = []
@@ -290,7 +296,7 @@ def cluster_on_ray(store: Store, embedder_id: str, params: Any, settings: RaySet
     centroids = c.train_centroids(sample, k, params.seed) if k > 1 else np.zeros((1, dimension), np.float32)
     del sample
     trained = time.perf_counter()
-    staging = Path(settings.scratch_dir or tempfile.gettempdir()) / f"equal-cluster-{uuid.uuid4().hex[:12]}"
+    staging = _staging(settings, "cluster")
     try:
         result = assign_on_ray(store, embedder_id, centroids, staging, settings, log=log)
         assigned = time.perf_counter()
@@ -330,7 +336,7 @@ def assign_new_on_ray(store: Store, clustering: dict, settings: RaySettings, *,
     summaries = store.cluster_summaries(clustering_id).to_dicts()
     existing = int(sum(row["size"] for row in summaries))
     centroids = np.asarray([row["centroid"] for row in summaries], dtype=np.float32)
-    staging = Path(settings.scratch_dir or tempfile.gettempdir()) / f"equal-assign-{uuid.uuid4().hex[:12]}"
+    staging = _staging(settings, "assign")
     try:
         result = assign_on_ray(store, embedder_id, centroids, staging, settings, outside_clustering=clustering_id,
                                log=log)

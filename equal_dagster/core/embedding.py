@@ -171,7 +171,3 @@ def embed_crawl(
             last = tick
     return EmbedReport(crawl_id, embedder.embedder_id, done, already, stale, time.perf_counter() - began)
 
-
-def describe_embedder(embedder: Any) -> dict[str, Any]:
-    return {"embedder_id": embedder.embedder_id, "source": embedder.resolved.source,
-            "location": embedder.resolved.location, "dimension": embedder.dimension}
