@@ -1,4 +1,5 @@
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,21 @@ def test_every_asset_has_its_data_rules_as_asset_checks():
     checked = {key.asset_key.to_user_string() for key in graph.asset_check_keys}
     assets = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert checked == assets, assets - checked
+
+
+def test_the_package_sets_openblas_thread_timeout_before_numpy_can_load():
+    """Importing equal_dagster sets OPENBLAS_THREAD_TIMEOUT (idle OpenBLAS threads spin 2^24 cycles, not 2^28: see
+    the package's docstring) before numpy is loaded, so that numpy's OpenBLAS reads it; a user's own value wins."""
+    code = ("import os, sys, equal_dagster; from equal_dagster.core import store; "
+            "print(os.environ['OPENBLAS_THREAD_TIMEOUT'], 'numpy' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+
+    def run(**extra: str) -> list[str]:
+        return subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True,
+                              check=True).stdout.split()
+
+    assert run() == ["24", "True"]  # the store loads numpy (with pyarrow), after the package set the default
+    assert run(OPENBLAS_THREAD_TIMEOUT="28") == ["28", "True"]
+    first = subprocess.run([sys.executable, "-c", "import sys, equal_dagster; print('numpy' in sys.modules)"],
+                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert first == "False"

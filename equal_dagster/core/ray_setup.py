@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 ENGINES = ("local", "ray")
-# What a Ray worker needs from the driver's environment: offline hubs, the BLAS fix, the console's quiet.
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OPENBLAS_CORETYPE", "TQDM_DISABLE", "PYTHONPATH")
+# What a Ray worker needs from the driver's environment: offline hubs, the BLAS fixes (the second set by the package's
+# __init__, here from the worker's start, before Ray loads numpy), the console's quiet.
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OPENBLAS_CORETYPE", "OPENBLAS_THREAD_TIMEOUT", "TQDM_DISABLE",
+                 "PYTHONPATH")
 
 
 @dataclass(frozen=True)
