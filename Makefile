@@ -47,6 +47,8 @@ ui: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/store.py
+	$(BIN)/python benchmarks/lake_maintenance.py
+	$(BIN)/python benchmarks/openblas.py
 	$(BIN)/python benchmarks/harvest.py
 	$(BIN)/python benchmarks/extraction.py
 	$(BIN)/python benchmarks/faults.py

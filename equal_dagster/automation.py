@@ -186,3 +186,38 @@ def dead_run_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     if released:
         return dg.SkipReason(f"released {len(released)} dead run(s): " + ", ".join(d.run_id for d in released))
     return dg.SkipReason("no dead run")
+
+
+@dg.op(
+    pool="duckdb",
+    description=(
+        "Keeps the store's reads fast as writes accumulate (Store.maintain): on DuckLake, merges each table's small "
+        "files (every append and every round adds some; a read opens them all) and deletes, a day later, the files "
+        "merged away; every snapshot stays readable (`equal lineage --as-of`). On a DuckDB file, a checkpoint."
+    ),
+)
+def maintain_store(context: dg.OpExecutionContext, store: StoreResource) -> dg.Output[dict]:
+    with store.open_store() as db:
+        report = db.maintain()
+    context.log.info(report.describe())
+    metadata = {"store": report.store, "seconds": round(report.seconds, 2), "files_deleted": report.files_deleted}
+    if report.data_files_before is not None:
+        metadata |= {"data_files_before": report.data_files_before, "data_files_after": report.data_files_after}
+    return dg.Output(dict(metadata), metadata=metadata)
+
+
+@dg.job(description="Store maintenance: merge a DuckLake store's small files, delete the ones merged away.")
+def store_maintenance():
+    maintain_store()
+
+
+def store_maintenance_schedule(lake: bool) -> dg.ScheduleDefinition:
+    """Nightly maintenance: running by default on a DuckLake store, whose reads slow down as small files pile up
+    (docs/benchmarks.md), stopped on a DuckDB file, which checkpoints on its own."""
+    return dg.ScheduleDefinition(
+        name="store_maintenance_schedule",
+        job=store_maintenance,
+        cron_schedule="30 4 * * *",
+        default_status=dg.DefaultScheduleStatus.RUNNING if lake else dg.DefaultScheduleStatus.STOPPED,
+        description="Every night at 04:30, the store_maintenance job. On by default with a DuckLake store.",
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -23,6 +24,7 @@ from equal_dagster.core.bandit import POLICIES, BanditParams
 from equal_dagster.core.ray_setup import ENGINES
 from equal_dagster.core.export import FORMATS
 from equal_dagster.core.settings import EqualPaths
+from equal_dagster.core.store import MAINTENANCE_DELETE_AFTER_S
 from equal_dagster.core.warmup import WARMUP_FRACTION
 from equal_dagster.errors import HeadlessRunError, UsageError
 from equal_dagster.logs import (
@@ -258,6 +260,18 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from equal_dagster.core.store import Store, store_exists
+
+    paths = _paths(args)
+    if not store_exists(paths.store):
+        raise UsageError(f"no store at {paths.store}: materialize the corpus first (or check EQUAL_STORE)")
+    with Store.open(paths.store, wait_s=READER_WAIT_S) as store:
+        report = store.maintain(delete_after_s=args.delete_after_hours * 3600)
+    print(json.dumps(dataclasses.asdict(report)) if args.json else report.describe())
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from equal_dagster.instance import prepare_dagster_home, serve_ui
 
@@ -356,12 +370,19 @@ def _parser() -> argparse.ArgumentParser:
                                               "the duckdb pool (every `equal` command does this first)")
     recover.set_defaults(func=cmd_recover)
 
+    maintain = sub.add_parser("maintain", help="keep a DuckLake store's reads fast: merge its small files and delete "
+                                                "the ones merged away (nightly by the store_maintenance schedule); "
+                                                "on a DuckDB file, a checkpoint")
+    maintain.add_argument("--delete-after-hours", type=float, default=MAINTENANCE_DELETE_AFTER_S / 3600,
+                          help="delete files DuckLake no longer reads once this old (default %(default)g)")
+    maintain.set_defaults(func=cmd_maintain)
+
     ui = sub.add_parser("ui", help="start the Dagster UI on 127.0.0.1 with this home's persistent instance")
     ui.add_argument("--port", type=_positive_int, default=3000)
     ui.set_defaults(func=cmd_ui)
 
     # --home, --json and --debug also after the command (equal run ... --home DIR)
-    for command in (demo, run, rounds, estimate, lineage, export, recover, ui):
+    for command in (demo, run, rounds, estimate, lineage, export, recover, maintain, ui):
         command.add_argument("--home", default=argparse.SUPPRESS, help="EQUAL_HOME for this command")
         command.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                              help="machine-readable output, errors included")

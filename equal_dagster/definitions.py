@@ -28,6 +28,8 @@ from equal_dagster.automation import (
     new_crawl_sensor,
     next_round_sensor,
     reextraction_schedule,
+    store_maintenance,
+    store_maintenance_schedule,
     warmup_job,
 )
 from equal_dagster.checks import ASSET_CHECKS
@@ -202,9 +204,9 @@ def build_definitions(paths: EqualPaths | None = None, llm: ExtractionResource |
                 eval_scores],
         asset_checks=ASSET_CHECKS,
         jobs=[ingest_crawl_job, warmup_job, embedder_job, embed_crawl_job, clusters_job, bandit_round_job, dataset_job,
-              fine_tune_job, evaluate_job],
+              fine_tune_job, evaluate_job, store_maintenance],
         sensors=[new_crawl_sensor, next_round_sensor, dead_run_sensor],
-        schedules=[reextraction_schedule],
+        schedules=[reextraction_schedule, store_maintenance_schedule(isinstance(paths.store, LakeLocation))],
         loggers=LOGGERS,  # the headless commands' console and log file; a run from the UI keeps Dagster's own
         resources={
             "store": StoreResource(database=_store_database(paths)),

@@ -25,6 +25,7 @@ def one_line(capsys) -> str:
     (["run", "--crawl-dir", "c", "--reference", "r", "--policy", "ucb"], "argument --policy: invalid choice: 'ucb'"),
     (["export", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["maintain", "--delete-after-hours", "soon"], "argument --delete-after-hours: invalid float value: 'soon'"),
 ])
 def test_an_argument_mistake_is_one_line_and_exit_2(argv, says, capsys, tmp_path):
     assert main(["--home", str(tmp_path / "h")] + argv) == 2
@@ -59,7 +60,7 @@ def test_errors_are_json_with_json_and_commands_without_a_store_say_so(tmp_path,
     assert main(["--home", home, "--json", "rounds", "0"]) == 2
     error = json.loads(capsys.readouterr().out)
     assert error["exit_code"] == 2 and "positive integer" in error["error"] and error["command"] == "rounds"
-    for argv in (["rounds", "1"], ["export"], ["lineage", "qa-1"], ["estimate"]):
+    for argv in (["rounds", "1"], ["export"], ["lineage", "qa-1"], ["estimate"], ["maintain"]):
         assert main(["--home", home] + argv + ["--json"]) == 2
         error = json.loads(capsys.readouterr().out)
         assert error["command"] == argv[0] and "no store at" in error["error"], error
@@ -139,3 +140,17 @@ def test_a_bad_setting_in_the_environment_is_the_users_mistake(tmp_path, capsys,
         line = one_line(capsys)
         assert f"{variable}={value!r}: " in line and says in line, line
         monkeypatch.delenv(variable)
+
+
+def test_maintain_checkpoints_a_duckdb_file_store(tmp_path, capsys):
+    from equal_dagster.core.store import Store
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with Store.open(home / "equal.duckdb"):
+        pass
+    assert main(["--home", str(home), "maintain"]) == 0
+    assert capsys.readouterr().out.startswith("DuckDB file checkpointed in ")
+    assert main(["--home", str(home), "maintain", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["store"] == "duckdb" and report["files_deleted"] == 0

@@ -387,3 +387,72 @@ def test_a_missing_file_catalog_is_no_store_passwords_never_show_and_duplicate_v
                                "VALUES ('d1', 'e', 'c1', [1.0, 0.0], now())")
         assert store.conn.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 2
         assert store.embedding_vectors(["d1"], "e").shape == (1, 2)
+
+
+def test_maintenance_merges_small_files_deletes_replaced_ones_and_every_snapshot_still_reads_as_it_was(postgres,
+                                                                                                      tmp_path):
+    """Store.maintain on DuckLake: the current snapshot reads fewer, larger files; the files the merge replaced are
+    deleted only once older than the delay; every snapshot an asset version recorded reads the same rows after it
+    (``equal lineage --as-of``); writing goes on. On a DuckDB file it checkpoints."""
+    lake = postgres.new_lake(tmp_path / "lake")
+
+    def parquet_files() -> int:
+        return sum(1 for _ in (tmp_path / "lake").rglob("*.parquet"))
+
+    ids = [f"d{i:02d}" for i in range(12)]  # more rows than DuckLake inlines in its catalog: each write is a file
+    with Store.open(lake) as store:
+        snapshots = []
+        for i in range(6):  # one partition replaced (deleted rows), another added: small files accumulate
+            with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+                writer.insert("documents", doc_rows("c1", ids, text=f"v{i}"))
+            with store.replace_partition("crawl_id", f"n{i}", ["documents"]) as writer:
+                writer.insert("documents", doc_rows(f"n{i}", [f"{x}-{i}" for x in ids]))
+            snapshots.append(store.snapshot_id())
+        current = store.documents().sort("doc_id")
+        on_disk = parquet_files()
+        kept = store.maintain()  # the default delay: nothing just replaced is deleted yet
+        assert kept.data_files_after < kept.data_files_before and kept.files_deleted == 0
+        assert parquet_files() > on_disk  # the merged files, beside the ones they replace
+        report = store.maintain(delete_after_s=0)
+        assert report.files_deleted > 0 and parquet_files() < on_disk
+        assert report.data_files_after <= kept.data_files_after and "data files" in report.describe()
+        assert store.documents().sort("doc_id").equals(current)
+        with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
+            writer.insert("documents", doc_rows("c1", ids, text="after"))
+        assert sorted(set(store.documents(crawl_id="c1")["text"].str.slice(0, 5))) == ["after"]
+    for i, snapshot in enumerate(snapshots):
+        with Store.open(lake, read_only=True, snapshot=snapshot) as then:
+            seen = then.documents()
+            assert seen.height == 12 * (i + 2)
+            assert set(seen.filter(pl.col("crawl_id") == "c1")["text"].str.slice(0, 2)) == {f"v{i}"}
+    with Store.open(tmp_path / "s.duckdb") as file_store:
+        assert file_store.maintain().describe().startswith("DuckDB file checkpointed")
+
+
+def test_the_store_maintenance_job_runs_on_ducklake_and_its_schedule_is_on_only_there(postgres, tmp_path, paths,
+                                                                                    monkeypatch):
+    from equal_dagster.automation import maintain_store
+    from equal_dagster.definitions import build_definitions
+
+    monkeypatch.delenv("EQUAL_STORE", raising=False)
+    file_defs = build_definitions(paths)
+    assert file_defs.resolve_schedule_def("store_maintenance_schedule").default_status == \
+        dg.DefaultScheduleStatus.STOPPED
+    lake = postgres.new_lake(tmp_path / "lake")
+    with Store.open(lake) as store:
+        for i in range(8):  # 8 files (12 rows each: more than DuckLake inlines in its catalog)
+            with store.replace_partition("crawl_id", f"c{i}", ["documents"]) as writer:
+                writer.insert("documents", doc_rows(f"c{i}", [f"d{i}-{n:02d}" for n in range(12)]))
+    monkeypatch.setenv("EQUAL_STORE", f"ducklake:{lake.catalog}")
+    lake_defs = build_definitions(paths)
+    assert lake_defs.resolve_schedule_def("store_maintenance_schedule").default_status == \
+        dg.DefaultScheduleStatus.RUNNING
+    job = lake_defs.resolve_job_def("store_maintenance")
+    assert maintain_store.pool == "duckdb"  # a writer: it takes a slot of the writers' pool
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(instance=instance)
+    assert result.success
+    report = result.output_for_node("maintain_store")
+    assert report["store"] == "ducklake" and report["data_files_after"] < report["data_files_before"] == 8
+    with Store.open(lake, read_only=True) as after:
+        assert after.documents().height == 8 * 12

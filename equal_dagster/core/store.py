@@ -650,6 +650,29 @@ def _without_constraints(statement: str) -> str:
     return _PRIMARY_KEY_CLAUSE.sub("", statement)
 
 
+# How long a file DuckLake no longer reads (replaced by a merge, or never committed) is kept before maintenance
+# deletes it: longer than any read or write under way may still use it.
+MAINTENANCE_DELETE_AFTER_S = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    """What :meth:`Store.maintain` did: the store's kind, the Parquet files the current snapshot reads before and
+    after (None on a DuckDB file), the files deleted from the data path, and the seconds it took."""
+
+    store: str
+    data_files_before: int | None
+    data_files_after: int | None
+    files_deleted: int
+    seconds: float
+
+    def describe(self) -> str:
+        if self.data_files_before is None:
+            return f"DuckDB file checkpointed in {self.seconds:.1f} s"
+        return (f"DuckLake: {self.data_files_before:,} -> {self.data_files_after:,} data files, "
+                f"{self.files_deleted:,} replaced or orphaned files deleted, in {self.seconds:.1f} s")
+
+
 @dataclass(frozen=True)
 class CrawlCounts:
     crawl_id: str
@@ -1137,6 +1160,47 @@ class Store:
                 f"DELETE FROM {table}_rows WHERE write_id NOT IN "
                 f"(SELECT write_id FROM partition_writes WHERE table_name = '{table}')"
             )
+
+    # -- maintenance -----------------------------------------------------------------------------------
+    def maintain(self, *, delete_after_s: float = MAINTENANCE_DELETE_AFTER_S) -> MaintenanceReport:
+        """Keep reads fast as writes accumulate (see :class:`MaintenanceReport`). On DuckLake, DuckLake's own
+        maintenance, minus what would cut time travel (``equal lineage --as-of`` reads old snapshots):
+
+        1. ``ducklake_flush_inlined_data``: small writes kept in the catalog (partition bookkeeping, a round's few
+           rows) move to Parquet;
+        2. ``ducklake_merge_adjacent_files``: each table's small files merge into larger ones (every append, a
+           round's write included, adds files; a read opens them all); old snapshots keep reading their rows from
+           the merged files;
+        3. ``ducklake_cleanup_old_files`` and ``ducklake_delete_orphaned_files``: files the merges replaced, and
+           files no snapshot refers to (a writer killed before its commit), once older than ``delete_after_s``, so
+           that no read or write under way can still need them.
+
+        Snapshots are not expired and files with deleted rows not rewritten (both would end time travel to the
+        snapshots they drop). Safe while other runs write: a step that loses a commit to a concurrent writer is
+        retried. On a DuckDB file: a CHECKPOINT (DuckDB otherwise checkpoints on its own)."""
+        self._check_writable()
+        started = time.monotonic()
+        if not self.lake:
+            self.conn.execute("CHECKPOINT")
+            return MaintenanceReport("duckdb", None, None, 0, time.monotonic() - started)
+        before = self._current_data_files()
+        catalog = _literal(LAKE_CATALOG)
+        older_than = f"now() - INTERVAL {max(0, int(delete_after_s))} SECOND"
+        self._retrying("flushing inlined data", lambda: self.conn.execute(
+            f"CALL ducklake_flush_inlined_data({catalog})").fetchall())
+        self._retrying("merging small files", lambda: self.conn.execute(
+            f"CALL ducklake_merge_adjacent_files({catalog})").fetchall())
+        deleted = len(self._retrying("deleting replaced files", lambda: self.conn.execute(
+            f"CALL ducklake_cleanup_old_files({catalog}, older_than => {older_than})").fetchall()))
+        deleted += len(self._retrying("deleting orphaned files", lambda: self.conn.execute(
+            f"CALL ducklake_delete_orphaned_files({catalog}, older_than => {older_than})").fetchall()))
+        return MaintenanceReport("ducklake", before, self._current_data_files(), deleted, time.monotonic() - started)
+
+    def _current_data_files(self) -> int:
+        """Parquet files the current snapshot reads, over every table."""
+        return self.conn.execute(
+            f"SELECT count(*) FROM __ducklake_metadata_{LAKE_CATALOG}.ducklake_data_file WHERE end_snapshot IS NULL"
+        ).fetchone()[0]
 
     def _check_writable(self) -> None:
         if self.read_only:
