@@ -374,7 +374,8 @@ def _parser() -> argparse.ArgumentParser:
                                                 "the ones merged away (nightly by the store_maintenance schedule); "
                                                 "on a DuckDB file, a checkpoint")
     maintain.add_argument("--delete-after-hours", type=float, default=MAINTENANCE_DELETE_AFTER_S / 3600,
-                          help="delete files DuckLake no longer reads once this old (default %(default)g)")
+                          help="delete files DuckLake no longer reads once this old (default %(default)g; 0 deletes "
+                               "them at once: only while nothing else reads or writes the store)")
     maintain.set_defaults(func=cmd_maintain)
 
     ui = sub.add_parser("ui", help="start the Dagster UI on 127.0.0.1 with this home's persistent instance")

@@ -625,10 +625,13 @@ def _is_lake(conn: duckdb.DuckDBPyConnection) -> bool:
 
 
 def _is_commit_conflict(exc: BaseException) -> bool:
-    """A DuckLake commit that lost to a concurrent writer's (worth retrying: nothing was written)."""
+    """A DuckLake commit that lost to a concurrent writer's (worth retrying: nothing was written), DuckLake's own or
+    the Postgres catalog's serialization failure (SQLSTATE 40001: maintenance flushing inlined rows that a writer
+    updates at the same moment, or the other way round)."""
     text = str(exc)
     return isinstance(exc, duckdb.Error) and ("Transaction conflict" in text
-                                              or "Failed to commit DuckLake transaction" in text)
+                                              or "Failed to commit DuckLake transaction" in text
+                                              or "could not serialize access" in text)
 
 
 class StoreConflict(StoreError):
