@@ -1,5 +1,5 @@
 """What numpy's OpenBLAS threads cost while they wait, at OpenBLAS's own spin (OPENBLAS_THREAD_TIMEOUT=28: 2^28
-cycles) and at the package's default (24), side by side in one run:
+cycles) and at the package's default (equal_dagster.OPENBLAS_THREAD_TIMEOUT), side by side in one run:
 
 1. a process that imports pyarrow (and so numpy, as an ingest does) and never calls BLAS: the CPU of its threads
    other than the main one (read from /proc), 0.5 s after the import;
@@ -22,7 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-TIMEOUTS = ("28", "24")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from equal_dagster import OPENBLAS_THREAD_TIMEOUT  # noqa: E402  (each child below sets the variable itself)
+
+OPENBLAS_DEFAULT = "28"  # OpenBLAS's own THREAD_TIMEOUT (2^28 cycles)
+TIMEOUTS = (OPENBLAS_DEFAULT, OPENBLAS_THREAD_TIMEOUT)
 
 
 def other_threads_cpu_s() -> float:
@@ -82,7 +86,7 @@ def main() -> None:
         def median(key: str) -> float:
             return statistics.median(r[key] for r in results)
 
-        label = f"{timeout} ({'OpenBLAS' if timeout == '28' else 'equal_dagster'}'s default)"
+        label = f"{timeout} ({'OpenBLAS' if timeout == OPENBLAS_DEFAULT else 'equal_dagster'}'s default)"
         print(f"| {label} | {median('idle_threads_cpu_s'):.2f} | {median('back_to_back_s') * 1000:.0f} | "
               f"{median('intermittent_s') * 1000:.0f} | {median('intermittent_cpu_s') * 1000:.0f} |")
 

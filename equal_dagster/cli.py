@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -306,6 +307,16 @@ def _positive_int(text: str) -> int:
 _positive_int.__name__ = "positive integer"  # argparse's message: "invalid positive integer value: '0'"
 
 
+def _hours(text: str) -> float:
+    value = float(text)
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(text)
+    return value
+
+
+_hours.__name__ = "number of hours"  # "invalid number of hours value: '-1'"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="equal", description="EQUAL on Dagster: instruction data from web crawls.")
     parser.add_argument("--home", help="EQUAL_HOME for this command (default: $EQUAL_HOME or ./.equal)")
@@ -373,7 +384,7 @@ def _parser() -> argparse.ArgumentParser:
     maintain = sub.add_parser("maintain", help="keep a DuckLake store's reads fast: merge its small files and delete "
                                                 "the ones merged away (nightly by the store_maintenance schedule); "
                                                 "on a DuckDB file, a checkpoint")
-    maintain.add_argument("--delete-after-hours", type=float, default=MAINTENANCE_DELETE_AFTER_S / 3600,
+    maintain.add_argument("--delete-after-hours", type=_hours, default=MAINTENANCE_DELETE_AFTER_S / 3600,
                           help="delete files DuckLake no longer reads once this old (default %(default)g; 0 deletes "
                                "them at once: only while nothing else reads or writes the store)")
     maintain.set_defaults(func=cmd_maintain)

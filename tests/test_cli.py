@@ -25,7 +25,9 @@ def one_line(capsys) -> str:
     (["run", "--crawl-dir", "c", "--reference", "r", "--policy", "ucb"], "argument --policy: invalid choice: 'ucb'"),
     (["export", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
-    (["maintain", "--delete-after-hours", "soon"], "argument --delete-after-hours: invalid float value: 'soon'"),
+    (["maintain", "--delete-after-hours", "soon"], "argument --delete-after-hours: invalid number of hours value"),
+    (["maintain", "--delete-after-hours", "-1"], "argument --delete-after-hours: invalid number of hours value"),
+    (["maintain", "--delete-after-hours", "nan"], "argument --delete-after-hours: invalid number of hours value"),
 ])
 def test_an_argument_mistake_is_one_line_and_exit_2(argv, says, capsys, tmp_path):
     assert main(["--home", str(tmp_path / "h")] + argv) == 2

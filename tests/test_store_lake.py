@@ -415,6 +415,8 @@ def test_maintenance_merges_small_files_deletes_replaced_ones_and_every_snapshot
         assert parquet_files() > on_disk  # the merged files, beside the ones they replace
         report = store.maintain(delete_after_s=0)
         assert report.files_deleted > 0 and parquet_files() < on_disk
+        with pytest.raises(ValueError, match="0 or more"):
+            store.maintain(delete_after_s=-1)
         assert report.data_files_after <= kept.data_files_after and "data files" in report.describe()
         assert store.documents().sort("doc_id").equals(current)
         with store.replace_partition("crawl_id", "c1", ["documents"]) as writer:
@@ -434,22 +436,37 @@ def test_maintenance_while_others_write_loses_nothing(postgres, tmp_path):
     writes rounds: merges that meet a concurrent commit are retried on either side, and every row is where it was."""
     lake = postgres.new_lake(tmp_path / "lake")
     with Store.open(lake) as store:
-        writers = [_writer(lake, {"crawls": [[f"crawl-{w}", 300, 3], [f"crawl-{w}", 300, 2]], "tag": f"w{w}"})
-                   for w in range(2)] + [_writer(lake, {"rounds": [1, 2, 3]})]
-        maintained = []
-        while any(w.poll() is None for w in writers) or not maintained:
+        writers = [_writer(lake, {"crawls": [[f"crawl-{w}", 400, 4], [f"crawl-{w}", 400, 2]], "tag": f"w{w}"})
+                   for w in range(2)] + [_writer(lake, {"rounds": [1, 2, 3, 4]})]
+        maintained, overlapped = [], 0
+        deadline = time.monotonic() + 240
+        while any(w.poll() is None for w in writers) and time.monotonic() < deadline:
+            overlapped += 1  # a pass that starts while a writer writes (the writers take seconds)
             maintained.append(store.maintain(delete_after_s=3600))
-    for writer in writers:
-        out, err = writer.communicate(timeout=240)
-        assert writer.returncode == 0, err[-3000:]
+        for writer in writers:
+            out, err = writer.communicate(timeout=240)
+            assert writer.returncode == 0, err[-3000:]
+        assert overlapped >= 1
+        final = store.maintain(delete_after_s=3600)  # once the writers are done (merging is tested above)
+        assert final.data_files_after <= final.data_files_before
     with Store.open(lake, read_only=True) as store:
         docs = store.documents()
-        assert docs.height == 600 and docs["doc_id"].n_unique() == 600
+        assert docs.height == 800 and docs["doc_id"].n_unique() == 800
         assert sorted(docs["crawl_id"].unique().to_list()) == ["crawl-0", "crawl-1"]
-        assert store.rounds()["round_no"].to_list() == [1, 2, 3] and store.qa_pairs().height == 15
-        assert rows_stored(store) == 600  # the re-ingests' replaced rows deleted, nothing duplicated by a merge
+        assert store.rounds()["round_no"].to_list() == [1, 2, 3, 4] and store.qa_pairs().height == 20
+        assert rows_stored(store) == 800  # the re-ingests' replaced rows deleted, nothing duplicated by a merge
     print(f"{len(maintained)} maintenance passes during the writes: "
-          + "; ".join(r.describe() for r in maintained[:3]))
+          + "; ".join(r.describe() for r in maintained[:3]) + f"; then {final.describe()}")
+
+
+def test_a_postgres_serialization_failure_is_a_commit_conflict_to_retry():
+    from equal_dagster.core.store import _is_commit_conflict
+
+    assert _is_commit_conflict(duckdb.Error('Failed to execute query "DELETE FROM ..." : ERROR:  could not serialize '
+                                            'access due to concurrent update'))
+    assert _is_commit_conflict(duckdb.Error("Transaction conflict: cannot add data to table documents_rows"))
+    assert not _is_commit_conflict(duckdb.Error("Catalog Error: Table with name nowhere does not exist!"))
+    assert not _is_commit_conflict(ValueError("could not serialize access"))  # only DuckDB's errors
 
 
 def test_the_store_maintenance_job_runs_on_ducklake_and_its_schedule_is_on_only_there(postgres, tmp_path, paths,

@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import random
 import re
@@ -653,8 +654,8 @@ def _without_constraints(statement: str) -> str:
     return _PRIMARY_KEY_CLAUSE.sub("", statement)
 
 
-# How long a file DuckLake no longer reads (replaced by a merge, or never committed) is kept before maintenance
-# deletes it: longer than any read or write under way may still use it.
+# How long a file DuckLake no longer reads (replaced by a merge) is kept before maintenance deletes it: longer than any
+# read under way may still use it.
 MAINTENANCE_DELETE_AFTER_S = 24 * 3600.0
 
 
@@ -673,7 +674,7 @@ class MaintenanceReport:
         if self.data_files_before is None:
             return f"DuckDB file checkpointed in {self.seconds:.1f} s"
         return (f"DuckLake: {self.data_files_before:,} -> {self.data_files_after:,} data files, "
-                f"{self.files_deleted:,} replaced or orphaned files deleted, in {self.seconds:.1f} s")
+                f"{self.files_deleted:,} replaced files deleted, in {self.seconds:.1f} s")
 
 
 @dataclass(frozen=True)
@@ -1167,20 +1168,24 @@ class Store:
     # -- maintenance -----------------------------------------------------------------------------------
     def maintain(self, *, delete_after_s: float = MAINTENANCE_DELETE_AFTER_S) -> MaintenanceReport:
         """Keep reads fast as writes accumulate (see :class:`MaintenanceReport`). On DuckLake, DuckLake's own
-        maintenance, minus what would cut time travel (``equal lineage --as-of`` reads old snapshots):
+        maintenance, minus what would cut time travel (``equal lineage --as-of`` reads old snapshots), table by table
+        (a step that loses a commit to a concurrent writer is retried, and only that table's step is redone):
 
         1. ``ducklake_flush_inlined_data``: small writes kept in the catalog (partition bookkeeping, a round's few
            rows) move to Parquet;
-        2. ``ducklake_merge_adjacent_files``: each table's small files merge into larger ones (every append, a
+        2. ``ducklake_merge_adjacent_files``: the table's small files merge into larger ones (every append, a
            round's write included, adds files; a read opens them all); old snapshots keep reading their rows from
            the merged files;
-        3. ``ducklake_cleanup_old_files`` and ``ducklake_delete_orphaned_files``: files the merges replaced, and
-           files no snapshot refers to (a writer killed before its commit), once older than ``delete_after_s``, so
-           that no read or write under way can still need them.
+        3. ``ducklake_cleanup_old_files``: the files the merges replaced, once older than ``delete_after_s``, so that
+           no read under way can still need them.
 
         Snapshots are not expired and files with deleted rows not rewritten (both would end time travel to the
-        snapshots they drop). Safe while other runs write: a step that loses a commit to a concurrent writer is
-        retried. On a DuckDB file: a CHECKPOINT (DuckDB otherwise checkpoints on its own)."""
+        snapshots they drop). Orphaned files (written by a writer killed before its commit) are left: DuckLake's
+        ``ducklake_delete_orphaned_files`` takes every Parquet file under the data path that this catalog does not
+        know for one, another store's too when two share a data path. On a DuckDB file: a CHECKPOINT (DuckDB
+        otherwise checkpoints on its own)."""
+        if not (delete_after_s >= 0 and math.isfinite(delete_after_s)):
+            raise ValueError(f"delete_after_s must be a finite number of seconds, 0 or more, not {delete_after_s!r}")
         self._check_writable()
         started = time.monotonic()
         if not self.lake:
@@ -1188,15 +1193,16 @@ class Store:
             return MaintenanceReport("duckdb", None, None, 0, time.monotonic() - started)
         before = self._current_data_files()
         catalog = _literal(LAKE_CATALOG)
-        older_than = f"now() - INTERVAL {max(0, int(delete_after_s))} SECOND"
-        self._retrying("flushing inlined data", lambda: self.conn.execute(
-            f"CALL ducklake_flush_inlined_data({catalog})").fetchall())
-        self._retrying("merging small files", lambda: self.conn.execute(
-            f"CALL ducklake_merge_adjacent_files({catalog})").fetchall())
+        tables = [row[0] for row in self.conn.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? ORDER BY 1", [LAKE_CATALOG]).fetchall()]
+        for table in tables:
+            self._retrying(f"flushing the inlined rows of {table}", lambda table=table: self.conn.execute(
+                f"CALL ducklake_flush_inlined_data({catalog}, table_name => {_literal(table)})").fetchall())
+            self._retrying(f"merging the small files of {table}", lambda table=table: self.conn.execute(
+                f"CALL ducklake_merge_adjacent_files({catalog}, {_literal(table)})").fetchall())
+        older_than = f"now() - INTERVAL {int(delete_after_s)} SECOND"
         deleted = len(self._retrying("deleting replaced files", lambda: self.conn.execute(
             f"CALL ducklake_cleanup_old_files({catalog}, older_than => {older_than})").fetchall()))
-        deleted += len(self._retrying("deleting orphaned files", lambda: self.conn.execute(
-            f"CALL ducklake_delete_orphaned_files({catalog}, older_than => {older_than})").fetchall()))
         return MaintenanceReport("ducklake", before, self._current_data_files(), deleted, time.monotonic() - started)
 
     def _current_data_files(self) -> int:
