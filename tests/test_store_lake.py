@@ -496,3 +496,22 @@ def test_the_store_maintenance_job_runs_on_ducklake_and_its_schedule_is_on_only_
     assert report["store"] == "ducklake" and report["data_files_after"] < report["data_files_before"] == 8
     with Store.open(lake, read_only=True) as after:
         assert after.documents().height == 8 * 12
+
+
+def test_a_writer_that_finds_the_schema_claimed_but_never_migrated_migrates_after_waiting(postgres, tmp_path,
+                                                                                          monkeypatch):
+    """Writers opening a new lake at once let the one that created schema_version migrate; if that one died before
+    committing its migration (the table empty), the next writer waits LAKE_MIGRATION_WAIT_S and migrates itself."""
+    from equal_dagster.core import store as store_module
+    from equal_dagster.core.store import connect_lake
+
+    lake = postgres.new_lake(tmp_path / "lake")
+    conn = connect_lake(lake)  # a writer that claimed the schema and died
+    conn.execute("CREATE TABLE schema_version (version INTEGER, applied_at TIMESTAMP NOT NULL)")
+    conn.close()
+    monkeypatch.setattr(store_module, "LAKE_MIGRATION_WAIT_S", 0.3)
+    with Store.open(lake) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    with Store.open(lake) as again:  # an existing store: opened at once, nothing to wait for
+        assert again.schema_version() == SCHEMA_VERSION

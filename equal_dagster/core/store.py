@@ -550,6 +550,13 @@ def _load_extension(conn: duckdb.DuckDBPyConnection, name: str) -> None:
                          f"({str(exc).splitlines()[0]})") from exc
 
 
+# How long a writer that finds another creating a new DuckLake store's schema waits for it (Store._migrate) before
+# migrating itself.
+LAKE_MIGRATION_WAIT_S = 30.0
+_SCHEMA_VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                         "applied_at TIMESTAMP NOT NULL)")
+
+
 LAKE_WRITERS = 4  # runs writing to a DuckLake store at once, unless EQUAL_STORE_WRITERS says
 
 
@@ -940,14 +947,36 @@ class Store:
     def _migrate(self) -> None:
         # Several writers may open a new or older DuckLake store at once: the loser of a conflicting migration
         # retries, and finds the work done.
+        if self.lake:
+            self._wait_for_a_concurrent_creation()
         self._retrying("migrating the schema", self._migrate_once, in_transaction=False)
         if not self.lake:  # on DuckLake other writers' rows may be under way: Store.delete_unfinished_writes
             self._delete_unfinished_writes()
 
+    def _wait_for_a_concurrent_creation(self) -> None:
+        """On a new DuckLake store that several writers open at once, one creates the schema and the others wait for
+        it, instead of each building the whole migration (0.3 s of CPU) only to lose its commit. The claim is
+        creating ``schema_version``, a commit of its own that only one writer can make; a writer that finds the table
+        created but no version in it yet polls the version (a cheap read) until the creator's migration is
+        committed, for up to :data:`LAKE_MIGRATION_WAIT_S` (a creator that died: then it migrates itself). A store
+        that has a version already (an upgrade) migrates as before."""
+        try:
+            self.conn.execute(self._sql(_SCHEMA_VERSION_TABLE.replace(" IF NOT EXISTS", "")))
+            return  # this writer creates the schema
+        except duckdb.Error as exc:
+            if not (_is_commit_conflict(exc) or "already exists" in str(exc)):
+                raise
+        deadline = time.monotonic() + LAKE_MIGRATION_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                if self.schema_version() >= 1:  # the creator's migration committed, or an older store's version
+                    return
+            except duckdb.Error:  # the table not visible to this snapshot yet
+                pass
+            time.sleep(0.1)
+
     def _migrate_once(self) -> None:
-        self.conn.execute(self._sql(
-            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
-        ))
+        self.conn.execute(self._sql(_SCHEMA_VERSION_TABLE))
         current = self.schema_version()
         if current > SCHEMA_VERSION:
             raise StoreError(
