@@ -553,8 +553,7 @@ def _load_extension(conn: duckdb.DuckDBPyConnection, name: str) -> None:
 # How long a writer that finds another creating a new DuckLake store's schema waits for it (Store._migrate) before
 # migrating itself.
 LAKE_MIGRATION_WAIT_S = 30.0
-_SCHEMA_VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
-                         "applied_at TIMESTAMP NOT NULL)")
+_SCHEMA_VERSION_COLUMNS = "schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
 
 
 LAKE_WRITERS = 4  # runs writing to a DuckLake store at once, unless EQUAL_STORE_WRITERS says
@@ -945,8 +944,8 @@ class Store:
             conn.close()
 
     def _migrate(self) -> None:
-        # Several writers may open a new or older DuckLake store at once: the loser of a conflicting migration
-        # retries, and finds the work done.
+        # Several writers may open a new or older DuckLake store at once: on a new one, one migrates and the others
+        # wait for it; on an older one, the loser of a conflicting migration retries, and finds the work done.
         if self.lake:
             self._wait_for_a_concurrent_creation()
         self._retrying("migrating the schema", self._migrate_once, in_transaction=False)
@@ -961,7 +960,7 @@ class Store:
         committed, for up to :data:`LAKE_MIGRATION_WAIT_S` (a creator that died: then it migrates itself). A store
         that has a version already (an upgrade) migrates as before."""
         try:
-            self.conn.execute(self._sql(_SCHEMA_VERSION_TABLE.replace(" IF NOT EXISTS", "")))
+            self.conn.execute(self._sql(f"CREATE TABLE {_SCHEMA_VERSION_COLUMNS}"))
             return  # this writer creates the schema
         except duckdb.Error as exc:
             if not (_is_commit_conflict(exc) or "already exists" in str(exc)):
@@ -976,7 +975,7 @@ class Store:
             time.sleep(0.1)
 
     def _migrate_once(self) -> None:
-        self.conn.execute(self._sql(_SCHEMA_VERSION_TABLE))
+        self.conn.execute(self._sql(f"CREATE TABLE IF NOT EXISTS {_SCHEMA_VERSION_COLUMNS}"))
         current = self.schema_version()
         if current > SCHEMA_VERSION:
             raise StoreError(
