@@ -197,14 +197,14 @@ def test_batches_also_end_by_bytes_so_huge_documents_do_not_pile_up(paths, monke
 
     write_jsonl(paths.crawl_dir / "big.jsonl", [{"text": f"{i} " + "x" * 20_000} for i in range(30)])
     batches = []
-    original = store_module.PartitionWriter.insert
+    original = store_module.PartitionWriter.insert_together
 
-    def counting_insert(self, table, rows):
-        if table == "documents":
-            batches.append(rows.height)
-        return original(self, table, rows)
+    def counting_insert(self, rows_by_table):  # a batch's rows, written together
+        if "documents" in rows_by_table:
+            batches.append(rows_by_table["documents"].height)
+        return original(self, rows_by_table)
 
-    monkeypatch.setattr(store_module.PartitionWriter, "insert", counting_insert)
+    monkeypatch.setattr(store_module.PartitionWriter, "insert_together", counting_insert)
     report, docs, _ = ingest(paths, "big.jsonl", batch_size=5000, batch_bytes=100_000)
     assert docs.height == 30 and sum(batches) == 30
     assert max(batches) <= 5  # 5 documents of 20 kB reach 100 kB
@@ -218,13 +218,13 @@ def test_duckdb_memory_is_capped_during_ingest_and_restored_after(paths, monkeyp
 
     write_jsonl(paths.crawl_dir / "c.jsonl", [{"text": f"document {i}"} for i in range(50)])
     seen = []
-    original = store_module.PartitionWriter.insert
+    original = store_module.PartitionWriter.insert_together
 
-    def spying(self, table, rows):  # the settings while the rows are written
+    def spying(self, rows_by_table):  # the settings while a batch's rows are written
         seen.append(store._settings("memory_limit", "max_vacuum_tasks"))
-        return original(self, table, rows)
+        return original(self, rows_by_table)
 
-    monkeypatch.setattr(store_module.PartitionWriter, "insert", spying)
+    monkeypatch.setattr(store_module.PartitionWriter, "insert_together", spying)
     with Store.open(paths.store) as store:
         default = store._settings("memory_limit")["memory_limit"]
         ingest_crawl(store, "c", paths.crawl_dir / "c.jsonl", paths.crawl_dir)

@@ -95,6 +95,24 @@ def test_writer_refuses_rows_of_another_partition_or_unknown_columns(store_at):
         assert store.documents().height == 0
 
 
+def test_rows_of_several_tables_go_in_one_commit_and_a_refused_table_writes_none(store_at):
+    from lake_writer import quarantined
+
+    with Store.open(store_at) as store:
+        with store.replace_partition("crawl_id", "c1", ["documents", "quarantine"]) as writer:
+            before = store.snapshot_id()
+            writer.insert_together({"documents": doc_rows("c1", ["a", "b"]), "quarantine": quarantined("c1")})
+            if store.lake:  # one snapshot for both tables' rows
+                assert store.snapshot_id() == before + 1
+            with pytest.raises(StoreError, match="must all have crawl_id = 'c1'"):
+                writer.insert_together({"documents": doc_rows("c1", ["c"]), "quarantine": quarantined("c2")})
+            with pytest.raises(StoreError, match="not part of this partition write"):
+                writer.insert_together({"documents": doc_rows("c1", ["d"]), "pages": doc_rows("c1", [])})
+            assert writer.rows_inserted == {"documents": 2, "quarantine": 1}
+        assert store.documents()["doc_id"].to_list() == ["a", "b"]
+        assert store.conn.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 1
+
+
 def test_values_are_bound_not_spliced(store_at):
     hostile = "c1'; DROP TABLE documents; --"
     with Store.open(store_at) as store:

@@ -50,6 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import polars as pl
 import pyarrow.parquet as pq
 
 from equal_dagster.core.store import PartitionWriter, Store, StoreMemoryError, table_frame
@@ -612,10 +613,11 @@ def _resolve(writer: PartitionWriter, batch: _Batch, crawl_id: str) -> tuple[lis
 
 
 def _flush(writer: PartitionWriter, batch: _Batch, crawl_id: str, now: datetime, report: IngestReport) -> None:
-    """Resolve the batch (rule 5), write its documents, pages and quarantine rows, and count them."""
+    """Resolve the batch (rule 5), write its documents, pages and quarantine rows (in one commit), and count them."""
     kept, rejections = _resolve(writer, batch, crawl_id)
+    rows: dict[str, pl.DataFrame] = {}
     if kept:
-        writer.insert("documents", table_frame("documents", {
+        rows["documents"] = table_frame("documents", {
             "doc_id": [d.doc_id for d in kept],
             "crawl_id": [crawl_id] * len(kept),
             "source_file": [d.source_file for d in kept],
@@ -627,14 +629,14 @@ def _flush(writer: PartitionWriter, batch: _Batch, crawl_id: str, now: datetime,
             "ingested_at": [now] * len(kept),
             "title": [d.title for d in kept],
             "language": [d.language for d in kept],
-        }))
+        })
     pages = [d for d in kept if d.html is not None]
     if pages:
-        writer.insert("pages", table_frame("pages", {
+        rows["pages"] = table_frame("pages", {
             "doc_id": [d.doc_id for d in pages], "crawl_id": [crawl_id] * len(pages), "html": [d.html for d in pages],
-        }))
+        })
     if rejections:
-        writer.insert("quarantine", table_frame("quarantine", {
+        rows["quarantine"] = table_frame("quarantine", {
             "crawl_id": [crawl_id] * len(rejections),
             "source_file": [display_name(r.source_file) for r in rejections],
             "line_no": [r.line_no for r in rejections],
@@ -642,7 +644,8 @@ def _flush(writer: PartitionWriter, batch: _Batch, crawl_id: str, now: datetime,
             "detail": [display_name(r.detail) for r in rejections],
             "raw_excerpt": [r.excerpt for r in rejections],
             "quarantined_at": [now] * len(rejections),
-        }))
+        })
+    writer.insert_together(rows)
     report.documents_kept += len(kept)
     for r in rejections:
         if r.reason == DUPLICATE:
