@@ -185,9 +185,9 @@ def write_extraction_round(
     })
     pairs = qa_pair_rows(run.results, round_id, dagster_run_id, now)
     with store.replace_partition("round_id", round_id, ROUND_TABLES) as writer:
-        writer.insert("rounds", round_row)
-        writer.insert("extractions", extraction_rows(run.results, round_id, dagster_run_id, now))
-        writer.insert("qa_pairs", pairs)
+        writer.insert_together({"rounds": round_row,
+                                "extractions": extraction_rows(run.results, round_id, dagster_run_id, now),
+                                "qa_pairs": pairs})
     return pairs.height
 
 
