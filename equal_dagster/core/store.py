@@ -623,7 +623,9 @@ def connect_lake(location: LakeLocation, *, read_only: bool = False, snapshot: i
             if lost_creation_race and time.monotonic() < deadline:
                 with contextlib.suppress(duckdb.Error):
                     conn.execute(f"DETACH DATABASE IF EXISTS {LAKE_CATALOG}")
-                time.sleep(0.1 + 0.2 * random.random())
+                # Postgres told this writer of the duplicate once the winner's creation committed: attach again at
+                # once (a short jitter), not after a pause in which the cores idle
+                time.sleep(0.01 + 0.04 * random.random())
                 continue
             conn.close()
             if "creating a new DuckLake is explicitly disabled" in reason:
