@@ -712,22 +712,16 @@ class PartitionWriter:
         self.write_id = write_id
         self.rows_inserted: dict[str, int] = dict.fromkeys(tables, 0)
         # Store._retrying: each append (one table's rows, or several tables' together) is a transaction of its own,
-        # retried alone against concurrent writers
+        # retried alone against concurrent writers (without it, a plain call: each statement commits alone)
         self._retrying = retrying or (lambda what, fn, in_transaction=False: fn())
 
     def insert(self, table: str, rows: pl.DataFrame) -> None:
-        self._check_table(table)
-        if rows.height == 0:
-            return
-        tagged = self._tagged(table, rows)
-        self._retrying(f"appending to {table} ({self._column} = {self._value!r})",
-                       lambda: _insert_frame(self._conn, _rows_table(table), tagged))
-        self.rows_inserted[table] += rows.height
+        self.insert_together({table: rows})
 
     def insert_together(self, rows_by_table: Mapping[str, pl.DataFrame]) -> None:
         """Rows of several tables of this write in one commit: a crawl's batch of documents and its quarantined
-        rows. On DuckLake each commit is a snapshot and its catalog round trips (about 15 ms of CPU for a few rows);
-        on a DuckDB file, one transaction instead of one per table."""
+        rows, a round's row, extractions and QA pairs. On DuckLake each commit is a snapshot and its catalog round
+        trips (about 15 ms of CPU for a few rows)."""
         for table in rows_by_table:
             self._check_table(table)
         tagged = {table: self._tagged(table, rows) for table, rows in rows_by_table.items() if rows.height}
