@@ -520,7 +520,7 @@ def test_a_writer_that_finds_the_schema_claimed_but_never_migrated_migrates_afte
 def test_a_postgres_catalog_is_reflected_only_in_ducklakes_schema(postgres, tmp_path):
     """The postgres extension reads the columns of every schema it is given on each open: told DuckLake's schema, it
     leaves the others of a shared database (another tenant's tables, pg_catalog's 139) alone."""
-    from equal_dagster.core.store import LAKE_CATALOG, LAKE_POSTGRES_SCHEMA, _load_extension
+    from equal_dagster.core.store import LAKE_METADATA_CATALOG, LAKE_POSTGRES_SCHEMA, _load_extension
 
     lake = postgres.new_lake(tmp_path / "lake")
     with duckdb.connect() as admin:
@@ -528,9 +528,8 @@ def test_a_postgres_catalog_is_reflected_only_in_ducklakes_schema(postgres, tmp_
         admin.execute(f"ATTACH '{lake.catalog.removeprefix('postgres:')}' AS db (TYPE postgres)")
         admin.execute("CALL postgres_execute('db', 'CREATE SCHEMA tenant; CREATE TABLE tenant.orders (id INT)')")
     with Store.open(lake) as store:
-        metadata = f"__ducklake_metadata_{LAKE_CATALOG}"
-        assert store.conn.execute(f"SELECT count(*) FROM {metadata}.{LAKE_POSTGRES_SCHEMA}.ducklake_snapshot"
-                                  ).fetchone()[0] >= 1
+        assert store.conn.execute(
+            f"SELECT count(*) FROM {LAKE_METADATA_CATALOG}.{LAKE_POSTGRES_SCHEMA}.ducklake_snapshot").fetchone()[0] >= 1
         for other in ("tenant.orders", "pg_catalog.pg_class"):
             with pytest.raises(duckdb.CatalogException):
-                store.conn.execute(f"SELECT count(*) FROM {metadata}.{other}")
+                store.conn.execute(f"SELECT count(*) FROM {LAKE_METADATA_CATALOG}.{other}")

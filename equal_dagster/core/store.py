@@ -446,6 +446,7 @@ STORE_ENV = "EQUAL_STORE"  # ducklake:<catalog> (or a DuckDB file's path); unset
 STORE_DATA_ENV = "EQUAL_STORE_DATA"  # where a DuckLake store keeps its Parquet files: a folder, or s3://bucket/prefix/
 LAKE_SCHEME = "ducklake:"
 LAKE_CATALOG = "equal_lake"  # the name the lakehouse is attached under
+LAKE_METADATA_CATALOG = f"__ducklake_metadata_{LAKE_CATALOG}"  # its catalog database, as DuckLake attaches it
 # How long a statement or a transaction is retried against transient commit conflicts with other writers.
 LAKE_RETRY_S = 60.0
 # How long deleting invisible rows (a replaced write's, a failed write's) is retried before they are left to
@@ -481,8 +482,13 @@ class LakeLocation:
         return cls(catalog, data_path or None)
 
     @property
+    def kind(self) -> str:
+        """The catalog's database: postgres, sqlite or duckdb."""
+        return self.catalog.split(":", 1)[0]
+
+    @property
     def extensions(self) -> list[str]:
-        kind = _LAKE_CATALOG_KINDS[self.catalog.split(":", 1)[0]]
+        kind = _LAKE_CATALOG_KINDS[self.kind]
         remote = self.data_path is not None and _URL_DATA_PATH.match(self.data_path) is not None
         return ["ducklake"] + ([kind] if kind else []) + (["httpfs"] if remote else [])
 
@@ -507,9 +513,8 @@ def store_exists(location: str | Path | LakeLocation) -> bool:
         location = LakeLocation.parse(location, os.environ.get(STORE_DATA_ENV) or None)
     if not isinstance(location, LakeLocation):
         return Path(location).exists()
-    kind, _, target = location.catalog.partition(":")
-    if kind in ("sqlite", "duckdb"):  # a catalog file: its absence says it (each catalog words the error its own way)
-        return Path(target).expanduser().exists()
+    if location.kind in ("sqlite", "duckdb"):  # a catalog file: its absence says it (each catalog words the error its own way)
+        return Path(location.catalog.split(":", 1)[1]).expanduser().exists()
     try:
         connect_lake(location, read_only=True).close()
     except StoreError as exc:
@@ -593,7 +598,7 @@ def connect_lake(location: LakeLocation, *, read_only: bool = False, snapshot: i
     options = [f"DATA_PATH {_literal(location.data_path)}"] if location.data_path else []
     options += [f"SNAPSHOT_VERSION {int(snapshot)}"] if snapshot is not None else []
     options += ["READ_ONLY"] if read_only else []
-    if location.catalog.startswith("postgres:"):  # the postgres extension reflects DuckLake's schema only
+    if location.kind == "postgres":  # the postgres extension reflects DuckLake's schema only
         options.append(f"META_SCHEMA {_literal(LAKE_POSTGRES_SCHEMA)}")
     attach = (f"ATTACH {_literal(LAKE_SCHEME + location.catalog)} AS {LAKE_CATALOG}"
               + (f" ({', '.join(options)})" if options else ""))
@@ -1271,7 +1276,7 @@ class Store:
     def _current_data_files(self) -> int:
         """Parquet files the current snapshot reads, over every table."""
         return self.conn.execute(
-            f"SELECT count(*) FROM __ducklake_metadata_{LAKE_CATALOG}.ducklake_data_file WHERE end_snapshot IS NULL"
+            f"SELECT count(*) FROM {LAKE_METADATA_CATALOG}.ducklake_data_file WHERE end_snapshot IS NULL"
         ).fetchone()[0]
 
     def _check_writable(self) -> None:
