@@ -533,3 +533,55 @@ def test_a_postgres_catalog_is_reflected_only_in_ducklakes_schema(postgres, tmp_
         for other in ("tenant.orders", "pg_catalog.pg_class"):
             with pytest.raises(duckdb.CatalogException):
                 store.conn.execute(f"SELECT count(*) FROM {LAKE_METADATA_CATALOG}.{other}")
+
+
+def _file_lake(tmp_path: Path) -> LakeLocation:
+    return LakeLocation.parse(f"ducklake:duckdb:{tmp_path / 'catalog.ducklake'}", str(tmp_path / "data"))
+
+
+def _extension_settings(conn: duckdb.DuckDBPyConnection) -> tuple:
+    return conn.execute("SELECT current_setting('allow_unsigned_extensions'), "
+                        "current_setting('autoload_known_extensions')").fetchone()
+
+
+def test_extension_files_duckdb_has_checked_load_without_a_second_check(monkeypatch, tmp_path):
+    from equal_dagster.core.store import _extension_files, _sha256, connect_lake, verified_extensions_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    lake = _file_lake(tmp_path)
+    first = connect_lake(lake)  # DuckDB checks the signature (and installs the extension from its wheel if need be)
+    assert _extension_settings(first) == (False, True)
+    first.execute("CREATE TABLE t AS SELECT 1 AS x")
+    first.close()
+    (ducklake,) = _extension_files(["ducklake"])
+    assert [p.name for p in verified_extensions_dir().iterdir()] == [_sha256(ducklake)]
+    assert verified_extensions_dir().parent == tmp_path / "cache" / "equal-dagster" / "verified-duckdb-extensions"
+    again = connect_lake(lake)  # the same bytes: loaded without a second check, and nothing else autoloads
+    assert _extension_settings(again) == (True, False)
+    assert again.execute("SELECT x FROM t").fetchall() == [(1,)]
+    again.close()
+
+
+def test_a_changed_extension_file_is_not_loaded_unchecked(monkeypatch, tmp_path):
+    """A file whose bytes differ from those DuckDB checked goes through DuckDB's signature check again, and fails it."""
+    from equal_dagster.core.store import _extension_files, _sha256, connect_lake
+
+    connect_lake(_file_lake(tmp_path / "installed")).close()  # the extension installed in the real home
+    (installed,) = _extension_files(["ducklake"])
+    home = tmp_path / "home"
+    copy = home / installed.relative_to(Path.home())
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(installed.read_bytes())
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert _extension_files(["ducklake"]) == [copy]
+    connect_lake(_file_lake(tmp_path / "a")).close()  # checked by DuckDB, remembered
+    original = _sha256(copy)
+    with copy.open("r+b") as f:  # one byte changed in the middle of the library
+        f.seek(copy.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert _sha256(copy) != original
+    with pytest.raises(StoreError, match="signature is either missing or invalid"):
+        connect_lake(_file_lake(tmp_path / "b"))

@@ -39,6 +39,7 @@ open as before.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import logging
 import math
@@ -555,6 +556,46 @@ def _load_extension(conn: duckdb.DuckDBPyConnection, name: str) -> None:
                          f"({str(exc).splitlines()[0]})") from exc
 
 
+# DuckDB checks an extension's signature at every LOAD, hashing the whole file in its own code: 0.13-0.15 s of CPU for
+# each of ducklake (36 MB) and postgres_scanner (42 MB), in every process that opens a DuckLake store (4 concurrent
+# ingests on 2 cores: 0.04 of benchmarks/store.py's ratio). Files whose signatures DuckDB has checked are remembered
+# by their SHA-256 (hashlib: OpenSSL, 0.03 s for both): a process that finds every file it needs remembered loads them
+# without DuckDB's second check (allow_unsigned_extensions on its own connection, which then autoloads nothing); any
+# other bytes (another version, a changed file) go through DuckDB's check, and are remembered once they pass it.
+def verified_extensions_dir() -> Path:
+    """Where the SHA-256 of extension files that passed DuckDB's signature check are remembered (one empty file
+    each), per DuckDB version: ``$XDG_CACHE_HOME`` (else ~/.cache) ``/equal-dagster/verified-duckdb-extensions/``.
+    Deleting it makes the next process check again."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "equal-dagster" / "verified-duckdb-extensions" / duckdb.__version__
+
+
+def _extension_files(names: Sequence[str]) -> list[Path] | None:
+    """The installed files of the extensions ``names`` (where DuckDB itself would load them from; ``postgres`` is
+    an alias of ``postgres_scanner``), or None when one is not installed."""
+    with duckdb.connect() as probe:
+        rows = probe.execute("SELECT extension_name, aliases, install_path FROM duckdb_extensions() "
+                             "WHERE installed").fetchall()
+    paths = {alias: path for name, aliases, path in rows for alias in [name, *(aliases or [])]}
+    files = [Path(paths.get(name) or "") for name in names]
+    return files if all(f.is_absolute() and f.is_file() for f in files) else None
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _remember_verified(digests: Sequence[str]) -> None:
+    folder = verified_extensions_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for digest in digests:
+            (folder / digest).touch()
+    except OSError as exc:  # a read-only home: every process checks the signatures, as DuckDB alone would
+        log.debug("cannot remember verified DuckDB extensions in %s: %s", folder, exc)
+
+
 # How long a writer that finds another creating a new DuckLake store's schema waits for it (Store._migrate) before
 # migrating itself.
 LAKE_MIGRATION_WAIT_S = 30.0
@@ -602,7 +643,10 @@ def connect_lake(location: LakeLocation, *, read_only: bool = False, snapshot: i
         options.append(f"META_SCHEMA {_literal(LAKE_POSTGRES_SCHEMA)}")
     attach = (f"ATTACH {_literal(LAKE_SCHEME + location.catalog)} AS {LAKE_CATALOG}"
               + (f" ({', '.join(options)})" if options else ""))
-    conn = duckdb.connect()
+    files = _extension_files(location.extensions)
+    digests = [_sha256(f) for f in files] if files else []
+    verified = bool(digests) and all((verified_extensions_dir() / d).exists() for d in digests)
+    conn = duckdb.connect(config={"allow_unsigned_extensions": "true"} if verified else {})
     try:
         # an in-memory DuckDB spills to ./.tmp: into the system's temporary folder instead, one per process
         conn.execute(f"SET temp_directory = {_literal(str(Path(tempfile.gettempdir()) / f'equal-lake-{os.getpid()}'))}")
@@ -610,11 +654,14 @@ def connect_lake(location: LakeLocation, *, read_only: bool = False, snapshot: i
             conn.execute(f"SET threads = {writer_threads()}")
         for name in location.extensions:
             _load_extension(conn, name)
+        if verified:  # nothing but the remembered files loads unchecked
+            conn.execute("SET autoload_known_extensions = false")
+        elif digests and [_sha256(f) for f in files] == digests:  # DuckDB checked these very bytes
+            _remember_verified(digests)
     except BaseException:
         conn.close()
         raise
-    # A lost creation race attaches again on the same connection: loading the extensions (DuckDB checks each one's
-    # signature, about 0.15 s of CPU apiece) is not redone.
+    # A lost creation race attaches again on the same connection: loading the extensions is not redone.
     deadline = time.monotonic() + LAKE_CLEANUP_RETRY_S
     while True:
         try:
