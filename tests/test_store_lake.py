@@ -544,44 +544,71 @@ def _extension_settings(conn: duckdb.DuckDBPyConnection) -> tuple:
                         "current_setting('autoload_known_extensions')").fetchone()
 
 
-def test_extension_files_duckdb_has_checked_load_without_a_second_check(monkeypatch, tmp_path):
-    from equal_dagster.core.store import _extension_files, _sha256, connect_lake, verified_extensions_dir
+def test_the_known_extension_digests_are_the_pinned_wheels_files_and_duckdb_accepts_their_signatures():
+    """SIGNED_EXTENSION_SHA256 holds the SHA-256 of the files the pinned duckdb-extension-* wheels install, files that
+    DuckDB's own signature check accepts (a plain connection: LOAD checks it). On moving the pins, this names the
+    digests to write there."""
+    from equal_dagster.core.store import SIGNED_EXTENSION_SHA256, _extension_files, _load_extension, _sha256
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    lake = _file_lake(tmp_path)
-    first = connect_lake(lake)  # DuckDB checks the signature (and installs the extension from its wheel if need be)
-    assert _extension_settings(first) == (False, True)
-    first.execute("CREATE TABLE t AS SELECT 1 AS x")
-    first.close()
-    (ducklake,) = _extension_files(["ducklake"])
-    assert [p.name for p in verified_extensions_dir().iterdir()] == [_sha256(ducklake)]
-    assert verified_extensions_dir().parent == tmp_path / "cache" / "equal-dagster" / "verified-duckdb-extensions"
-    again = connect_lake(lake)  # the same bytes: loaded without a second check, and nothing else autoloads
-    assert _extension_settings(again) == (True, False)
-    assert again.execute("SELECT x FROM t").fetchall() == [(1,)]
-    again.close()
+    if duckdb.execute("PRAGMA platform").fetchone()[0] != "linux_amd64":
+        pytest.skip("the known digests are linux_amd64's; elsewhere DuckDB checks each signature")
+    digests = {}
+    for name in ("ducklake", "postgres", "sqlite", "httpfs"):
+        with duckdb.connect() as conn:
+            _load_extension(conn, name)  # DuckDB's check, on a connection that allows signed extensions only
+            assert conn.execute("SELECT current_setting('allow_unsigned_extensions')").fetchone()[0] is False
+        (file,) = _extension_files([name])
+        digests[_sha256(file)] = file.name.removesuffix(".duckdb_extension")
+    assert digests == SIGNED_EXTENSION_SHA256, f"duckdb {duckdb.__version__}'s files: {digests}"
 
 
-def test_a_changed_extension_file_is_not_loaded_unchecked(monkeypatch, tmp_path):
-    """A file whose bytes differ from those DuckDB checked goes through DuckDB's signature check again, and fails it."""
-    from equal_dagster.core.store import _extension_files, _sha256, connect_lake
+def _file_lake(tmp_path: Path) -> LakeLocation:
+    return LakeLocation.parse(f"ducklake:duckdb:{tmp_path / 'catalog.ducklake'}", str(tmp_path / "data"))
 
-    connect_lake(_file_lake(tmp_path / "installed")).close()  # the extension installed in the real home
+
+def _extension_settings(conn: duckdb.DuckDBPyConnection) -> tuple:
+    return conn.execute("SELECT current_setting('allow_unsigned_extensions'), "
+                        "current_setting('autoload_known_extensions')").fetchone()
+
+
+def _copy_home(home: Path, changed: bool) -> Path:
+    """A home whose DuckDB extension folder holds a copy of the installed ducklake file, one byte changed or not."""
+    from equal_dagster.core.store import _extension_files, _load_extension
+
+    with duckdb.connect() as conn:
+        _load_extension(conn, "ducklake")  # installed in the real home
     (installed,) = _extension_files(["ducklake"])
-    home = tmp_path / "home"
+    data = bytearray(installed.read_bytes())
+    if changed:
+        data[len(data) // 2] ^= 0xFF  # in the middle of the library: the signature at the end stays
     copy = home / installed.relative_to(Path.home())
     copy.parent.mkdir(parents=True)
-    copy.write_bytes(installed.read_bytes())
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    copy.write_bytes(data)
+    return copy
+
+
+def test_known_signed_extension_files_load_without_a_second_check_and_nothing_autoloads(monkeypatch, tmp_path):
+    from equal_dagster.core.store import _extension_files, _known_signed, connect_lake
+
+    copy = _copy_home(tmp_path / "home", changed=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert _extension_files(["ducklake"]) == [copy]
-    connect_lake(_file_lake(tmp_path / "a")).close()  # checked by DuckDB, remembered
-    original = _sha256(copy)
-    with copy.open("r+b") as f:  # one byte changed in the middle of the library
-        f.seek(copy.stat().st_size // 2)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0xFF]))
-    assert _sha256(copy) != original
+    lake = _file_lake(tmp_path)
+    conn = connect_lake(lake)
+    if duckdb.execute("PRAGMA platform").fetchone()[0] == "linux_amd64":
+        assert _extension_settings(conn) == (True, False)
+    conn.execute("CREATE TABLE t AS SELECT 1 AS x")
+    conn.close()
+    with connect_lake(lake, read_only=True) as again:
+        assert again.execute("SELECT x FROM t").fetchall() == [(1,)]
+    # data on a store httpfs does not serve needs an extension DuckDB would autoload: DuckDB's checks stay
+    assert not _known_signed(LakeLocation.parse(f"ducklake:duckdb:{tmp_path / 'c.ducklake'}", "az://container/l/"))
+
+
+def test_a_changed_extension_file_goes_through_duckdbs_check_and_fails_it(monkeypatch, tmp_path):
+    from equal_dagster.core.store import connect_lake
+
+    _copy_home(tmp_path / "home", changed=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     with pytest.raises(StoreError, match="signature is either missing or invalid"):
-        connect_lake(_file_lake(tmp_path / "b"))
+        connect_lake(_file_lake(tmp_path))

@@ -558,16 +558,20 @@ def _load_extension(conn: duckdb.DuckDBPyConnection, name: str) -> None:
 
 # DuckDB checks an extension's signature at every LOAD, hashing the whole file in its own code: 0.13-0.15 s of CPU for
 # each of ducklake (36 MB) and postgres_scanner (42 MB), in every process that opens a DuckLake store (4 concurrent
-# ingests on 2 cores: 0.04 of benchmarks/store.py's ratio). Files whose signatures DuckDB has checked are remembered
-# by their SHA-256 (hashlib: OpenSSL, 0.03 s for both): a process that finds every file it needs remembered loads them
-# without DuckDB's second check (allow_unsigned_extensions on its own connection, which then autoloads nothing); any
-# other bytes (another version, a changed file) go through DuckDB's check, and are remembered once they pass it.
-def verified_extensions_dir() -> Path:
-    """Where the SHA-256 of extension files that passed DuckDB's signature check are remembered (one empty file
-    each), per DuckDB version: ``$XDG_CACHE_HOME`` (else ~/.cache) ``/equal-dagster/verified-duckdb-extensions/``.
-    Deleting it makes the next process check again."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "equal-dagster" / "verified-duckdb-extensions" / duckdb.__version__
+# ingests on 2 cores: 0.04 of benchmarks/store.py's ratio). The files of the pinned duckdb-extension-* wheels, whose
+# signatures DuckDB accepts (tests/test_store_lake.py checks both), are known here by their SHA-256: a process whose
+# installed files hash (hashlib: OpenSSL, 0.03 s for both) to these loads them without DuckDB's own check, on a
+# connection that autoloads nothing else. Any other bytes (another platform or version, a changed file) go through
+# DuckDB's check.
+SIGNED_EXTENSION_SHA256 = {  # duckdb 1.5.5, linux_amd64
+    "e51bf9e8d933d0e83780ae096455501b542cf962569a2ce5613532d702c08302": "ducklake",
+    "b1ced4cfc6311313e117c2afb3eac76508718778dde0716421503c7dbfb5605c": "postgres_scanner",
+    "693d2bf90779df23ca5ebe0688639b9adfc11c2d55ae3466b33e28be16afaa5e": "sqlite_scanner",
+    "887c392b1e49128d11667c81e3698d8b00dfdeb456771acf66d05a0f74f7b7d8": "httpfs",
+}
+# Data path schemes the extensions DuckLake loads serve (httpfs's); another (az://, abfss://) needs an extension
+# DuckDB autoloads, so such a store's connection keeps DuckDB's checks and autoloading.
+_HTTPFS_SCHEMES = ("s3", "s3a", "s3n", "gs", "gcs", "r2", "http", "https", "hf")
 
 
 def _extension_files(names: Sequence[str]) -> list[Path] | None:
@@ -586,14 +590,17 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _remember_verified(digests: Sequence[str]) -> None:
-    folder = verified_extensions_dir()
+def _known_signed(location: LakeLocation) -> bool:
+    """Whether every extension the store needs is installed as the bytes of :data:`SIGNED_EXTENSION_SHA256`, and
+    needs no other extension."""
+    url = _URL_DATA_PATH.match(location.data_path or "")
+    if url and url.group(0)[:-3].lower() not in _HTTPFS_SCHEMES:
+        return False
+    files = _extension_files(location.extensions)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for digest in digests:
-            (folder / digest).touch()
-    except OSError as exc:  # a read-only home: every process checks the signatures, as DuckDB alone would
-        log.debug("cannot remember verified DuckDB extensions in %s: %s", folder, exc)
+        return files is not None and all(_sha256(f) in SIGNED_EXTENSION_SHA256 for f in files)
+    except OSError:
+        return False
 
 
 # How long a writer that finds another creating a new DuckLake store's schema waits for it (Store._migrate) before
@@ -628,6 +635,35 @@ def writer_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) // lake_writers())
 
 
+def _connect_with_extensions(location: LakeLocation, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the store's extensions loaded: without DuckDB's signature check when the
+    files are the known signed ones (:func:`_known_signed`), else with it. Unchecked loading stays allowed for the
+    connection's life: the store loads nothing else on it, and it autoloads nothing."""
+    def connection(known_signed: bool) -> duckdb.DuckDBPyConnection:
+        conn = duckdb.connect(config={"allow_unsigned_extensions": "true", "autoload_known_extensions": "false"}
+                              if known_signed else {})
+        try:
+            # an in-memory DuckDB spills to ./.tmp: into the system's temporary folder instead, one per process
+            temp = Path(tempfile.gettempdir()) / f"equal-lake-{os.getpid()}"
+            conn.execute(f"SET temp_directory = {_literal(str(temp))}")
+            if not read_only:
+                conn.execute(f"SET threads = {writer_threads()}")
+            for name in location.extensions:
+                if known_signed:
+                    conn.execute(f"LOAD {name}")
+                else:
+                    _load_extension(conn, name)
+            return conn
+        except BaseException:
+            conn.close()
+            raise
+
+    if _known_signed(location):
+        with contextlib.suppress(duckdb.Error):  # a file changed since it was hashed: DuckDB's check, below
+            return connection(known_signed=True)
+    return connection(known_signed=False)
+
+
 def connect_lake(location: LakeLocation, *, read_only: bool = False, snapshot: int | None = None
                  ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the DuckLake store attached (as :data:`LAKE_CATALOG`) and in use;
@@ -643,24 +679,7 @@ def connect_lake(location: LakeLocation, *, read_only: bool = False, snapshot: i
         options.append(f"META_SCHEMA {_literal(LAKE_POSTGRES_SCHEMA)}")
     attach = (f"ATTACH {_literal(LAKE_SCHEME + location.catalog)} AS {LAKE_CATALOG}"
               + (f" ({', '.join(options)})" if options else ""))
-    files = _extension_files(location.extensions)
-    digests = [_sha256(f) for f in files] if files else []
-    verified = bool(digests) and all((verified_extensions_dir() / d).exists() for d in digests)
-    conn = duckdb.connect(config={"allow_unsigned_extensions": "true"} if verified else {})
-    try:
-        # an in-memory DuckDB spills to ./.tmp: into the system's temporary folder instead, one per process
-        conn.execute(f"SET temp_directory = {_literal(str(Path(tempfile.gettempdir()) / f'equal-lake-{os.getpid()}'))}")
-        if not read_only:
-            conn.execute(f"SET threads = {writer_threads()}")
-        for name in location.extensions:
-            _load_extension(conn, name)
-        if verified:  # nothing but the remembered files loads unchecked
-            conn.execute("SET autoload_known_extensions = false")
-        elif digests and [_sha256(f) for f in files] == digests:  # DuckDB checked these very bytes
-            _remember_verified(digests)
-    except BaseException:
-        conn.close()
-        raise
+    conn = _connect_with_extensions(location, read_only=read_only)
     # A lost creation race attaches again on the same connection: loading the extensions is not redone.
     deadline = time.monotonic() + LAKE_CLEANUP_RETRY_S
     while True:
