@@ -535,19 +535,12 @@ def test_a_postgres_catalog_is_reflected_only_in_ducklakes_schema(postgres, tmp_
                 store.conn.execute(f"SELECT count(*) FROM {LAKE_METADATA_CATALOG}.{other}")
 
 
-def _file_lake(tmp_path: Path) -> LakeLocation:
-    return LakeLocation.parse(f"ducklake:duckdb:{tmp_path / 'catalog.ducklake'}", str(tmp_path / "data"))
-
-
-def _extension_settings(conn: duckdb.DuckDBPyConnection) -> tuple:
-    return conn.execute("SELECT current_setting('allow_unsigned_extensions'), "
-                        "current_setting('autoload_known_extensions')").fetchone()
-
-
 def test_the_known_extension_digests_are_the_pinned_wheels_files_and_duckdb_accepts_their_signatures():
-    """SIGNED_EXTENSION_SHA256 holds the SHA-256 of the files the pinned duckdb-extension-* wheels install, files that
-    DuckDB's own signature check accepts (a plain connection: LOAD checks it). On moving the pins, this names the
-    digests to write there."""
+    """SIGNED_EXTENSION_SHA256 holds the SHA-256 of the extension files in the pinned duckdb-extension-* wheels (the
+    files duckdb_extensions.import_extension installs), files that DuckDB's own signature check accepts (LOAD on a
+    plain connection checks it). On moving the pins, this names the digests to write there."""
+    from importlib.resources import files
+
     from equal_dagster.core.store import SIGNED_EXTENSION_SHA256, _extension_files, _load_extension, _sha256
 
     if duckdb.execute("PRAGMA platform").fetchone()[0] != "linux_amd64":
@@ -557,8 +550,11 @@ def test_the_known_extension_digests_are_the_pinned_wheels_files_and_duckdb_acce
         with duckdb.connect() as conn:
             _load_extension(conn, name)  # DuckDB's check, on a connection that allows signed extensions only
             assert conn.execute("SELECT current_setting('allow_unsigned_extensions')").fetchone()[0] is False
-        (file,) = _extension_files([name])
-        digests[_sha256(file)] = file.name.removesuffix(".duckdb_extension")
+        (installed,) = _extension_files([name])
+        wheel = Path(str(files(f"duckdb_extension_{name}"))) / "extensions" / f"v{duckdb.__version__}"
+        digest = _sha256(wheel / f"{name}.duckdb_extension")
+        assert _sha256(installed) == digest, f"{installed} is not the wheel's file: delete it to install the wheel's"
+        digests[digest] = installed.name.removesuffix(".duckdb_extension")
     assert digests == SIGNED_EXTENSION_SHA256, f"duckdb {duckdb.__version__}'s files: {digests}"
 
 
@@ -593,16 +589,22 @@ def test_known_signed_extension_files_load_without_a_second_check_and_nothing_au
     copy = _copy_home(tmp_path / "home", changed=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert _extension_files(["ducklake"]) == [copy]
+    known = duckdb.execute("PRAGMA platform").fetchone()[0] == "linux_amd64"  # elsewhere DuckDB checks each file
     lake = _file_lake(tmp_path)
     conn = connect_lake(lake)
-    if duckdb.execute("PRAGMA platform").fetchone()[0] == "linux_amd64":
-        assert _extension_settings(conn) == (True, False)
+    assert _extension_settings(conn) == ((True, False) if known else (False, True))
     conn.execute("CREATE TABLE t AS SELECT 1 AS x")
     conn.close()
     with connect_lake(lake, read_only=True) as again:
         assert again.execute("SELECT x FROM t").fetchall() == [(1,)]
-    # data on a store httpfs does not serve needs an extension DuckDB would autoload: DuckDB's checks stay
-    assert not _known_signed(LakeLocation.parse(f"ducklake:duckdb:{tmp_path / 'c.ducklake'}", "az://container/l/"))
+    # data on a store httpfs does not serve, or a store whose data path only its catalog knows, may need an extension
+    # DuckDB would autoload: DuckDB's checks stay
+    catalog = f"ducklake:duckdb:{tmp_path / 'c.ducklake'}"
+    assert _known_signed(LakeLocation.parse(catalog, str(tmp_path / "d"))) == known
+    assert not _known_signed(LakeLocation.parse(catalog, "az://container/l/"))
+    assert not _known_signed(LakeLocation.parse(catalog))
+    with connect_lake(LakeLocation.parse(f"ducklake:duckdb:{tmp_path / 'catalog.ducklake'}"), read_only=True) as old:
+        assert _extension_settings(old) == (False, True) and old.execute("SELECT x FROM t").fetchall() == [(1,)]
 
 
 def test_a_changed_extension_file_goes_through_duckdbs_check_and_fails_it(monkeypatch, tmp_path):

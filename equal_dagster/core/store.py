@@ -591,15 +591,17 @@ def _sha256(path: Path) -> str:
 
 
 def _known_signed(location: LakeLocation) -> bool:
-    """Whether every extension the store needs is installed as the bytes of :data:`SIGNED_EXTENSION_SHA256`, and
-    needs no other extension."""
+    """Whether every extension the store needs is installed as the bytes :data:`SIGNED_EXTENSION_SHA256` knows under
+    that file's name, and the store needs no other: its data path is local or one httpfs serves (without a data path
+    the store's own, in its catalog, is unknown until attached: it may need an extension DuckDB autoloads)."""
     url = _URL_DATA_PATH.match(location.data_path or "")
-    if url and url.group(0)[:-3].lower() not in _HTTPFS_SCHEMES:
+    if not location.data_path or (url and url.group(0)[:-3].lower() not in _HTTPFS_SCHEMES):
         return False
-    files = _extension_files(location.extensions)
     try:
-        return files is not None and all(_sha256(f) in SIGNED_EXTENSION_SHA256 for f in files)
-    except OSError:
+        files = _extension_files(location.extensions)
+        return files is not None and all(
+            SIGNED_EXTENSION_SHA256.get(_sha256(f)) == f.name.removesuffix(".duckdb_extension") for f in files)
+    except (OSError, duckdb.Error):
         return False
 
 
@@ -659,7 +661,7 @@ def _connect_with_extensions(location: LakeLocation, *, read_only: bool) -> duck
             raise
 
     if _known_signed(location):
-        with contextlib.suppress(duckdb.Error):  # a file changed since it was hashed: DuckDB's check, below
+        with contextlib.suppress(duckdb.Error):  # whatever failed (a file changed since it was hashed): DuckDB's check
             return connection(known_signed=True)
     return connection(known_signed=False)
 
