@@ -535,25 +535,28 @@ def test_a_postgres_catalog_is_reflected_only_in_ducklakes_schema(postgres, tmp_
                 store.conn.execute(f"SELECT count(*) FROM {LAKE_METADATA_CATALOG}.{other}")
 
 
-def test_the_known_extension_digests_are_the_pinned_wheels_files_and_duckdb_accepts_their_signatures():
+def test_the_known_extension_digests_are_the_pinned_wheels_files_and_duckdb_accepts_their_signatures(monkeypatch,
+                                                                                                     tmp_path):
     """SIGNED_EXTENSION_SHA256 holds the SHA-256 of the extension files in the pinned duckdb-extension-* wheels (the
-    files duckdb_extensions.import_extension installs), files that DuckDB's own signature check accepts (LOAD on a
-    plain connection checks it). On moving the pins, this names the digests to write there."""
+    files duckdb_extensions.import_extension installs, here into an empty home), files that DuckDB's own signature
+    check accepts (LOAD on a plain connection checks it). On moving the pins, this names the digests to write there."""
     from importlib.resources import files
 
     from equal_dagster.core.store import SIGNED_EXTENSION_SHA256, _extension_files, _load_extension, _sha256
 
     if duckdb.execute("PRAGMA platform").fetchone()[0] != "linux_amd64":
         pytest.skip("the known digests are linux_amd64's; elsewhere DuckDB checks each signature")
+    monkeypatch.setenv("HOME", str(tmp_path))
     digests = {}
     for name in ("ducklake", "postgres", "sqlite", "httpfs"):
         with duckdb.connect() as conn:
             _load_extension(conn, name)  # DuckDB's check, on a connection that allows signed extensions only
             assert conn.execute("SELECT current_setting('allow_unsigned_extensions')").fetchone()[0] is False
         (installed,) = _extension_files([name])
+        assert installed.is_relative_to(tmp_path)
         wheel = Path(str(files(f"duckdb_extension_{name}"))) / "extensions" / f"v{duckdb.__version__}"
         digest = _sha256(wheel / f"{name}.duckdb_extension")
-        assert _sha256(installed) == digest, f"{installed} is not the wheel's file: delete it to install the wheel's"
+        assert _sha256(installed) == digest
         digests[digest] = installed.name.removesuffix(".duckdb_extension")
     assert digests == SIGNED_EXTENSION_SHA256, f"duckdb {duckdb.__version__}'s files: {digests}"
 
@@ -567,28 +570,28 @@ def _extension_settings(conn: duckdb.DuckDBPyConnection) -> tuple:
                         "current_setting('autoload_known_extensions')").fetchone()
 
 
-def _copy_home(home: Path, changed: bool) -> Path:
-    """A home whose DuckDB extension folder holds a copy of the installed ducklake file, one byte changed or not."""
+def _home_with_ducklake(monkeypatch, home: Path, changed: bool) -> Path:
+    """A new home (HOME) whose DuckDB extension folder holds the ducklake wheel's file, one byte changed or not."""
     from equal_dagster.core.store import _extension_files, _load_extension
 
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
     with duckdb.connect() as conn:
-        _load_extension(conn, "ducklake")  # installed in the real home
+        _load_extension(conn, "ducklake")  # installed from the wheel, DuckDB's check
     (installed,) = _extension_files(["ducklake"])
-    data = bytearray(installed.read_bytes())
+    assert installed.is_relative_to(home)
     if changed:
+        data = bytearray(installed.read_bytes())
         data[len(data) // 2] ^= 0xFF  # in the middle of the library: the signature at the end stays
-    copy = home / installed.relative_to(Path.home())
-    copy.parent.mkdir(parents=True)
-    copy.write_bytes(data)
-    return copy
+        installed.unlink()  # a new file, not the one this process has loaded
+        installed.write_bytes(data)
+    return installed
 
 
 def test_known_signed_extension_files_load_without_a_second_check_and_nothing_autoloads(monkeypatch, tmp_path):
-    from equal_dagster.core.store import _extension_files, _known_signed, connect_lake
+    from equal_dagster.core.store import _known_signed, connect_lake
 
-    copy = _copy_home(tmp_path / "home", changed=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert _extension_files(["ducklake"]) == [copy]
+    _home_with_ducklake(monkeypatch, tmp_path / "home", changed=False)
     known = duckdb.execute("PRAGMA platform").fetchone()[0] == "linux_amd64"  # elsewhere DuckDB checks each file
     lake = _file_lake(tmp_path)
     conn = connect_lake(lake)
@@ -610,7 +613,6 @@ def test_known_signed_extension_files_load_without_a_second_check_and_nothing_au
 def test_a_changed_extension_file_goes_through_duckdbs_check_and_fails_it(monkeypatch, tmp_path):
     from equal_dagster.core.store import connect_lake
 
-    _copy_home(tmp_path / "home", changed=True)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    _home_with_ducklake(monkeypatch, tmp_path / "home", changed=True)
     with pytest.raises(StoreError, match="signature is either missing or invalid"):
         connect_lake(_file_lake(tmp_path))
