@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -542,10 +543,12 @@ def test_the_known_extension_digests_are_the_pinned_wheels_files_and_duckdb_acce
     check accepts (LOAD on a plain connection checks it). On moving the pins, this names the digests to write there."""
     from importlib.resources import files
 
-    from equal_dagster.core.store import SIGNED_EXTENSION_SHA256, _extension_files, _load_extension, _sha256
+    from equal_dagster.core.store import (
+        SIGNED_EXTENSION_PLATFORM, SIGNED_EXTENSION_SHA256, _extension_files, _load_extension, _sha256,
+    )
 
-    if duckdb.execute("PRAGMA platform").fetchone()[0] != "linux_amd64":
-        pytest.skip("the known digests are linux_amd64's; elsewhere DuckDB checks each signature")
+    if duckdb.execute("PRAGMA platform").fetchone()[0] != SIGNED_EXTENSION_PLATFORM:
+        pytest.skip(f"the known digests are {SIGNED_EXTENSION_PLATFORM}'s; elsewhere DuckDB checks each signature")
     monkeypatch.setenv("HOME", str(tmp_path))
     digests = {}
     for name in ("ducklake", "postgres", "sqlite", "httpfs"):
@@ -589,10 +592,10 @@ def _home_with_ducklake(monkeypatch, home: Path, changed: bool) -> Path:
 
 
 def test_known_signed_extension_files_load_without_a_second_check_and_nothing_autoloads(monkeypatch, tmp_path):
-    from equal_dagster.core.store import _known_signed, connect_lake
+    from equal_dagster.core.store import SIGNED_EXTENSION_PLATFORM, _known_signed, connect_lake
 
     _home_with_ducklake(monkeypatch, tmp_path / "home", changed=False)
-    known = duckdb.execute("PRAGMA platform").fetchone()[0] == "linux_amd64"  # elsewhere DuckDB checks each file
+    known = duckdb.execute("PRAGMA platform").fetchone()[0] == SIGNED_EXTENSION_PLATFORM  # elsewhere DuckDB checks
     lake = _file_lake(tmp_path)
     conn = connect_lake(lake)
     assert _extension_settings(conn) == ((True, False) if known else (False, True))
@@ -602,11 +605,10 @@ def test_known_signed_extension_files_load_without_a_second_check_and_nothing_au
         assert again.execute("SELECT x FROM t").fetchall() == [(1,)]
     # data on a store httpfs does not serve, or a store whose data path only its catalog knows, may need an extension
     # DuckDB would autoload: DuckDB's checks stay
-    catalog = f"ducklake:duckdb:{tmp_path / 'c.ducklake'}"
-    assert _known_signed(LakeLocation.parse(catalog, str(tmp_path / "d"))) == known
-    assert not _known_signed(LakeLocation.parse(catalog, "az://container/l/"))
-    assert not _known_signed(LakeLocation.parse(catalog))
-    with connect_lake(LakeLocation.parse(f"ducklake:duckdb:{tmp_path / 'catalog.ducklake'}"), read_only=True) as old:
+    assert _known_signed(lake) == known
+    assert not _known_signed(replace(lake, data_path="az://container/l/"))
+    assert not _known_signed(replace(lake, data_path=None))
+    with connect_lake(replace(lake, data_path=None), read_only=True) as old:
         assert _extension_settings(old) == (False, True) and old.execute("SELECT x FROM t").fetchall() == [(1,)]
 
 

@@ -563,7 +563,8 @@ def _load_extension(conn: duckdb.DuckDBPyConnection, name: str) -> None:
 # installed files hash (hashlib: OpenSSL, 0.03 s for both) to these loads them without DuckDB's own check, on a
 # connection that autoloads nothing else. Any other bytes (another platform or version, a changed file) go through
 # DuckDB's check.
-SIGNED_EXTENSION_SHA256 = {  # duckdb 1.5.5, linux_amd64
+SIGNED_EXTENSION_PLATFORM = "linux_amd64"  # the platform of the files below (duckdb 1.5.5); elsewhere DuckDB checks
+SIGNED_EXTENSION_SHA256 = {
     "e51bf9e8d933d0e83780ae096455501b542cf962569a2ce5613532d702c08302": "ducklake",
     "b1ced4cfc6311313e117c2afb3eac76508718778dde0716421503c7dbfb5605c": "postgres_scanner",
     "693d2bf90779df23ca5ebe0688639b9adfc11c2d55ae3466b33e28be16afaa5e": "sqlite_scanner",
@@ -594,8 +595,10 @@ def _known_signed(location: LakeLocation) -> bool:
     """Whether every extension the store needs is installed as the bytes :data:`SIGNED_EXTENSION_SHA256` knows under
     that file's name, and the store needs no other: its data path is local or one httpfs serves (without a data path
     the store's own, in its catalog, is unknown until attached: it may need an extension DuckDB autoloads)."""
-    url = _URL_DATA_PATH.match(location.data_path or "")
-    if not location.data_path or (url and url.group(0)[:-3].lower() not in _HTTPFS_SCHEMES):
+    if not location.data_path:
+        return False
+    if _URL_DATA_PATH.match(location.data_path) and \
+            location.data_path.split("://", 1)[0].lower() not in _HTTPFS_SCHEMES:
         return False
     try:
         files = _extension_files(location.extensions)
